@@ -1,0 +1,152 @@
+"""The headless command line: ``python main.py inspect MODEL``, ``python main.py train-zoo``, ``zoo``.
+
+Runs the same engine generators as the studio. Bad input exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from core import __version__
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot work."""
+
+
+def _progress_printer(enabled: bool):
+    last = {"stage": None, "pct": -1}
+
+    def show(p):
+        if not enabled:
+            return
+        pct = int(p.fraction * 100)
+        if p.stage != last["stage"] or pct >= last["pct"] + 10:
+            print(f"  {p.stage}: {pct}% {p.message}", file=sys.stderr, flush=True)
+            last.update(stage=p.stage, pct=pct)
+    return show
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust", action="store_true",
+                        help="allow unpickling a whole pickled module (runs code from the file: only for files "
+                             "you trust)")
+    parser.add_argument("--arch", metavar="PKG.MODULE:FACTORY",
+                        help="architecture for a bare state_dict (or a zoo architecture: lenet300, lenet5, resnet8)")
+    parser.add_argument("--input-shape", metavar="N,C,H,W",
+                        help="input shape to probe the model with when there is no data set, e.g. 1,1,28,28")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python main.py", description="Prunescope: inspect and compress neural networks. With no command, "
+        "opens the studio on the demo model (LeNet-300-100 on MNIST).")
+    parser.add_argument("--version", action="version", version=f"prunescope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    studio = sub.add_parser("studio", help="open the studio (the default)")
+    studio.add_argument("model", nargs="?", default="zoo:lenet300", help="model to open (default zoo:lenet300)")
+    studio.add_argument("--data", help="data set: mnist, fashion-mnist, or a folder / .npz of your own")
+
+    inspect = sub.add_parser("inspect", help="print a model's layers, weight and activation statistics, metrics")
+    inspect.add_argument("model", help="zoo:NAME, a TorchScript/.pt2/state_dict/pickle file, or a Hugging Face "
+                                       "folder")
+    inspect.add_argument("--data", help="data set: mnist, fashion-mnist, or a folder / .npz of your own "
+                                        "(default: the zoo model's own)")
+    inspect.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    inspect.add_argument("--reference", metavar="MODEL", help="measure fidelity to this model (same inputs)")
+    inspect.add_argument("--limit", type=int, default=None, help="evaluate on the first N test examples only")
+    inspect.add_argument("--no-activations", action="store_true", help="skip activation statistics")
+    inspect.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_load_arguments(inspect)
+
+    train = sub.add_parser("train-zoo", help="retrain the shipped zoo checkpoints (deterministic, seeded)")
+    train.add_argument("names", nargs="*", help="zoo models to train (default: all)")
+    train.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("zoo", help="list the zoo models and their shipped accuracy")
+    return parser
+
+
+def cmd_inspect(args) -> int:
+    from core.data import load_dataset
+    from core.inspection import InspectOptions, inspect_model
+    from core.model_io import LoadOptions, load_model, parse_input_shape
+    from core.progress import run
+    from core.report import layer_table, write_json
+
+    options = LoadOptions(trust=args.trust, arch=args.arch,
+                          input_shape=parse_input_shape(args.input_shape) if args.input_shape else None)
+    if args.json and not args.model.startswith("zoo:") and _same_file(args.json, args.model):
+        raise UsageError(f"--json {args.json} would overwrite the model file; choose another path")
+    loaded = load_model(args.model, options)
+    data_name = args.data or loaded.dataset
+    data = load_dataset(data_name) if data_name else None
+    reference = load_model(args.reference, options) if args.reference else None
+    result = run(inspect_model(loaded, data, InspectOptions(activations=not args.no_activations,
+                                                            eval_limit=args.limit), reference),
+                 on_progress=_progress_printer(not args.quiet))
+    print(layer_table(result))
+    if args.json:
+        write_json(result, args.json)
+        print(f"report written to {args.json}")
+    return 0
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def cmd_train_zoo(args) -> int:
+    from core import zoo
+    from core.progress import run
+    from core.training import train_zoo_model
+
+    for name in args.names or list(zoo.ZOO):
+        meta = run(train_zoo_model(name, seed=args.seed), on_progress=_progress_printer(True))
+        print(f"{name}: test accuracy {meta['test_accuracy']:.2%}, validation {meta['val_accuracy']:.2%}, "
+              f"{meta['train']['epochs']} epochs in {meta['train']['seconds']:.0f} s -> "
+              f"{zoo.zoo_entry(name).checkpoint}", flush=True)
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from core import zoo
+
+    for name, entry in zoo.ZOO.items():
+        try:
+            meta = zoo.read_checkpoint(entry.checkpoint)["meta"]
+            acc = f"test accuracy {meta['test_accuracy']:.2%}"
+        except zoo.ZooError:
+            acc = "checkpoint missing"
+        print(f"zoo:{name:18s} {entry.dataset:14s} {acc:22s} {entry.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a headless command; returns the exit status. (The studio is started by ``main.py``.)"""
+    from core.activations import ActivationError
+    from core.data import DataError
+    from core.inspection import InputMismatchError
+    from core.model_io import ModelLoadError
+    from core.progress import Cancelled
+    from core.zoo import ZooError
+
+    args = build_parser().parse_args(argv)
+    commands = {"inspect": cmd_inspect, "train-zoo": cmd_train_zoo, "zoo": cmd_zoo}
+    try:
+        return commands[args.command](args)
+    except (ModelLoadError, DataError, ZooError, ActivationError, InputMismatchError, UsageError) as exc:
+        print(f"prunescope: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (Cancelled, KeyboardInterrupt):
+        print("prunescope: cancelled", file=sys.stderr)
+        return 130

@@ -1,0 +1,163 @@
+"""Inspecting a loaded model on real data: one generator that the command line and the studio both run.
+
+:func:`inspect_model` runs, in order: the layer inventory, weight statistics, activation statistics (on the
+data set's validation split, or the loader's probe inputs), and evaluation (test accuracy for a classifier
+of the data set; fidelity to a reference model when one is given; latency of one batch; bytes on disk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from core.activations import ActivationError, ActivationStats, activation_stats
+from core.data import Dataset
+from core.evaluate import Accuracy, Fidelity, Latency, accuracy, call_model, fidelity, latency, logits_of, \
+    saved_size_bytes
+from core.inventory import Inventory, inventory
+from core.model_io import LoadedModel
+from core.progress import Partial, Progress, Task
+from core.stats import WeightStats, weight_stats
+
+
+class InputMismatchError(ValueError):
+    """The model cannot be called on the inputs at hand; the message names the shapes involved."""
+
+
+@dataclass(frozen=True)
+class InspectOptions:
+    """What to measure: ``activation_limit`` examples for firing counts (from the validation split),
+    ``eval_limit`` test examples for accuracy (None: all), and ``latency_batch`` inputs per timed call."""
+
+    activations: bool = True
+    evaluate: bool = True
+    activation_limit: int = 5000
+    eval_limit: int | None = None
+    latency_batch: int = 256
+    latency_runs: int = 10
+
+
+@dataclass
+class Inspection:
+    """Everything measured about one model."""
+
+    loaded: LoadedModel
+    dataset: str | None
+    inventory: Inventory
+    weights: dict[str, WeightStats]
+    activations: dict[str, ActivationStats] = field(default_factory=dict)
+    test: Accuracy | None = None
+    fidelity: Fidelity | None = None
+    latency: Latency | None = None
+    saved_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def model_inputs(loaded: LoadedModel, data: Dataset | None, limit: int, batch_size: int = 500) -> Iterator:
+    """Inputs to run the model on: the validation split's images, or else the loader's probe inputs."""
+    if data is not None:
+        for x, _ in data.val.batches(batch_size, limit=limit):
+            yield x.reshape(x.shape[0], *loaded.input_shape[1:]) if _flat_input(loaded, data) else x
+    else:
+        yield from loaded.probe_inputs
+
+
+def _flat_input(loaded: LoadedModel, data: Dataset) -> bool:
+    shape = loaded.input_shape
+    return shape is not None and len(shape) == 2 and shape[1] == int(torch.tensor(data.input_shape).prod())
+
+
+def check_inputs(loaded: LoadedModel, data: Dataset | None) -> None:
+    """Call the model once on one example so that a shape mismatch gets a clear message before real work."""
+    example = next(model_inputs(loaded, data, 1), None)
+    if example is None:
+        return
+    try:
+        with torch.inference_mode():
+            out = logits_of(call_model(loaded.module, example))
+    except Exception as exc:
+        where = f"data set {data.name} (examples shaped {tuple(data.input_shape)})" if data is not None \
+            else f"probe inputs shaped {tuple(loaded.input_shape or ())}"
+        raise InputMismatchError(f"{loaded.name} cannot run on {where}: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if data is not None and (out.ndim != 2 or out.shape[1] != data.num_classes):
+        raise InputMismatchError(f"{loaded.name} outputs shape {tuple(out.shape)}, not scores for the "
+                                 f"{data.num_classes} classes of {data.name}")
+
+
+def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: InspectOptions | None = None,
+                  reference: LoadedModel | None = None) -> Task[Inspection]:
+    """Inventory, weight and activation statistics, and evaluation of ``loaded`` (see module docstring)."""
+    options = options or InspectOptions()
+    model = loaded.module
+    if data is None and not loaded.probe_inputs and (options.activations or options.evaluate):
+        raise InputMismatchError(f"{loaded.name}: no data set and no input shape; pass --data NAME or "
+                                 "--input-shape 1,1,28,28 so the model can be run")
+    if options.activations or options.evaluate:
+        check_inputs(loaded, data)
+    yield Progress("inventory", 0, 1, "layers")
+    result = Inspection(loaded, data.name if data else None, inventory(model, loaded.module_types), {})
+    yield Partial("inventory", result.inventory)
+    result.weights = yield from weight_stats(model)
+    yield Partial("weights", result.weights)
+    if options.activations:
+        total = None if data is None else -(-min(options.activation_limit, len(data.val)) // 500)
+        try:
+            result.activations = yield from activation_stats(
+                model, model_inputs(loaded, data, options.activation_limit), total)
+            yield Partial("activations", result.activations)
+        except ActivationError as exc:
+            result.notes.append(f"activations not measured: {exc}")
+            yield Partial("notes", list(result.notes))
+    if options.evaluate:
+        if data is not None:
+            result.test = yield from accuracy(_Reshaped(model, loaded, data), data.test, limit=options.eval_limit)
+            yield Partial("test", result.test)
+        if reference is not None:
+            probes = list(model_inputs(loaded, data, 1000)) if data is not None else loaded.probe_inputs
+            result.fidelity = yield from fidelity(model, reference.module, probes)
+            yield Partial("fidelity", result.fidelity)
+        example = _latency_batch(loaded, data, options.latency_batch)
+        if example is not None:
+            result.latency = yield from latency(model, example, runs=options.latency_runs)
+            yield Partial("latency", result.latency)
+        result.saved_bytes = saved_size_bytes(model)
+        yield Partial("saved_bytes", result.saved_bytes)
+    return result
+
+
+def _latency_batch(loaded: LoadedModel, data: Dataset | None, size: int):
+    if data is not None:
+        return next(model_inputs(loaded, data, size, batch_size=size))
+    return loaded.probe_inputs[0] if loaded.probe_inputs else None
+
+
+class _Reshaped(torch.nn.Module):
+    """Feeds a model that wants flat vectors (input shape ``(1, 784)``) from a data set of images."""
+
+    def __init__(self, model: torch.nn.Module, loaded: LoadedModel, data: Dataset) -> None:
+        super().__init__()
+        self.model = model
+        self.flat = _flat_input(loaded, data)
+
+    def forward(self, x: torch.Tensor):
+        return self.model(x.reshape(x.shape[0], -1) if self.flat else x)
+
+
+def open_for_inspection(spec: str, options=None, data_name: str | None = None) -> Task[tuple[LoadedModel,
+                                                                                           Dataset | None]]:
+    """Load a model and its data set (the one named, else the model's own, else none) as one task."""
+    from core.data import load_dataset
+    from core.model_io import load_model
+
+    yield Progress("load", 0, 2, f"loading {spec}")
+    loaded = load_model(spec, options)
+    name = data_name or loaded.dataset
+    yield Progress("load", 1, 2, f"reading data set {name}" if name else "no data set")
+    data = load_dataset(name) if name else None
+    if data is not None:
+        check_inputs(loaded, data)
+    yield Progress("load", 2, 2, "loaded")
+    return loaded, data

@@ -1,0 +1,1 @@
+"""Prunescope's studio: PySide6 + pyqtgraph views over the :mod:`core` engine (which never imports Qt)."""

@@ -1,0 +1,52 @@
+"""Starting the studio: the QApplication, its style, and the main window on the demo model."""
+
+from __future__ import annotations
+
+import sys
+
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+from core.resources import resource_path
+from gui import theme
+
+
+def apply_style(app: QApplication) -> None:
+    """Fusion with a dark palette, plus the studio's stylesheet."""
+    app.setStyle("Fusion")
+    palette = QPalette()
+    for role, colour in ((QPalette.ColorRole.Window, theme.BACKGROUND), (QPalette.ColorRole.Base, theme.PANEL),
+                         (QPalette.ColorRole.AlternateBase, "#232831"), (QPalette.ColorRole.Text, theme.TEXT),
+                         (QPalette.ColorRole.WindowText, theme.TEXT), (QPalette.ColorRole.Button, theme.PANEL),
+                         (QPalette.ColorRole.ButtonText, theme.TEXT), (QPalette.ColorRole.Highlight, "#2b5d7a"),
+                         (QPalette.ColorRole.HighlightedText, "#ffffff"), (QPalette.ColorRole.ToolTipBase, theme.PANEL),
+                         (QPalette.ColorRole.ToolTipText, theme.TEXT), (QPalette.ColorRole.PlaceholderText, theme.MUTED)):
+        palette.setColor(role, QColor(colour))
+    app.setPalette(palette)
+    app.setStyleSheet(resource_path("styles", "studio.qss").read_text(encoding="utf-8"))
+    theme.plot_defaults()
+
+
+def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
+                  settings: QSettings | None = None):
+    """The main window with its session; starts opening ``model`` in the background (None: nothing)."""
+    from gui.main_window import MainWindow
+    from gui.session import Session
+
+    session = Session()
+    window = MainWindow(session, settings)
+    session.setParent(window)
+    if model:
+        session.open_model(model, data)
+    return window
+
+
+def run_studio(model: str = "zoo:lenet300", data: str | None = None) -> int:
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setApplicationName("Prunescope")
+    app.setOrganizationName("Prunescope")
+    apply_style(app)
+    window = create_window(model, data)
+    window.show()
+    return app.exec()

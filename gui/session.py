@@ -1,0 +1,117 @@
+"""The studio's session: the only place the GUI calls the engine.
+
+It owns the loaded model, its data set and what has been measured about it, and runs every engine task
+through one :class:`~gui.workers.TaskRunner`. Widgets listen to its signals and never touch the model. A
+failed or cancelled load leaves the session exactly as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QObject, Signal
+
+from core.activations import ActivationStats
+from core.data import Dataset
+from core.evaluate import Accuracy, Fidelity, Latency
+from core.inspection import InspectOptions, inspect_model, open_for_inspection
+from core.inventory import Inventory
+from core.model_io import LoadedModel, LoadOptions
+from core.progress import Partial
+from core.stats import WeightStats
+from gui.workers import TaskRunner
+
+
+@dataclass
+class Measurements:
+    """What is known so far about the current model; filled in as the inspection task reports."""
+
+    inventory: Inventory | None = None
+    weights: dict[str, WeightStats] = field(default_factory=dict)
+    activations: dict[str, ActivationStats] = field(default_factory=dict)
+    test: Accuracy | None = None
+    fidelity: Fidelity | None = None
+    latency: Latency | None = None
+    saved_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Session(QObject):
+    sig_model_changed = Signal()
+    """A new model (and data set) is loaded; measurements were reset."""
+    sig_measured = Signal(str)
+    """A measurement arrived: ``inventory``, ``weights``, ``activations``, ``test``, ``latency``, ..."""
+    sig_error = Signal(str, str)
+    """A task failed: (title, one-line message). The session is unchanged."""
+    sig_needs_trust = Signal(str, str)
+    """A file is an untrusted pickle: (spec, the risk in words). Call ``open_model(spec, trust=True)``."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.runner = TaskRunner(self)
+        self.loaded: LoadedModel | None = None
+        self.data: Dataset | None = None
+        self.measurements = Measurements()
+        self.inspect_options = InspectOptions()
+        self._open_args: dict = {}
+        self.runner.sig_partial.connect(self._on_partial)
+        self.runner.sig_finished.connect(self._on_finished)
+        self.runner.sig_failed.connect(self._on_failed)
+
+    # ------------------------------------------------------------------------------------------ actions
+    def open_model(self, spec: str, data_name: str | None = None, trust: bool = False,
+                   arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> None:
+        """Load ``spec`` (zoo name, file or folder) and its data set in the background, then inspect it."""
+        options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape)
+        self._open_args = {"spec": spec, "data_name": data_name}
+        self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name))
+
+    def use_dataset(self, data_name: str) -> None:
+        """Re-open the current model with another data set (the model itself is not reloaded from disk)."""
+        if self.loaded is None:
+            return
+        loaded = self.loaded
+
+        def task():
+            from core.data import load_dataset
+            from core.inspection import check_inputs
+
+            data = load_dataset(data_name)
+            check_inputs(loaded, data)
+            return loaded, data
+            yield  # a generator, so it runs in the background like every task
+
+        self.runner.start(f"Reading data set {data_name}", task)
+
+    def inspect(self) -> None:
+        """Measure the current model: statistics, activations, accuracy, latency, bytes."""
+        if self.loaded is None:
+            return
+        loaded, data, options = self.loaded, self.data, self.inspect_options
+        self.measurements = Measurements()
+        self.runner.start(f"Inspecting {loaded.name}", lambda: inspect_model(loaded, data, options))
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    # ------------------------------------------------------------------------------------------ results
+    def _on_partial(self, partial: Partial) -> None:
+        if hasattr(self.measurements, partial.key):
+            setattr(self.measurements, partial.key, partial.value)
+            self.sig_measured.emit(partial.key)
+
+    def _on_finished(self, title: str, value) -> None:
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], LoadedModel):
+            self.loaded, self.data = value
+            self.measurements = Measurements()
+            self.sig_model_changed.emit()
+            self.inspect()
+
+    def _on_failed(self, title: str, error: BaseException) -> None:
+        from core.model_io import UntrustedPickleError
+
+        if isinstance(error, UntrustedPickleError):
+            self.sig_needs_trust.emit(self._open_args.get("spec", str(error.path)), str(error))
+            return
+        message = str(error) or type(error).__name__
+        self.sig_error.emit(title, message.splitlines()[0] if message else type(error).__name__)

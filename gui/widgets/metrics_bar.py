@@ -1,0 +1,75 @@
+"""The model's headline numbers as a row of cards: parameters, bytes on disk, accuracy, latency."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from core.report import human_bytes
+from gui.session import Session
+
+
+class Card(QFrame):
+    def __init__(self, caption: str, tooltip: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("card")
+        self.setToolTip(tooltip)
+        self.caption = QLabel(caption.upper(), objectName="cardCaption")
+        self.value = QLabel("—", objectName="cardValue")
+        self.detail = QLabel("", objectName="cardDetail")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 8, 14, 8)
+        layout.setSpacing(1)
+        for w in (self.caption, self.value, self.detail):
+            layout.addWidget(w)
+
+    def set(self, value: str, detail: str = "") -> None:
+        self.value.setText(value)
+        self.detail.setText(detail)
+
+
+class MetricsBar(QWidget):
+    """Cards for the current model; updated from the session's measurements."""
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.cards = {
+            "model": Card("Model"),
+            "params": Card("Parameters", "parameters in layers that own them (shared ones once)"),
+            "disk": Card("Size on disk", "bytes of the model file as loaded, measured with os.path.getsize"),
+            "accuracy": Card("Test accuracy", "top-1 accuracy on the data set's whole test split"),
+            "latency": Card("Latency", "median wall-clock time of one forward pass of a batch, on this CPU"),
+        }
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(8)
+        for card in self.cards.values():
+            layout.addWidget(card, 2 if card is self.cards["model"] else 1)
+        session.sig_model_changed.connect(self.refresh)
+        session.sig_measured.connect(lambda _key: self.refresh())
+        self.refresh()
+
+    def refresh(self) -> None:
+        s, m = self.session, self.session.measurements
+        if s.loaded is None:
+            for card in self.cards.values():
+                card.set("—")
+            return
+        data = s.data.name if s.data else "no data set"
+        description = s.loaded.meta.get("description") or s.loaded.source
+        self.cards["model"].set(s.loaded.name, f"{description}  ·  {s.loaded.format}  ·  {data}")
+        inv = m.inventory
+        self.cards["params"].set(f"{inv.params:,}" if inv else "…",
+                                 f"{human_bytes(inv.bytes)} of weights, {len(inv.layers)} layers" if inv else "")
+        disk = s.loaded.file_bytes
+        self.cards["disk"].set(human_bytes(disk) if disk is not None else "—",
+                               f"{disk:,} bytes" if disk is not None else "")
+        if m.test is not None:
+            self.cards["accuracy"].set(f"{m.test.accuracy:.2%}", f"{m.test.count:,} test images, loss {m.test.loss:.3f}")
+        else:
+            self.cards["accuracy"].set("…" if s.data is not None else "—",
+                                       "measuring" if s.data is not None else "needs a labelled data set")
+        if m.latency is not None:
+            self.cards["latency"].set(f"{m.latency.median_ms:.2f} ms", f"per batch of {m.latency.batch_size}")
+        else:
+            self.cards["latency"].set("…", "")

@@ -1,0 +1,122 @@
+"""Background work on Qt's thread pool: a core task generator runs in a superqt GeneratorWorker.
+
+The worker checks for cancel between the generator's yields. On cancel the generator is closed, so the
+core task's ``finally`` blocks (hook removal, restoring state) run before anything else touches the model.
+Exceptions are wrapped so that superqt never mistakes a torch ``RuntimeError`` for a return value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+
+from PySide6.QtCore import QObject, Signal
+from superqt.utils import GeneratorWorker, create_worker
+
+from core.progress import Partial, Progress
+
+
+class TaskFailed(Exception):
+    """Carries the exception a task raised, across the thread boundary."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _guarded(task: Generator) -> Generator:
+    try:
+        result = yield from task
+    except GeneratorExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - everything must reach the UI as a message
+        raise TaskFailed(exc) from exc
+    return result
+
+
+class TaskRunner(QObject):
+    """Runs one task at a time. Starting a task while one runs cancels the running one and starts the new
+    one only once the old has really stopped (two tasks never touch a model at once); signals of a
+    superseded task are dropped."""
+
+    sig_started = Signal(str)
+    """A task with this title started."""
+    sig_progress = Signal(object)
+    """A :class:`core.progress.Progress` from the running task."""
+    sig_partial = Signal(object)
+    """A :class:`core.progress.Partial` result from the running task."""
+    sig_finished = Signal(str, object)
+    """The task with this title returned this value."""
+    sig_failed = Signal(str, object)
+    """The task with this title raised this exception."""
+    sig_cancelled = Signal(str)
+    """The task with this title was cancelled by the user."""
+    sig_idle = Signal()
+    """No task is running or waiting any more."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._worker: GeneratorWorker | None = None
+        self._pending: tuple[str, Callable[[], Generator]] | None = None
+        self._generation = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None or self._pending is not None
+
+    def start(self, title: str, make_task: Callable[[], Generator]) -> None:
+        """Run ``make_task()`` (a core task generator) in the background, after any running task stops."""
+        self._generation += 1  # whatever runs now is superseded: its results are stale
+        if self._worker is not None:
+            self._pending = (title, make_task)
+            self._worker.quit()
+            return
+        self._launch(title, make_task)
+
+    def cancel(self) -> None:
+        """Ask the running task to stop at its next yield; a waiting task is dropped."""
+        self._pending = None
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _launch(self, title: str, make_task: Callable[[], Generator]) -> None:
+        generation = self._generation
+        task = _guarded(make_task())
+        worker = create_worker(lambda: (yield from task), _start_thread=False)
+
+        def current() -> bool:
+            return generation == self._generation
+
+        def on_yield(item):
+            if current():
+                (self.sig_partial if isinstance(item, Partial) else self.sig_progress).emit(item)
+
+        def on_return(value):
+            if current():
+                self.sig_finished.emit(title, value)
+
+        def on_error(exc):
+            if current():
+                self.sig_failed.emit(title, exc.error if isinstance(exc, TaskFailed) else exc)
+
+        def on_abort():
+            task.close()  # the worker has stopped stepping it: run the task's finally blocks now
+            if current():
+                self.sig_cancelled.emit(title)
+
+        def on_finished():
+            if self._worker is worker:
+                self._worker = None
+            if self._pending is not None:
+                self._launch(*self._pending)
+                self._pending = None
+            elif self._worker is None:
+                self.sig_idle.emit()
+
+        worker.yielded.connect(on_yield)
+        worker.returned.connect(on_return)
+        worker.errored.connect(on_error)
+        worker.aborted.connect(on_abort)
+        worker.finished.connect(on_finished)
+        self._worker = worker
+        self.sig_started.emit(title)
+        worker.start()
