@@ -25,6 +25,9 @@ from core.progress import Progress, Task
 UNIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                nn.ConvTranspose3d)
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+COMPILED = ("this model runs its layers inside a compiled graph (TorchScript or torch.export), where per-layer "
+            "hooks do not run; load the eager model (state_dict + --arch, or a pickle you trust) to measure "
+            "activations")
 
 
 class ActivationError(ValueError):
@@ -96,9 +99,7 @@ def _measure_points(model: nn.Module, layers: dict[str, nn.Module], example) -> 
     called = {id(m) for m in order}
     missing = [n for n, m in layers.items() if id(m) not in called]
     if len(missing) == len(layers):
-        raise ActivationError("this model runs its layers inside a compiled graph (TorchScript or torch.export), "
-                              "where per-layer hooks do not run; load the eager model (state_dict + --arch, or "
-                              "a pickle you trust) to measure activations")
+        raise ActivationError(COMPILED)
     points = {}
     for name, layer in layers.items():
         target = (name, layer)
@@ -122,6 +123,8 @@ def activation_stats(model: nn.Module, batches: Iterable, total_batches: int | N
     layers = unit_layers(model)
     if names is not None:
         layers = {n: layers[n] for n in names if n in layers}
+    if isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+        raise ActivationError(COMPILED)
     if not layers:
         raise ActivationError("the model has no Linear or convolution layers to measure")
     iterator = iter(batches)

@@ -17,6 +17,7 @@ Formats read (by :func:`load_dataset`):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import os
@@ -93,6 +94,7 @@ class Dataset:
     val: Split
     test: Split
     source: str
+    spec: str = ""  # what load_dataset was given, to load it again
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -142,7 +144,7 @@ def load_idx_folder(folder: str | os.PathLike, name: str | None = None,
                     classes: tuple[str, ...] | None = None, val_size: int = 5000, seed: int = 0) -> Dataset:
     """Read a folder holding train/test images and labels as IDX files."""
     folder = Path(folder)
-    found = {(kind, test): _find_idx(folder, kind, test) for kind in ("images", "labels") for test in (False, True)}
+    found = {(kind, test): _find_idx(folder, kind, test) for test in (False, True) for kind in ("images", "labels")}
     missing = [f"{'test' if t else 'train'} {k}" for (k, t), p in found.items() if p is None]
     if missing:
         raise DataError(f"{folder}: no IDX file for {', '.join(missing)} "
@@ -217,6 +219,8 @@ def load_npz(path: str | os.PathLike, val_size: int = 5000, seed: int = 0) -> Da
                              classes, str(path), val_size, seed)
     if {"x", "y"} <= arrays.keys():
         x, y = arrays["x"], arrays["y"]
+        if len(x) != len(y):
+            raise DataError(f"{path}: {len(x)} images but {len(y)} labels")
         order = np.random.default_rng(seed).permutation(len(x))
         cut = len(x) - max(1, len(x) // 6)
         tr, te = np.sort(order[:cut]), np.sort(order[cut:])
@@ -296,6 +300,10 @@ def load_dataset(spec: str, val_size: int = 5000, seed: int = 0) -> Dataset:
 
     Results are cached: the splits are shared, read-only tensors; copy before changing them.
     """
+    return dataclasses.replace(_load_dataset(spec, val_size, seed), spec=spec)
+
+
+def _load_dataset(spec: str, val_size: int, seed: int) -> Dataset:
     canonical = _ALIASES.get(spec.lower())
     if canonical == "mnist":
         return load_idx_folder(resource_path("data", "mnist"), "mnist", MNIST_CLASSES, val_size, seed)

@@ -55,8 +55,12 @@ class Latency:
     runs: int
 
 
-def accuracy(model: nn.Module, data: Split, batch_size: int = 1000, limit: int | None = None) -> Task[Accuracy]:
-    """Top-1 accuracy and mean loss of a classifier over ``data`` (or its first ``limit`` examples)."""
+def accuracy(model: nn.Module, data: Split, batch_size: int = 1000, limit: int | None = None,
+             prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Task[Accuracy]:
+    """Top-1 accuracy and mean loss of a classifier over ``data`` (or its first ``limit`` examples).
+
+    ``prepare`` reshapes each image batch into what the model takes (for instance, flat vectors).
+    """
     total = len(data) if limit is None else min(limit, len(data))
     correct, loss_sum, seen = 0, 0.0, 0
     was_training = model.training
@@ -64,7 +68,7 @@ def accuracy(model: nn.Module, data: Split, batch_size: int = 1000, limit: int |
     try:
         with torch.inference_mode():
             for x, y in data.batches(batch_size, limit=limit):
-                logits = logits_of(model(x))
+                logits = logits_of(model(prepare(x) if prepare else x))
                 loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
@@ -143,13 +147,12 @@ def latency(model: nn.Module, example, runs: int = 20, warmup: int = 3,
     return Latency(statistics.median(times), min(times), batch, runs)
 
 
-def saved_size_bytes(model: nn.Module) -> int:
-    """Bytes on disk of ``model``'s state_dict saved with ``torch.save`` (written to a temporary file)."""
-    state = model.state_dict()
-    fd, path = tempfile.mkstemp(suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+def saved_size_bytes(model: nn.Module, name: str = "model.pt") -> int:
+    """Bytes on disk of ``model``'s state_dict saved with ``torch.save`` as ``name`` in a temporary folder.
+
+    The name matters by a few bytes: ``torch.save`` writes it into the archive's entry names.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, name)
+        torch.save(model.state_dict(), path)
         return os.path.getsize(path)
-    finally:
-        os.unlink(path)

@@ -8,7 +8,7 @@ of the data set; fidelity to a reference model when one is given; latency of one
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -20,6 +20,10 @@ from core.inventory import Inventory, inventory
 from core.model_io import LoadedModel
 from core.progress import Partial, Progress, Task
 from core.stats import WeightStats, weight_stats
+
+
+NO_INPUTS = ("no data set and no input shape, so the model was not run: activations, accuracy and latency "
+             "need --data NAME or --input-shape 1,1,28,28 (in the studio: the Data set menu)")
 
 
 class InputMismatchError(ValueError):
@@ -92,13 +96,14 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
     """Inventory, weight and activation statistics, and evaluation of ``loaded`` (see module docstring)."""
     options = options or InspectOptions()
     model = loaded.module
-    if data is None and not loaded.probe_inputs and (options.activations or options.evaluate):
-        raise InputMismatchError(f"{loaded.name}: no data set and no input shape; pass --data NAME or "
-                                 "--input-shape 1,1,28,28 so the model can be run")
-    if options.activations or options.evaluate:
+    runnable = data is not None or bool(loaded.probe_inputs)
+    if runnable and (options.activations or options.evaluate):
         check_inputs(loaded, data)
     yield Progress("inventory", 0, 1, "layers")
     result = Inspection(loaded, data.name if data else None, inventory(model, loaded.module_types), {})
+    if not runnable:
+        result.notes.append(NO_INPUTS)
+        options = replace(options, activations=False, evaluate=False)
     yield Partial("inventory", result.inventory)
     result.weights = yield from weight_stats(model)
     yield Partial("weights", result.weights)
@@ -113,7 +118,8 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
             yield Partial("notes", list(result.notes))
     if options.evaluate:
         if data is not None:
-            result.test = yield from accuracy(_Reshaped(model, loaded, data), data.test, limit=options.eval_limit)
+            flat = (lambda x: x.reshape(x.shape[0], -1)) if _flat_input(loaded, data) else None
+            result.test = yield from accuracy(model, data.test, limit=options.eval_limit, prepare=flat)
             yield Partial("test", result.test)
         if reference is not None:
             probes = list(model_inputs(loaded, data, 1000)) if data is not None else loaded.probe_inputs
@@ -134,30 +140,25 @@ def _latency_batch(loaded: LoadedModel, data: Dataset | None, size: int):
     return loaded.probe_inputs[0] if loaded.probe_inputs else None
 
 
-class _Reshaped(torch.nn.Module):
-    """Feeds a model that wants flat vectors (input shape ``(1, 784)``) from a data set of images."""
-
-    def __init__(self, model: torch.nn.Module, loaded: LoadedModel, data: Dataset) -> None:
-        super().__init__()
-        self.model = model
-        self.flat = _flat_input(loaded, data)
-
-    def forward(self, x: torch.Tensor):
-        return self.model(x.reshape(x.shape[0], -1) if self.flat else x)
-
-
-def open_for_inspection(spec: str, options=None, data_name: str | None = None) -> Task[tuple[LoadedModel,
-                                                                                           Dataset | None]]:
-    """Load a model and its data set (the one named, else the model's own, else none) as one task."""
+def open_for_inspection(spec: str, options=None, data_name: str | None = None,
+                        fallback_data: str | None = None) -> Task[tuple[LoadedModel, Dataset | None]]:
+    """Load a model and its data set as one task: the data set named, else the model's own, else
+    ``fallback_data`` if the model runs on it, else none."""
     from core.data import load_dataset
     from core.model_io import load_model
 
     yield Progress("load", 0, 2, f"loading {spec}")
     loaded = load_model(spec, options)
     name = data_name or loaded.dataset
-    yield Progress("load", 1, 2, f"reading data set {name}" if name else "no data set")
-    data = load_dataset(name) if name else None
-    if data is not None:
+    yield Progress("load", 1, 2, f"reading data set {name or fallback_data}")
+    if name:
+        data = load_dataset(name)
         check_inputs(loaded, data)
+    else:  # the data set in use before, if this model takes its inputs
+        data = load_dataset(fallback_data) if fallback_data else None
+        try:
+            check_inputs(loaded, data)
+        except InputMismatchError:
+            data = None
     yield Progress("load", 2, 2, "loaded")
     return loaded, data

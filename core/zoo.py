@@ -159,7 +159,8 @@ def read_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise ZooError(f"{path}: checkpoint missing; run `python main.py train-zoo` to make it") from None
     except Exception as exc:  # torch raises many types for corrupt archives
-        raise ZooError(f"{path}: unreadable checkpoint ({exc})") from exc
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ZooError(f"{path}: unreadable checkpoint ({first_line})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ZooError(f"{path}: not a Prunescope checkpoint")
     return ckpt

@@ -18,6 +18,23 @@ from gui.widgets.histogram_view import HistogramView
 from gui.widgets.metrics_bar import MetricsBar
 from gui.widgets.task_bar import TaskBar
 
+def save_svg(widget: QWidget, path: str) -> None:
+    """Render a widget into an SVG file with Qt's own SVG generator."""
+    from PySide6.QtGui import QPainter
+    from PySide6.QtSvg import QSvgGenerator
+
+    generator = QSvgGenerator()
+    generator.setFileName(path)
+    generator.setSize(widget.size())
+    generator.setViewBox(widget.rect())
+    generator.setTitle("Prunescope plot")
+    painter = QPainter(generator)
+    try:
+        widget.render(painter)
+    finally:
+        painter.end()
+
+
 MODEL_FILTER = "Models (*.pt *.pth *.pt2 *.ts *.jit *.bin *.ckpt);;All files (*)"
 
 
@@ -145,16 +162,17 @@ class MainWindow(QMainWindow):
 
     def export_plot(self, plot, path: str | None = None) -> str | None:
         """Save a plot as PNG or SVG (by the file's suffix); asks for a path when none is given."""
-        import pyqtgraph.exporters as exporters
-
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Export plot", str(Path.home() / "plot.png"),
                                                   "PNG image (*.png);;SVG drawing (*.svg)")
             if not path:
                 return None
-        exporter = (exporters.SVGExporter if path.lower().endswith(".svg") else exporters.ImageExporter)(
-            plot.getPlotItem())
-        exporter.export(path)
+        if path.lower().endswith(".svg"):
+            save_svg(plot, path)  # pyqtgraph's SVG exporter cannot parse the paths Qt 6.11 writes
+        else:
+            import pyqtgraph.exporters as exporters
+
+            exporters.ImageExporter(plot.getPlotItem()).export(path)
         return path
 
     # ------------------------------------------------------------------------------------------ session
@@ -181,7 +199,7 @@ class MainWindow(QMainWindow):
                                 QMessageBox.StandardButton.Cancel)
         load = box.addButton("Load and run its code", QMessageBox.ButtonRole.AcceptRole)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.buttonClicked.connect(lambda b: b is load and self.session.open_model(spec, trust=True))
+        box.buttonClicked.connect(lambda b: b is load and self.session.open_trusted())
 
     def _show_dialog(self, icon, title: str, text: str, buttons=QMessageBox.StandardButton.Ok) -> QMessageBox:
         box = QMessageBox(icon, title, text, buttons, self)

@@ -44,7 +44,7 @@ class Session(QObject):
     sig_error = Signal(str, str)
     """A task failed: (title, one-line message). The session is unchanged."""
     sig_needs_trust = Signal(str, str)
-    """A file is an untrusted pickle: (spec, the risk in words). Call ``open_model(spec, trust=True)``."""
+    """A file is an untrusted pickle: (spec, the risk in words). Call ``open_trusted()`` to load it anyway."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -63,8 +63,14 @@ class Session(QObject):
                    arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> None:
         """Load ``spec`` (zoo name, file or folder) and its data set in the background, then inspect it."""
         options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape)
-        self._open_args = {"spec": spec, "data_name": data_name}
-        self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name))
+        self._open_args = {"spec": spec, "data_name": data_name, "arch": arch, "input_shape": input_shape}
+        fallback = self.data.spec if self.data is not None else None
+        self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name, fallback))
+
+    def open_trusted(self) -> None:
+        """Open the file last refused as an untrusted pickle again, now trusting it (the user confirmed)."""
+        if self._open_args:
+            self.open_model(**self._open_args, trust=True)
 
     def use_dataset(self, data_name: str) -> None:
         """Re-open the current model with another data set (the model itself is not reloaded from disk)."""

@@ -79,44 +79,57 @@ class TaskRunner(QObject):
             self._worker.quit()
 
     def _launch(self, title: str, make_task: Callable[[], Generator]) -> None:
-        generation = self._generation
         task = _guarded(make_task())
-        worker = create_worker(lambda: (yield from task), _start_thread=False)
-
-        def current() -> bool:
-            return generation == self._generation
-
-        def on_yield(item):
-            if current():
-                (self.sig_partial if isinstance(item, Partial) else self.sig_progress).emit(item)
-
-        def on_return(value):
-            if current():
-                self.sig_finished.emit(title, value)
-
-        def on_error(exc):
-            if current():
-                self.sig_failed.emit(title, exc.error if isinstance(exc, TaskFailed) else exc)
-
-        def on_abort():
-            task.close()  # the worker has stopped stepping it: run the task's finally blocks now
-            if current():
-                self.sig_cancelled.emit(title)
-
-        def on_finished():
-            if self._worker is worker:
-                self._worker = None
-            if self._pending is not None:
-                self._launch(*self._pending)
-                self._pending = None
-            elif self._worker is None:
-                self.sig_idle.emit()
-
-        worker.yielded.connect(on_yield)
-        worker.returned.connect(on_return)
-        worker.errored.connect(on_error)
-        worker.aborted.connect(on_abort)
-        worker.finished.connect(on_finished)
+        worker = create_worker(lambda: (yield from task), _start_thread=False, _ignore_errors=True)
+        relay = _Relay(self, worker, task, title, self._generation)
+        worker.yielded.connect(relay.on_yield)
+        worker.returned.connect(relay.on_return)
+        worker.errored.connect(relay.on_error)
+        worker.aborted.connect(relay.on_abort)
+        worker.finished.connect(relay.on_finished)
         self._worker = worker
         self.sig_started.emit(title)
         worker.start()
+
+    def _worker_done(self, worker: GeneratorWorker) -> None:
+        if self._worker is worker:
+            self._worker = None
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._launch(*pending)
+        elif self._worker is None:
+            self.sig_idle.emit()
+
+
+class _Relay(QObject):
+    """Forwards one worker's signals to its runner. A child of the runner, so that Qt drops the worker's
+    late signals once the runner is gone (a closure would outlive it and emit into a deleted object)."""
+
+    def __init__(self, runner: TaskRunner, worker: GeneratorWorker, task: Generator, title: str,
+                 generation: int) -> None:
+        super().__init__(runner)
+        self.runner, self.worker, self.task, self.title, self.generation = runner, worker, task, title, generation
+
+    def _current(self) -> bool:
+        return self.generation == self.runner._generation
+
+    def on_yield(self, item) -> None:
+        if self._current():
+            (self.runner.sig_partial if isinstance(item, Partial) else self.runner.sig_progress).emit(item)
+
+    def on_return(self, value) -> None:
+        if self._current():
+            self.runner.sig_finished.emit(self.title, value)
+
+    def on_error(self, exc) -> None:
+        if self._current():
+            self.runner.sig_failed.emit(self.title, exc.error if isinstance(exc, TaskFailed) else exc)
+
+    def on_abort(self) -> None:
+        self.task.close()  # the worker has stopped stepping it: run the task's finally blocks now
+        if self._current():
+            self.runner.sig_cancelled.emit(self.title)
+
+    def on_finished(self) -> None:
+        self.runner._worker_done(self.worker)
+        self.deleteLater()

@@ -1,0 +1,165 @@
+"""The real main window, driven as a user drives it: open, click a layer, switch views, cancel, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QMessageBox
+
+from core.inspection import InspectOptions
+from tests.gui.conftest import wait_idle
+
+
+def click_row(qtbot, window, name: str) -> None:
+    row = window.table_model.row_of(name)
+    index = window.proxy.mapFromSource(window.table_model.index(row, 0))
+    rect = window.table.visualRect(index)
+    qtbot.mouseClick(window.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+
+
+def curve_y(window) -> np.ndarray:
+    return np.asarray(window.histogram.curve.getData()[1])
+
+
+def hooks_left(model) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_opens_on_the_demo_model_with_measurements(window):
+    s = window.session
+    assert s.loaded.name == "lenet300" and s.data.name == "mnist"
+    assert "lenet300" in window.windowTitle()
+    assert window.table_model.rowCount() == 3
+    assert window.metrics.cards["params"].value.text() == "266,610"
+    assert window.metrics.cards["accuracy"].value.text() == f"{s.measurements.test.accuracy:.2%}"
+    assert s.measurements.test.accuracy >= 0.982
+    assert window.current_layer() == "fc1" and window.histogram.histogram() is not None
+
+
+def test_clicking_a_layer_shows_its_histogram_and_neurons(qtbot, window):
+    fc1_counts = curve_y(window).copy()
+    assert fc1_counts.sum() == 300 * 784
+    click_row(qtbot, window, "fc2")
+    assert window.current_layer() == "fc2"
+    assert "fc2" in window.histogram.title.text()
+    counts = curve_y(window)
+    assert counts.sum() == 100 * 300 and not np.array_equal(counts, fc1_counts)
+    bars = window.activations.displayed()
+    assert len(bars) == 100 and np.all(np.diff(bars) <= 0)  # sorted, most active first
+    expected = window.session.measurements.activations["fc2"].nonzero_fraction
+    np.testing.assert_allclose(np.sort(bars), np.sort(expected))
+
+
+def test_histogram_views_and_sorting(qtbot, window):
+    for button in window.histogram.mode_buttons.buttons():
+        if button.text().startswith("log"):
+            qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert window.histogram.mode == "log" and window.histogram.histogram().log
+    window.histogram.log_counts.setChecked(True)
+    assert window.histogram.plot.getPlotItem().ctrl.logYCheck.isChecked()
+    window.activations.sorted_box.setChecked(False)
+    np.testing.assert_array_equal(window.activations.displayed(),
+                                  window.session.measurements.activations["fc1"].nonzero_fraction)
+
+
+def test_table_sorts_by_value(qtbot, window):
+    window.table.sortByColumn(3, Qt.SortOrder.DescendingOrder)  # params
+    first = window.proxy.index(0, 0).data()
+    assert first == "fc1"
+    window.table.sortByColumn(3, Qt.SortOrder.AscendingOrder)
+    assert window.proxy.index(0, 0).data() == "fc3"
+
+
+def test_cancel_stops_the_task_and_leaves_the_model_as_it_was(qtbot, window):
+    s = window.session
+    model = s.loaded.module
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s.inspect_options = InspectOptions(activation_limit=5000)
+
+    def cancel_during_activations(progress):
+        if progress.stage == "activations":
+            window.task_bar.cancel_button.click()
+
+    s.runner.sig_progress.connect(cancel_during_activations)
+    with qtbot.waitSignal(s.runner.sig_cancelled, timeout=60_000):
+        s.inspect()
+    s.runner.sig_progress.disconnect(cancel_during_activations)
+    wait_idle(qtbot, window)
+    assert hooks_left(model) == 0 and not model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert window.task_bar.label.text().startswith("Cancelled")
+    assert s.measurements.test is None and s.measurements.weights  # what finished before cancel is kept
+
+
+def test_a_file_that_is_not_a_model_changes_nothing(qtbot, window, model_files):
+    s = window.session
+    loaded, measurements = s.loaded, s.measurements
+    s.open_model(str(model_files["text"]))
+    wait_idle(qtbot, window)
+    assert isinstance(window.dialog, QMessageBox) and window.dialog.isVisible()
+    assert "Formats tried" in window.dialog.text()
+    assert s.loaded is loaded and s.measurements is measurements
+    assert window.table_model.rowCount() == 3
+
+
+def test_untrusted_pickle_asks_and_cancel_runs_nothing(qtbot, window, model_files):
+    s = window.session
+    loaded = s.loaded
+    s.open_model(str(model_files["evil"]))
+    wait_idle(qtbot, window)
+    box = window.dialog
+    assert box.windowTitle() == "This file can run code" and "--trust" in box.text()
+    box.button(QMessageBox.StandardButton.Cancel).click()
+    wait_idle(qtbot, window)
+    assert s.loaded is loaded and not model_files["marker"].exists()
+
+
+def test_trusting_a_whole_module_pickle_loads_it(qtbot, window, model_files):
+    s = window.session
+    s.open_model(str(model_files["pickle"]), data_name="mnist")
+    wait_idle(qtbot, window)
+    load = next(b for b in window.dialog.buttons() if b.text().startswith("Load"))
+    load.click()
+    qtbot.waitUntil(lambda: s.loaded.format == "pickle" and s.measurements.test is not None, timeout=120_000)
+    assert type(s.loaded.module).__name__ == "Wrapped"
+    assert window.table_model.layer_name(0) == "body.fc1"
+
+
+def test_a_newer_request_wins(qtbot, window):
+    s = window.session
+    s.open_model("zoo:lenet5")
+    s.open_model("zoo:lenet300")
+    qtbot.waitUntil(lambda: not s.runner.busy and s.measurements.test is not None, timeout=120_000)
+    assert s.loaded.name == "lenet300"
+
+
+def test_dropping_a_file_opens_it(qtbot, window, model_files):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(model_files["torchscript"]))])
+    event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    qtbot.waitUntil(lambda: window.session.loaded.format == "torchscript" and not window.session.runner.busy,
+                    timeout=60_000)
+    assert window.table_model.rowCount() == 3
+
+
+def test_plots_export_to_png_and_svg(window, tmp_path):
+    png = window.export_plot(window.histogram.plot, str(tmp_path / "hist.png"))
+    svg = window.export_plot(window.activations.plot, str(tmp_path / "act.svg"))
+    assert (tmp_path / "hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.endswith(".png")
+    assert "<svg" in (tmp_path / "act.svg").read_text()[:2000] and svg.endswith(".svg")
+
+
+def test_window_layout_is_remembered(qtbot, qapp, window, settings):
+    from gui.app import create_window
+
+    window.histogram.set_mode("signed")
+    window.resize(window.width(), 480)  # the offscreen screen is small; the height is free to change
+    window.close()
+    assert settings.value("view/histogram_mode") == "signed"
+    again = create_window(None, settings=settings)
+    qtbot.addWidget(again)
+    assert again.histogram.mode == "signed" and again.size().height() == 480

@@ -1,0 +1,110 @@
+"""Activation statistics: exact counts, BatchNorm pairing, and hooks that never outlive the measurement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from core.activations import ActivationError, activation_stats, forward_hooks
+from core.progress import Cancelled, run
+from core.zoo import ResNet8
+
+
+def hooks_left(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def batches(mnist, n=1000, size=250):
+    return [x for x, _ in mnist.val.batches(size, limit=n)]
+
+
+def test_counts_equal_a_direct_computation(lenet300, mnist):
+    model = lenet300.module
+    inputs = batches(mnist)
+    stats = run(activation_stats(model, inputs, len(inputs)))
+    x = torch.cat(inputs).flatten(1)
+    with torch.inference_mode():
+        h1 = model.fc1(x)
+        h2 = model.fc2(torch.relu(h1))
+    for name, pre in (("fc1", h1), ("fc2", h2)):
+        s = stats[name]
+        assert s.units == pre.shape[1] and s.observations == 1000 and s.measured_at == name
+        torch.testing.assert_close(torch.from_numpy(s.nonzero_fraction), (pre > 0).double().mean(0))
+        torch.testing.assert_close(torch.from_numpy(s.mean), pre.clamp(min=0).double().mean(0), rtol=1e-5,
+                                   atol=1e-6)
+    assert stats["fc1"].apoz.shape == (300,)
+
+
+def test_dead_units_are_found(lenet300, mnist):
+    model = lenet300.module
+    saved = model.fc2.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            model.fc2.bias[[3, 7]] = -1e6  # these two neurons can never fire
+        stats = run(activation_stats(model, batches(mnist, 500)))
+    finally:
+        with torch.no_grad():
+            model.fc2.bias.copy_(saved)
+    assert stats["fc2"].dead.tolist() == [3, 7]
+
+
+def test_conv_channels_are_read_after_their_batchnorm():
+    torch.manual_seed(0)
+    model = ResNet8().eval()
+    stats = run(activation_stats(model, [torch.rand(8, 1, 28, 28)]))
+    assert stats["conv1"].measured_at == "bn1" and stats["conv1"].units == 16
+    assert stats["conv1"].observations == 8 * 28 * 28
+    assert stats["layer2.shortcut.0"].measured_at == "layer2.shortcut.1"
+    assert stats["fc"].measured_at == "fc" and stats["fc"].observations == 8
+
+
+def test_hooks_are_removed_and_outputs_unchanged(lenet300, mnist):
+    model = lenet300.module
+    x = next(mnist.test.batches(64))[0]
+    with torch.inference_mode():
+        before = model(x)
+    was_training = model.training
+    run(activation_stats(model, batches(mnist, 500)))
+    assert hooks_left(model) == 0 and model.training == was_training
+    with torch.inference_mode():
+        assert torch.equal(model(x), before)
+
+
+def test_hooks_are_removed_on_cancel(lenet300, mnist):
+    model = lenet300.module
+    task = activation_stats(model, batches(mnist, 1000, 100))
+    next(task)
+    assert hooks_left(model) > 0  # measuring
+    with pytest.raises(Cancelled):
+        run(task, should_cancel=lambda: True)
+    assert hooks_left(model) == 0
+
+
+def test_hooks_are_removed_on_error(lenet300, mnist):
+    model = lenet300.module
+    good = batches(mnist, 200)
+    with pytest.raises(RuntimeError):
+        run(activation_stats(model, [*good, torch.rand(3, 5)]))
+    assert hooks_left(model) == 0
+
+
+def test_forward_hooks_context_removes_on_exception():
+    layer = nn.Linear(2, 2)
+    with pytest.raises(ValueError), forward_hooks({layer: lambda *a: None}):
+        assert len(layer._forward_hooks) == 1
+        raise ValueError("boom")
+    assert len(layer._forward_hooks) == 0
+
+
+def test_compiled_graphs_get_a_clear_message(model_files):
+    from core.model_io import load_model
+
+    loaded = load_model(model_files["torchscript"])
+    with pytest.raises(ActivationError, match="compiled graph"):
+        run(activation_stats(loaded.module, [torch.rand(2, 1, 28, 28)]))
+
+
+def test_model_without_unit_layers():
+    with pytest.raises(ActivationError, match="no Linear or convolution layers"):
+        run(activation_stats(nn.Sequential(nn.BatchNorm1d(4)), [torch.rand(2, 4)]))

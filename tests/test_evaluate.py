@@ -1,0 +1,59 @@
+"""Evaluation: accuracy, fidelity, latency and bytes on disk, each checked against an independent figure."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from core.data import Split
+from core.evaluate import accuracy, fidelity, latency, saved_size_bytes
+from core.progress import run
+
+
+class Pick(nn.Module):
+    """Scores class = the value of the first pixel (0..3): a classifier whose accuracy is known exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return nn.functional.one_hot((x.flatten(1)[:, 0] * 255).round().long(), 4).float() * 10 + self.dummy
+
+
+def test_accuracy_is_exact():
+    images = torch.zeros(10, 1, 2, 2, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1], dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 1, 0])  # the last two are wrong
+    result = run(accuracy(Pick(), Split(images, labels), batch_size=3))
+    assert (result.correct, result.count, result.accuracy) == (8, 10, 0.8)
+    assert result.loss == pytest.approx(2 * 10 / 10, rel=1e-3)  # two mistakes cost ~10 nats each
+
+
+def test_fidelity_of_a_model_to_itself_and_to_a_changed_copy(lenet300, mnist):
+    probes = [x for x, _ in mnist.val.batches(500, limit=1000)]
+    same = run(fidelity(lenet300.module, lenet300.module, probes))
+    assert (same.top1_agreement, same.relative_error, same.count) == (1.0, 0.0, 1000)
+    assert same.cosine == pytest.approx(1.0)
+    noisy = type(lenet300.module)()
+    noisy.load_state_dict(lenet300.module.state_dict())
+    with torch.no_grad():
+        noisy.fc1.weight.add_(torch.randn_like(noisy.fc1.weight) * 0.05)
+    changed = run(fidelity(noisy, lenet300.module, probes))
+    assert 0.5 < changed.top1_agreement < 1.0 and changed.relative_error > 0.01
+
+
+def test_latency_uses_the_clock_it_is_given():
+    ticks = iter(range(0, 10_000, 2))  # every call 2 "seconds" after the last: 2000 ms per run
+    result = run(latency(nn.Linear(3, 3), torch.rand(5, 3), runs=4, warmup=1, clock=lambda: next(ticks)))
+    assert (result.median_ms, result.best_ms, result.batch_size, result.runs) == (2000.0, 2000.0, 5, 4)
+
+
+def test_saved_size_is_the_file_size(tmp_path, lenet300):
+    path = tmp_path / "model.pt"
+    torch.save(lenet300.module.state_dict(), path)
+    assert saved_size_bytes(lenet300.module) == os.path.getsize(path)
+    assert saved_size_bytes(lenet300.module, "a_longer_name.pt") > os.path.getsize(path)  # names are stored
