@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ from torch import nn
 from core.progress import Progress, Task
 
 N_BUCKETS = 65536
-KERNEL_MIN_ELEMENTS = 1 << 21  # below this, torch is as fast as the compiled kernel and needs no JIT
+KERNEL_MIN_ELEMENTS = 1 << 21  # models (or tensors) smaller than this are counted by torch: no JIT to wait for
 CHUNK = 1 << 20  # elements per torch chunk: bounds temporary memory to a few MB
 NEAR_ZERO_TOL = 0.01  # "near zero": |w| <= 1% of the layer's largest |w|
 
@@ -38,38 +39,44 @@ class Histogram:
 
 
 
+FINITE = 0x7F80  # magnitude buckets 0 .. 0x7F7F hold finite values; the rest hold inf and NaN
+SIGN = 0x8000  # raw bucket h holds +|m| for h < SIGN, and -|m| for h = SIGN + m
+
+
 @functools.lru_cache(maxsize=1)
-def _bucket_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per raw bucket h (the top 16 bits): the |value| range [lo, hi) it holds, and whether it is finite."""
-    mag = np.arange(N_BUCKETS, dtype=np.uint32) & 0x7FFF
-    finite = (mag & 0x7F80) != 0x7F80
-    with np.errstate(invalid="ignore", over="ignore"):
-        lo = (mag << 16).view(np.float32).astype(np.float64)
-        hi = (np.where(finite, mag + 1, mag) << 16).view(np.float32).astype(np.float64)
-    hi = np.where(np.isfinite(hi), hi, lo * (1 + 2.0 ** -7))  # the top finite bucket's edge is inf
-    return np.where(finite, lo, np.nan), np.where(finite, hi, np.nan), finite
+def _magnitude_table() -> tuple[np.ndarray, np.ndarray]:
+    """For magnitude bucket m (0 .. FINITE-1): the |value| range [lo, hi) it holds, ascending."""
+    m = np.arange(FINITE + 1, dtype=np.uint32)
+    edges = (m << 16).view(np.float32).astype(np.float64)
+    edges[-1] = edges[-2] * (1 + 2.0 ** -7)  # the top finite bucket's upper edge is inf as a float32
+    return edges[:-1], edges[1:]
 
 
-def _cdf(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, cumulative: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Count of values below each ``x``, from buckets [lo, hi) sorted ascending, mass uniform within a bucket."""
+@functools.lru_cache(maxsize=1)
+def _signed_table() -> tuple[np.ndarray, np.ndarray]:
+    """Value ranges [lo, hi) of the 2 * FINITE signed buckets in ascending order (see :func:`_split`)."""
+    lo, hi = _magnitude_table()
+    return np.concatenate([-hi[::-1], lo]), np.concatenate([-lo[::-1], hi])
+
+
+def _split(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw counts -> (signed counts in value order, |w| counts), finite values only."""
+    positive, negative = raw[:FINITE], raw[SIGN:SIGN + FINITE]
+    return np.concatenate([negative[::-1], positive]), positive + negative
+
+
+def _cdf(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
+    """Count of values below each ``x``: buckets [lo, hi) ascending, mass uniform within a bucket."""
     i = np.clip(np.searchsorted(hi, x, side="right"), 0, len(hi) - 1)
     inside = np.clip((x - lo[i]) / np.maximum(hi[i] - lo[i], 1e-300), 0.0, 1.0)
-    return np.where(x >= hi[-1], cumulative[-1], cumulative[i] - counts[i] + counts[i] * inside)
+    before = np.where(i > 0, cumulative[np.maximum(i - 1, 0)], 0)
+    within = cumulative[i] - before
+    return np.where(x >= hi[-1], cumulative[-1], before + within * inside)
 
 
-def _fold_signs(ids: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge each +/- bucket pair into one |w| bucket; returns finite magnitude buckets in ascending order."""
-    _, _, finite = _bucket_table()
-    keep = finite[ids]
-    m_ids, where = np.unique(ids[keep] & 0x7FFF, return_inverse=True)
-    return m_ids, np.bincount(where, weights=counts[keep], minlength=len(m_ids)).astype(np.int64)
-
-
-def _histogram(edges: np.ndarray, lo, hi, counts, log: bool = False) -> Histogram:
-    if not len(counts):
-        return Histogram(edges, np.zeros(len(edges) - 1, np.int64), log)
-    cumulative = np.cumsum(counts)
-    at = _cdf(10.0 ** edges if log else edges, lo, hi, cumulative, counts.astype(np.float64))
+def _histogram(edges: np.ndarray, lo: np.ndarray, hi: np.ndarray, cumulative: np.ndarray,
+               log: bool = False) -> Histogram:
+    at = _cdf(10.0 ** edges if log else edges, lo, hi, cumulative)
     return Histogram(edges, np.diff(np.rint(at)).astype(np.int64), log)
 
 
@@ -93,24 +100,36 @@ def _kernel():
     return top16_counts
 
 
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()), thread_name_prefix="buckets")
+
+
+def _kernel_counts(kernel, bits: np.ndarray) -> np.ndarray:
+    workers = _pool()._max_workers
+    if workers == 1 or bits.size < CHUNK // 4:
+        return kernel(bits)
+    return sum(_pool().map(kernel, np.array_split(bits, workers)))
+
+
 def raw_bucket_counts(tensor: torch.Tensor, use_kernel: bool | None = None) -> np.ndarray:
     """Exact counts ``(65536,)`` of ``tensor``'s values by the top 16 bits of their float32 bit pattern.
 
     Reads the tensor in place (no copy of a contiguous float32 tensor). ``use_kernel`` forces (True) or
-    forbids (False) the compiled kernel; by default it runs for large CPU float32 tensors.
+    forbids (False) the compiled kernel; by default it runs for tensors of ``KERNEL_MIN_ELEMENTS`` or more.
+    It only ever runs on contiguous CPU float32 tensors; torch counts all others, on their own device.
     """
     t = tensor.detach()
     if not t.is_contiguous():
         return sum((raw_bucket_counts(part, use_kernel) for part in t.unbind(0)),
                    np.zeros(N_BUCKETS, np.int64))
     flat = t.reshape(-1)
-    eligible = flat.device.type == "cpu" and flat.dtype == torch.float32
     if use_kernel is None:
-        use_kernel = eligible and flat.numel() >= KERNEL_MIN_ELEMENTS
-    kernel = _kernel() if use_kernel and eligible else None
+        use_kernel = flat.numel() >= KERNEL_MIN_ELEMENTS
+    kernel = _kernel() if use_kernel and flat.device.type == "cpu" and flat.dtype == torch.float32 else None
     if kernel is None:
         return _torch_counts(flat)
-    return kernel(flat.numpy().view(np.uint32), max(1, torch.get_num_threads()))
+    return _kernel_counts(kernel, flat.numpy().view(np.uint32))
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -132,35 +151,35 @@ class WeightStats:
     hist: Histogram
     abs_hist: Histogram
     log_hist: Histogram
-    bucket_ids: np.ndarray  # non-empty raw buckets (int64), and their counts
-    bucket_counts: np.ndarray
+    first_bucket: int  # |w| counts of magnitude buckets first_bucket, first_bucket + 1, ... (finite only)
+    magnitude_counts: np.ndarray
 
     @property
     def sparsity(self) -> float:
         return self.zeros / self.count if self.count else 0.0
 
     @functools.cached_property
-    def _magnitudes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        lo, hi, _ = _bucket_table()
-        ids, counts = _fold_signs(self.bucket_ids, self.bucket_counts)
-        return lo[ids], hi[ids], np.cumsum(counts), counts.astype(np.float64)
+    def _magnitudes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi = _magnitude_table()
+        span = slice(self.first_bucket, self.first_bucket + len(self.magnitude_counts))
+        return lo[span], hi[span], np.cumsum(self.magnitude_counts)
 
     def fraction_below(self, threshold: float) -> float:
         """Fraction of weights with |w| below ``threshold`` (uniform within a 0.8%-wide bucket)."""
-        lo, hi, cumulative, counts = self._magnitudes
-        if not self.count or not len(lo):
+        if not self.count or not len(self.magnitude_counts):
             return 0.0
-        return float(_cdf(np.array([threshold]), lo, hi, cumulative, counts)[0]) / self.count
+        lo, hi, cumulative = self._magnitudes
+        return float(_cdf(np.array([threshold]), lo, hi, cumulative)[0]) / self.count
 
     def threshold_for(self, fraction: float) -> float:
         """The |w| threshold with ``fraction`` of the weights below it (inverse of :meth:`fraction_below`)."""
-        lo, hi, cumulative, counts = self._magnitudes
-        if fraction <= 0 or not len(lo):
+        lo, hi, cumulative = self._magnitudes
+        if fraction <= 0 or not len(cumulative) or cumulative[-1] == 0:
             return 0.0
         target = min(fraction, 1.0) * cumulative[-1]
-        i = min(int(np.searchsorted(cumulative, target)), len(lo) - 1)
-        inside = (target - (cumulative[i] - counts[i])) / counts[i]
-        return float(lo[i] + (hi[i] - lo[i]) * inside)
+        i = min(int(np.searchsorted(cumulative, target)), len(cumulative) - 1)
+        before = cumulative[i - 1] if i else 0
+        return float(lo[i] + (hi[i] - lo[i]) * (target - before) / max(cumulative[i] - before, 1))
 
 
 def stats_from_counts(name: str, raw_counts: np.ndarray, bins: int = 128, log_bins: int = 64,
@@ -169,43 +188,47 @@ def stats_from_counts(name: str, raw_counts: np.ndarray, bins: int = 128, log_bi
 
     Histogram bins split a bucket that straddles their edge in proportion to the overlap. The log10|w|
     histogram spans at most ``log_decades`` decades below the largest |w|; its first bin holds the rest.
+    Every step works on fixed 65,536-long arrays, whatever the layer's size.
     """
-    lo, hi, finite = _bucket_table()
-    ids = np.flatnonzero(raw_counts)
-    ids = ids[finite[ids]]
-    counts = raw_counts[ids].astype(np.int64)
-    total, n = int(raw_counts.sum()), int(counts.sum())
-    negative = ids >= 0x8000
-    mags = (lo[ids] + hi[ids]) / 2
-    values = np.where(negative, -mags, mags)
-    zeros = int(counts[lo[ids] == 0].sum())  # +0 and -0 (and denormals below 1e-40, which weights never are)
+    raw = np.asarray(raw_counts, dtype=np.int64)
+    signed, magnitude = _split(raw)
+    total, n = int(raw.sum()), int(magnitude.sum())
+    zeros = int(magnitude[0])  # +0 and -0 (and denormals below 1e-40, which weights never are)
+    # work only on the span of occupied magnitude buckets (a few thousand), not all 65,536
+    occupied = np.flatnonzero(magnitude)
+    first, last = (int(occupied[0]), int(occupied[-1]) + 1) if n else (0, 1)
+    m_lo, m_hi = (a[first:last] for a in _magnitude_table())
+    magnitude = magnitude[first:last]
+    s_lo, s_hi = (a[FINITE - last:FINITE + last] for a in _signed_table())
+    signed = signed[FINITE - last:FINITE + last]
     if n:
-        mean = float(np.dot(values, counts) / n)
-        std = float(np.sqrt(max(np.dot((values - mean) ** 2, counts) / n, 0.0)))
-        vmin, vmax, abs_max, edge = float(values.min()), float(values.max()), float(mags.max()), float(hi[ids].max())
+        mid = (s_lo + s_hi) / 2
+        mean = float(np.dot(mid, signed) / n)
+        std = float(np.sqrt(max(np.dot((mid - mean) ** 2, signed) / n, 0.0)))
+        nonempty = np.flatnonzero(signed)
+        vmin, vmax = float(mid[nonempty[0]]), float(mid[nonempty[-1]])
+        abs_max, edge = float((m_lo[-1] + m_hi[-1]) / 2), float(m_hi[-1])
     else:
-        mean = std = vmin = vmax = abs_max = edge = 0.0
-    edge = edge if edge > 0 else 1.0
-    # signed buckets in value order: a negative bucket [lo, hi) in |w| is (-hi, -lo] in w
-    s_lo = np.where(negative, -hi[ids], lo[ids])
-    s_hi = np.where(negative, -lo[ids], hi[ids])
-    order = np.argsort(s_lo, kind="stable")
+        mean = std = vmin = vmax = abs_max = 0.0
+        edge = 1.0
     half = bins // 2
-    hist = _histogram(np.linspace(-edge, edge, 2 * half + 1), s_lo[order], s_hi[order], counts[order])
-    m_ids, m_counts = _fold_signs(ids, counts)
-    abs_hist = _histogram(np.linspace(0.0, edge, half + 1), lo[m_ids], hi[m_ids], m_counts)
-    nonzero = lo[m_ids] > 0
-    if nonzero.any():
-        top = np.ceil(np.log10(edge))
-        bottom = max(np.floor(np.log10(lo[m_ids][nonzero].min())), top - log_decades)
-        log_edges = np.linspace(bottom, top, log_bins + 1)
-        log_hist = _histogram(log_edges, lo[m_ids][nonzero], hi[m_ids][nonzero], m_counts[nonzero], log=True)
-        log_hist.counts[0] += int(m_counts[nonzero].sum()) - int(log_hist.counts.sum())  # all below the range
+    signed_cumulative, magnitude_cumulative = np.cumsum(signed), np.cumsum(magnitude)
+    hist = _histogram(np.linspace(-edge, edge, 2 * half + 1), s_lo, s_hi, signed_cumulative)
+    abs_hist = _histogram(np.linspace(0.0, edge, half + 1), m_lo, m_hi, magnitude_cumulative)
+    nonzero = n - zeros
+    top_exp = np.ceil(np.log10(edge))
+    if nonzero:
+        smallest = m_lo[int(np.flatnonzero(magnitude[1:] if first == 0 else magnitude)[0]) + (first == 0)]
+        bottom = max(np.floor(np.log10(smallest)), top_exp - log_decades)
+        log_hist = _histogram(np.linspace(bottom, top_exp, log_bins + 1), m_lo, m_hi, magnitude_cumulative,
+                              log=True)
+        log_hist.counts[0] += nonzero - int(log_hist.counts.sum())  # everything below the range
     else:
-        log_hist = Histogram(np.linspace(-8, 0, log_bins + 1), np.zeros(log_bins, np.int64), log=True)
-    near = float(counts[mags <= near_zero_tol * abs_max].sum()) / n if n else 0.0
+        log_hist = Histogram(np.linspace(top_exp - 8, top_exp, log_bins + 1), np.zeros(log_bins, np.int64), True)
+    near = float(_cdf(np.array([near_zero_tol * abs_max * (1 + 1e-12)]), m_lo, m_hi,
+                      magnitude_cumulative)[0]) / n if n else 0.0
     return WeightStats(name, total, zeros, total - n, vmin, vmax, mean, std, abs_max, near,
-                       hist, abs_hist, log_hist, ids, counts)
+                       hist, abs_hist, log_hist, first, magnitude)
 
 
 def layer_weights(module: nn.Module) -> list[torch.Tensor]:
@@ -227,6 +250,8 @@ def weight_stats(model: nn.Module, names: Iterable[str] | None = None, bins: int
                                                      if next(m.parameters(recurse=False), None) is not None]
     tensors = {name: layer_weights(modules[name]) for name in wanted}
     total = sum(t.numel() for ts in tensors.values() for t in ts)
+    if use_kernel is None:  # one choice per model: a large model's small layers use the kernel too
+        use_kernel = total >= KERNEL_MIN_ELEMENTS
     done = 0
     results: dict[str, WeightStats] = {}
     for name, ts in tensors.items():
