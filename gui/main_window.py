@@ -82,7 +82,7 @@ class MainWindow(QMainWindow):
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.inspector)
-        self.splitter.setSizes([700, 900])
+        self.splitter.setSizes([760, 840])
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(10, 10, 10, 4)

@@ -34,7 +34,7 @@ class ActivationView(QWidget):
         self.plot = pg.PlotWidget()
         self.plot.showGrid(x=False, y=True, alpha=0.15)
         self.plot.setLabel("left", "fires on")
-        self.plot.getAxis("left").setTickSpacing(0.25, 0.05)
+        self.plot.getAxis("left").setTicks([[(v, f"{v:.0%}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)]])
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.9)
         self.plot.addItem(self.bars)
         self.message = pg.TextItem("", color=theme.MUTED, anchor=(0.5, 0.5))
