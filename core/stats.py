@@ -231,6 +231,11 @@ def stats_from_counts(name: str, raw_counts: np.ndarray, bins: int = 128, log_bi
                        hist, abs_hist, log_hist, first, magnitude)
 
 
+def bins_for(count: int, most: int = 128) -> int:
+    """Histogram bins for ``count`` weights: about 2 sqrt(count), even, between 16 and ``most``."""
+    return int(np.clip(2 * round(np.sqrt(count)), 16, most)) // 2 * 2
+
+
 def layer_weights(module: nn.Module) -> list[torch.Tensor]:
     """The tensors whose statistics describe a layer: its ``weight``, or else all its own parameters."""
     weight = getattr(module, "weight", None)
@@ -243,7 +248,8 @@ def weight_stats(model: nn.Module, names: Iterable[str] | None = None, bins: int
                  use_kernel: bool | None = None) -> Task[dict[str, WeightStats]]:
     """Weight statistics of every layer with parameters (or of the layers ``names``), in model order.
 
-    Yields :class:`Progress` in units of weights counted; returns ``{qualified name: WeightStats}``.
+    Histograms get at most ``bins`` bins, fewer for small layers (:func:`bins_for`). Yields
+    :class:`Progress` in units of weights counted; returns ``{qualified name: WeightStats}``.
     """
     modules = dict(model.named_modules())
     wanted = list(names) if names is not None else [n for n, m in modules.items()
@@ -259,6 +265,6 @@ def weight_stats(model: nn.Module, names: Iterable[str] | None = None, bins: int
         for t in ts:
             counts += raw_bucket_counts(t, use_kernel)
             done += t.numel()
-        results[name] = stats_from_counts(name, counts, bins)
+        results[name] = stats_from_counts(name, counts, bins_for(int(counts.sum()), bins))
         yield Progress("weights", done, total, name)
     return results

@@ -16,6 +16,7 @@ from gui.session import Session
 from gui.widgets.activation_view import ActivationView
 from gui.widgets.histogram_view import HistogramView
 from gui.widgets.metrics_bar import MetricsBar
+from gui.widgets.size_view import SizeView
 from gui.widgets.task_bar import TaskBar
 
 def save_svg(widget: QWidget, path: str) -> None:
@@ -73,7 +74,13 @@ class MainWindow(QMainWindow):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(10, 8, 10, 8)
         left_layout.addWidget(QLabel("Layers", objectName="panelTitle"))
-        left_layout.addWidget(self.table, 1)
+        self.size_view = SizeView()
+        self.size_view.sig_layer_clicked.connect(self.select_layer)
+        self.left_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.left_splitter.addWidget(self.table)
+        self.left_splitter.addWidget(self.size_view)
+        self.left_splitter.setSizes([520, 300])
+        left_layout.addWidget(self.left_splitter, 1)
         hint = QLabel("Click a layer to inspect it. Drop a model file anywhere to open it.", objectName="caption")
         left_layout.addWidget(hint)
         self.inspector = QSplitter(Qt.Orientation.Vertical)
@@ -82,7 +89,7 @@ class MainWindow(QMainWindow):
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.inspector)
-        self.splitter.setSizes([760, 840])
+        self.splitter.setSizes([800, 800])
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(10, 10, 10, 4)
@@ -180,12 +187,14 @@ class MainWindow(QMainWindow):
         s = self.session
         self.setWindowTitle(f"Prunescope — {s.loaded.name}" + (f" · {s.data.name}" if s.data else ""))
         self.table_model.set_measurements(s.measurements)
+        self.size_view.show_inventory(None)
         self._show_layer(None)
 
     def _on_measured(self, key: str) -> None:
         selected = self.current_layer()
         self.table_model.set_measurements(self.session.measurements)
         if key == "inventory" and self.table_model.rowCount():
+            self.size_view.show_inventory(self.session.measurements.inventory, selected)
             self.select_layer(selected if self.table_model.row_of(selected or "") >= 0
                               else self.table_model.layer_name(0))
         elif key in ("weights", "activations", "notes"):
@@ -229,7 +238,9 @@ class MainWindow(QMainWindow):
             index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
 
     def _on_row_changed(self, current, _previous) -> None:
-        self._show_layer(self.current_layer() if current.isValid() else None)
+        name = self.current_layer() if current.isValid() else None
+        self._show_layer(name)
+        self.size_view.show_inventory(self.session.measurements.inventory, name)
 
     def _show_layer(self, name: str | None) -> None:
         m = self.session.measurements
@@ -265,6 +276,10 @@ class MainWindow(QMainWindow):
             self.session.open_model(urls[0].toLocalFile())
             event.acceptProposedAction()
 
+    def _splitters(self) -> tuple:
+        return (("window/splitter", self.splitter), ("window/inspector", self.inspector),
+                ("window/left", self.left_splitter))
+
     def _restore_layout(self) -> None:
         geometry = self.settings.value("window/geometry")
         if geometry is not None:
@@ -272,7 +287,7 @@ class MainWindow(QMainWindow):
         else:
             screen = self.screen().availableGeometry()
             self.resize(min(1600, screen.width()), min(1000, screen.height()))
-        for key, splitter in (("window/splitter", self.splitter), ("window/inspector", self.inspector)):
+        for key, splitter in self._splitters():
             state = self.settings.value(key)
             if state is not None:
                 splitter.restoreState(state)
@@ -281,8 +296,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.setValue("window/splitter", self.splitter.saveState())
-        self.settings.setValue("window/inspector", self.inspector.saveState())
+        for key, splitter in self._splitters():
+            self.settings.setValue(key, splitter.saveState())
         self.settings.setValue("view/histogram_mode", self.histogram.mode)
         self.session.cancel()
         super().closeEvent(event)

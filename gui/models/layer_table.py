@@ -68,6 +68,8 @@ class LayerTableModel(QAbstractTableModel):
         values = self._values(index.row())
         col, value = index.column(), values[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
+            if value is None and col in (7, 8) and self._m.activations:
+                return "—"  # measured, but this layer has no neurons of its own (BatchNorm, LayerNorm, ...)
             return self._text(col, value)
         if role == SORT_ROLE:
             if col == 2:
@@ -99,7 +101,7 @@ class LayerTableModel(QAbstractTableModel):
         if col in (5, 6, 7):
             return f"{value:.1%}"
         if col == 8:
-            return f"{value[0]} / {value[1]}"
+            return f"{value[0]}/{value[1]}"
         return str(value)
 
 

@@ -41,6 +41,7 @@ class ActivationView(QWidget):
         self.plot.addItem(self.message, ignoreBounds=True)
         self.summary = QLabel("")
         self.summary.setObjectName("caption")
+        self.summary.setWordWrap(True)  # a long line must not set the panel's minimum width
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)

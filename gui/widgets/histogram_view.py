@@ -59,6 +59,7 @@ class HistogramView(QWidget):
 
         self.summary = QLabel("")
         self.summary.setObjectName("caption")
+        self.summary.setWordWrap(True)  # a long line must not set the panel's minimum width
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         layout = QVBoxLayout(self)

@@ -16,6 +16,7 @@ class Card(QFrame):
         self.caption = QLabel(caption.upper(), objectName="cardCaption")
         self.value = QLabel("—", objectName="cardValue")
         self.detail = QLabel("", objectName="cardDetail")
+        self.detail.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 8, 14, 8)
         layout.setSpacing(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
@@ -163,3 +164,11 @@ def test_window_layout_is_remembered(qtbot, qapp, window, settings):
     again = create_window(None, settings=settings)
     qtbot.addWidget(again)
     assert again.histogram.mode == "signed" and again.size().height() == 480
+
+
+def test_size_view_shows_each_layers_share_and_selects_on_click(qtbot, window):
+    shares = window.size_view.shares
+    assert len(shares) == 3 and shares.sum() == pytest.approx(1.0)
+    assert shares[0] == pytest.approx(942_000 / 1_066_440)  # fc1 holds 88% of LeNet-300-100's bytes
+    window.size_view.sig_layer_clicked.emit("fc3")
+    assert window.current_layer() == "fc3"
