@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.evaluate import call_model, logits_of
+from core.evaluate import call_model, evaluating, logits_of
 from core.progress import Progress, Task
 
 UNIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -90,25 +90,35 @@ def _first_example(inputs):
 
 
 def _measure_points(model: nn.Module, layers: dict[str, nn.Module], example) -> dict[str, tuple[str, nn.Module]]:
-    """For each layer, the module to read: a BatchNorm called right after it with matching width, or itself."""
+    """For each layer, the module to read: the BatchNorm whose input is exactly the layer's output tensor
+    (conv -> bn -> relu), with matching width; otherwise the layer itself."""
     names = {m: n for n, m in model.named_modules()}
-    order: list[nn.Module] = []
-    watch = [m for m in model.modules() if isinstance(m, UNIT_LAYERS + NORM_LAYERS)]
-    with forward_hooks({m: (lambda mod, i, o: order.append(mod)) for m in watch}), torch.inference_mode():
+    outputs: dict[nn.Module, torch.Tensor] = {}
+    norm_of: dict[int, nn.Module] = {}  # id(layer output) -> the BatchNorm that consumed it
+    kept: list = []  # holds every tensor seen, so no id is reused during this one pass
+
+    def record_layer(module, inputs, output):
+        kept.append(output)
+        outputs[module] = output
+
+    def record_norm(module, inputs, output):
+        kept.extend(inputs)
+        if inputs and isinstance(inputs[0], torch.Tensor):
+            norm_of.setdefault(id(inputs[0]), module)
+
+    hooks = {m: record_layer for m in layers.values()}
+    hooks.update({m: record_norm for m in model.modules() if isinstance(m, NORM_LAYERS)})
+    with forward_hooks(hooks), torch.inference_mode():
         call_model(model, example)
-    called = {id(m) for m in order}
-    missing = [n for n, m in layers.items() if id(m) not in called]
-    if len(missing) == len(layers):
+    if not outputs:
         raise ActivationError(COMPILED)
     points = {}
     for name, layer in layers.items():
         target = (name, layer)
-        idx = next((i for i, m in enumerate(order) if m is layer), None)
-        if idx is not None and idx + 1 < len(order):
-            nxt = order[idx + 1]
-            width = getattr(layer, "out_channels", getattr(layer, "out_features", None))
-            if isinstance(nxt, NORM_LAYERS) and nxt.num_features == width:
-                target = (names[nxt], nxt)
+        norm = norm_of.get(id(outputs[layer])) if layer in outputs else None
+        width = getattr(layer, "out_channels", getattr(layer, "out_features", None))
+        if norm is not None and norm.num_features == width:
+            target = (names[norm], norm)
         points[name] = target
     return points
 
@@ -131,8 +141,6 @@ def activation_stats(model: nn.Module, batches: Iterable, total_batches: int | N
     first = next(iterator, None)
     if first is None:
         raise ActivationError("no input batches to measure activations on")
-    was_training = model.training
-    model.eval()
     fired: dict[str, torch.Tensor] = {}
     sums: dict[str, torch.Tensor] = {}
     seen: dict[str, int] = {}
@@ -146,15 +154,13 @@ def activation_stats(model: nn.Module, batches: Iterable, total_batches: int | N
             seen[name] = seen.get(name, 0) + out.shape[0]
         return hook
 
-    try:
+    with evaluating(model):
         points = _measure_points(model, layers, _first_example(first))
         hooks = {module: make_hook(name, _unit_axis(layers[name])) for name, (_, module) in points.items()}
         with forward_hooks(hooks), torch.inference_mode():
             for i, inputs in enumerate(_chain(first, iterator)):
                 call_model(model, inputs)
                 yield Progress("activations", i + 1, total_batches or 0, "counting firing units")
-    finally:
-        model.train(was_training)
     results = {}
     for name, (point, _) in points.items():
         if name not in seen:

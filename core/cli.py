@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_load_arguments(inspect)
 
+    compress = sub.add_parser("compress", help="compress a model with a recipe; writes the compressed file and "
+                                               "report.json")
+    compress.add_argument("model", help="zoo:NAME or a model file (see inspect)")
+    compress.add_argument("--recipe", required=True, metavar="FILE",
+                          help="recipe (YAML or JSON); see resources/recipes/")
+    compress.add_argument("--out", required=True, metavar="DIR", help="folder for the compressed file and report")
+    compress.add_argument("--data", help="data set (default: the zoo model's own)")
+    compress.add_argument("--export", default="", metavar="FORMATS",
+                          help="also write the decompressed model: comma-separated state_dict,torchscript,onnx")
+    compress.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_load_arguments(compress)
+
     train = sub.add_parser("train-zoo", help="retrain the shipped zoo checkpoints (deterministic, seeded)")
     train.add_argument("names", nargs="*", help="zoo models to train (default: all)")
     train.add_argument("--seed", type=int, default=0)
@@ -74,19 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_inspect(args) -> int:
-    from core.data import load_dataset
-    from core.inspection import InspectOptions, inspect_model
+    from core.inspection import InspectOptions, inspect_model, open_for_inspection
     from core.model_io import LoadOptions, load_model, parse_input_shape
     from core.progress import run
     from core.report import layer_table, write_json
 
     options = LoadOptions(trust=args.trust, arch=args.arch,
                           input_shape=parse_input_shape(args.input_shape) if args.input_shape else None)
-    if args.json and not args.model.startswith("zoo:") and _same_file(args.json, args.model):
-        raise UsageError(f"--json {args.json} would overwrite the model file; choose another path")
-    loaded = load_model(args.model, options)
-    data_name = args.data or loaded.dataset
-    data = load_dataset(data_name) if data_name else None
+    if args.json:
+        protect_inputs([args.json], args)
+    loaded, data = run(open_for_inspection(args.model, options, args.data))
+    for note in loaded.meta.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     reference = load_model(args.reference, options) if args.reference else None
     result = run(inspect_model(loaded, data, InspectOptions(activations=not args.no_activations,
                                                             eval_limit=args.limit), reference),
@@ -98,11 +109,78 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _same_file(a: str, b: str) -> bool:
+def _same_file(a: str | Path, b: str | Path) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
         return Path(a).resolve() == Path(b).resolve()
+
+
+def protect_inputs(outputs: list[str | Path], args) -> None:
+    """Refuse to write over any input: the model, the reference, the data set, the recipe, or the shipped
+    resources (zoo checkpoints, MNIST)."""
+    from core.resources import RESOURCES
+
+    inputs = [getattr(args, key, None) for key in ("model", "reference", "data", "recipe")]
+    inputs = [p for p in inputs if p and not str(p).startswith("zoo:") and Path(p).exists()]
+    for out in outputs:
+        resolved = Path(out).resolve()
+        if RESOURCES.resolve() in resolved.parents:
+            raise UsageError(f"{out} is inside Prunescope's shipped resources; choose another path")
+        for source in inputs:
+            source_path = Path(source).resolve()
+            if _same_file(out, source) or (source_path.is_dir() and source_path in resolved.parents):
+                raise UsageError(f"{out} would overwrite an input ({source}); choose another path")
+
+
+def cmd_compress(args) -> int:
+    import torch
+
+    from core.data import load_dataset
+    from core.export import FORMATS, SUFFIX, export
+    from core.fileio import atomic_write
+    from core.model_io import LoadOptions, load_model, parse_input_shape
+    from core.pipeline import apply_recipe
+    from core.progress import run
+    from core.recipe import Recipe
+    from core.report import compression_summary, compression_to_dict, write_json_file
+
+    formats = [f for f in args.export.split(",") if f]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise UsageError(f"--export {unknown[0]}: not one of {', '.join(FORMATS)}")
+    try:
+        recipe = Recipe.from_text(Path(args.recipe).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"--recipe {args.recipe}: {exc.strerror}") from None
+    options = LoadOptions(trust=args.trust, arch=args.arch,
+                          input_shape=parse_input_shape(args.input_shape) if args.input_shape else None)
+    loaded = load_model(args.model, options)
+    if formats and loaded.input_shape is None:
+        raise UsageError("--export needs the model's input shape: pass --input-shape N,C,H,W")
+    data_name = args.data or loaded.dataset
+    data = load_dataset(data_name) if data_name else None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    protect_inputs([out / f"{loaded.name}.psz", out / "report.json",
+                    *(out / f"{loaded.name}.decompressed{SUFFIX[f]}" for f in formats)], args)
+    result = run(apply_recipe(recipe, loaded, data), on_progress=_progress_printer(not args.quiet))
+    name = f"{loaded.name}.psz"
+    target = out / name
+    with atomic_write(target) as f:
+        f.write(result.file_bytes)
+    if target.stat().st_size != result.compressed_bytes:  # the report must say what is on disk
+        raise RuntimeError(f"{target}: wrote {target.stat().st_size} bytes, expected {result.compressed_bytes}")
+    exports = {}
+    for fmt in formats:
+        path = out / f"{loaded.name}.decompressed{SUFFIX[fmt]}"
+        export(result.model, torch.zeros(loaded.input_shape), fmt, path)
+        exports[fmt] = path.name
+    write_json_file(compression_to_dict(result, name, exports), out / "report.json")
+    print(compression_summary(result))
+    print(f"wrote {target} ({result.compressed_bytes:,} bytes) and {out / 'report.json'}")
+    return 0
 
 
 def cmd_train_zoo(args) -> int:
@@ -136,15 +214,20 @@ def main(argv: list[str] | None = None) -> int:
     from core.activations import ActivationError
     from core.data import DataError
     from core.inspection import InputMismatchError
+    from core.export import ExportError
     from core.model_io import ModelLoadError
+    from core.pipeline import CompressionError
     from core.progress import Cancelled
+    from core.recipe import RecipeError
+    from core.structured import StructureError
     from core.zoo import ZooError
 
     args = build_parser().parse_args(argv)
-    commands = {"inspect": cmd_inspect, "train-zoo": cmd_train_zoo, "zoo": cmd_zoo}
+    commands = {"inspect": cmd_inspect, "compress": cmd_compress, "train-zoo": cmd_train_zoo, "zoo": cmd_zoo}
     try:
         return commands[args.command](args)
-    except (ModelLoadError, DataError, ZooError, ActivationError, InputMismatchError, UsageError) as exc:
+    except (ModelLoadError, DataError, ZooError, ActivationError, InputMismatchError, UsageError, RecipeError,
+            CompressionError, StructureError, ExportError) as exc:
         print(f"prunescope: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt):

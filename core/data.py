@@ -81,7 +81,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 0-255 images to float32 in [0, 1]; float images pass through."""
     if images.dtype == torch.uint8:
         return images.to(torch.float32).div_(255.0)
-    return images.to(torch.float32)
+    return images.to(torch.float32, copy=True)  # a copy: a model may change its input in place
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ size as the bytes of a file written to disk and read back with ``os.path.getsize
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -63,19 +64,40 @@ def accuracy(model: nn.Module, data: Split, batch_size: int = 1000, limit: int |
     """
     total = len(data) if limit is None else min(limit, len(data))
     correct, loss_sum, seen = 0, 0.0, 0
+    with evaluating(model), torch.inference_mode():
+        for x, y in data.batches(batch_size, limit=limit):
+            logits = logits_of(model(prepare(x) if prepare else x))
+            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            yield Progress("evaluate", seen, total, "accuracy")
+    return Accuracy(correct / max(seen, 1), loss_sum / max(seen, 1), seen, correct)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration, then the model's own training flag back. Graphs exported with
+    ``torch.export`` refuse ``eval()`` (they are fixed in the mode they were exported in) and are left as
+    they are."""
     was_training = model.training
-    model.eval()
     try:
-        with torch.inference_mode():
-            for x, y in data.batches(batch_size, limit=limit):
-                logits = logits_of(model(prepare(x) if prepare else x))
-                loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-                yield Progress("evaluate", seen, total, "accuracy")
+        model.eval()
+    except NotImplementedError:
+        yield
+        return
+    try:
+        yield
     finally:
         model.train(was_training)
-    return Accuracy(correct / max(seen, 1), loss_sum / max(seen, 1), seen, correct)
+
+
+def batch_size_of(inputs) -> int:
+    """The batch size of model inputs: a tensor, a tuple, or a keyword dict of tensors."""
+    values = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, (tuple, list)) else [inputs]
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.ndim:
+            return int(value.shape[0])
+    return 1
 
 
 def logits_of(output) -> torch.Tensor:
@@ -136,7 +158,7 @@ def latency(model: nn.Module, example, runs: int = 20, warmup: int = 3,
     """
     yield Progress("latency", 0, 1, "timing forward passes")
     times = []
-    batch = example.shape[0] if isinstance(example, torch.Tensor) else 1
+    batch = batch_size_of(example)
     with torch.inference_mode():
         for i in range(warmup + runs):
             start = clock()

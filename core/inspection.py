@@ -60,9 +60,11 @@ class Inspection:
 
 
 def model_inputs(loaded: LoadedModel, data: Dataset | None, limit: int, batch_size: int = 500) -> Iterator:
-    """Inputs to run the model on: the validation split's images, or else the loader's probe inputs."""
+    """Inputs to run the model on: the validation split's images (the test split's, for a data set too
+    small to have one), or else the loader's probe inputs."""
     if data is not None:
-        for x, _ in data.val.batches(batch_size, limit=limit):
+        split = data.val if len(data.val) else data.test
+        for x, _ in split.batches(batch_size, limit=limit):
             yield x.reshape(x.shape[0], *loaded.input_shape[1:]) if _flat_input(loaded, data) else x
     else:
         yield from loaded.probe_inputs
@@ -100,7 +102,8 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
     if runnable and (options.activations or options.evaluate):
         check_inputs(loaded, data)
     yield Progress("inventory", 0, 1, "layers")
-    result = Inspection(loaded, data.name if data else None, inventory(model, loaded.module_types), {})
+    result = Inspection(loaded, data.name if data else None, inventory(model, loaded.module_types), {},
+                        notes=list(loaded.meta.get("notes", [])))
     if not runnable:
         result.notes.append(NO_INPUTS)
         options = replace(options, activations=False, evaluate=False)
@@ -136,7 +139,7 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
 
 def _latency_batch(loaded: LoadedModel, data: Dataset | None, size: int):
     if data is not None:
-        return next(model_inputs(loaded, data, size, batch_size=size))
+        return next(model_inputs(loaded, data, size, batch_size=size), None)
     return loaded.probe_inputs[0] if loaded.probe_inputs else None
 
 
@@ -147,13 +150,22 @@ def open_for_inspection(spec: str, options=None, data_name: str | None = None,
     from core.data import load_dataset
     from core.model_io import load_model
 
+    from core.data import DataError
+
     yield Progress("load", 0, 2, f"loading {spec}")
     loaded = load_model(spec, options)
     name = data_name or loaded.dataset
     yield Progress("load", 1, 2, f"reading data set {name or fallback_data}")
-    if name:
-        data = load_dataset(name)
+    if data_name:
+        data = load_dataset(data_name)
         check_inputs(loaded, data)
+    elif name:  # the model's own data set: without it, the model still inspects
+        try:
+            data = load_dataset(name)
+            check_inputs(loaded, data)
+        except DataError as exc:
+            data = None
+            loaded.meta.setdefault("notes", []).append(f"inspected without data: {exc}")
     else:  # the data set in use before, if this model takes its inputs
         data = load_dataset(fallback_data) if fallback_data else None
         try:

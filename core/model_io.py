@@ -30,14 +30,14 @@ class ModelLoadError(ValueError):
 
 
 class UntrustedPickleError(ModelLoadError):
-    """The file is a pickle that can only be loaded by running code from it, and it is not trusted."""
+    """The file can only be loaded by unpickling it, which can run code from it, and it is not trusted."""
 
-    def __init__(self, path: Path, needs: list[str]) -> None:
+    def __init__(self, path: Path, needs: list[str], kind: str = "a pickled Python object") -> None:
         self.path = path
         self.needs = needs
         names = ", ".join(needs[:6]) + (" ..." if len(needs) > 6 else "")
         super().__init__(
-            f"{path.name} is a pickled Python object: loading it runs code stored in the file (it needs "
+            f"{path.name} is {kind}: loading it runs code stored in the file (it needs "
             f"{names or 'Python classes'}), which can do anything your user account can. Load it only if you "
             "trust where it came from: pass --trust (command line) or confirm in the studio.")
 
@@ -209,6 +209,8 @@ class TorchScriptLoader:
 
     def load(self, spec: str, options: LoadOptions) -> LoadedModel:
         path = Path(spec)
+        if not options.trust:  # torch.jit.load unpickles the archive (PyTorch's docs: never on untrusted files)
+            raise UntrustedPickleError(path, pickle_globals(path)[:6], "a TorchScript archive")
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
@@ -227,6 +229,9 @@ class ExportedProgramLoader:
 
     def load(self, spec: str, options: LoadOptions) -> LoadedModel:
         path = Path(spec)
+        if not options.trust:  # torch.export.load falls back to full unpickling for some parts of the archive
+            raise UntrustedPickleError(path, ["its example inputs and any pickled constants"],
+                                       "a torch.export program")
         try:
             program = torch.export.load(str(path))
         except Exception as exc:
@@ -299,8 +304,9 @@ class StateDictLoader:
         state = _unwrap_state_dict(obj)
         assert state is not None
         meta = obj.get("meta", {}) if isinstance(obj, dict) and isinstance(obj.get("meta"), dict) else {}
-        arch = options.arch or (obj.get("arch") if isinstance(obj, dict) and obj.get("format") ==
-                                zoo.CHECKPOINT_FORMAT else None) or zoo.match_architecture(state)
+        named = obj.get("arch") if isinstance(obj, dict) and obj.get("format") == zoo.CHECKPOINT_FORMAT else None
+        # a file may only name a zoo architecture: importing a factory it names would run code it chose
+        arch = options.arch or (named if named in zoo.ARCHITECTURES else None) or zoo.match_architecture(state)
         if arch is None:
             raise ModelLoadError(f"{path.name} holds only weights (a state_dict with {len(state)} tensors); "
                                  "say which architecture they belong to with --arch package.module:factory")
@@ -357,8 +363,22 @@ class PickledModuleLoader:
                            file_bytes=path_bytes(path), meta={"trusted": True})
 
 
-LOADERS: tuple[Loader, ...] = (ZooLoader(), TorchScriptLoader(), ExportedProgramLoader(), StateDictLoader(),
-                               HuggingFaceLoader(), PickledModuleLoader())
+class CompressedLoader:
+    format = "prunescope"
+    describes = "Prunescope compressed file (.psz)"
+
+    def can_load(self, spec: str) -> bool:
+        path = Path(spec)
+        return path.is_file() and _head(path, 4) == b"PSCZ"
+
+    def load(self, spec: str, options: LoadOptions) -> LoadedModel:
+        from core.compressed import load_compressed
+
+        return load_compressed(Path(spec), options)
+
+
+LOADERS: tuple[Loader, ...] = (ZooLoader(), CompressedLoader(), TorchScriptLoader(), ExportedProgramLoader(),
+                               StateDictLoader(), HuggingFaceLoader(), PickledModuleLoader())
 
 
 def _diagnose(path: Path) -> str:

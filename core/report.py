@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict
 
@@ -57,11 +58,26 @@ def inspection_to_dict(result: Inspection) -> dict:
     }
 
 
-def write_json(result: Inspection, path: str | os.PathLike) -> None:
-    """Write the JSON report atomically."""
-    text = json.dumps(inspection_to_dict(result), indent=1, allow_nan=False)
+def finite(obj):
+    """``obj`` with every NaN or infinite float replaced by None, so that it is valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def write_json_file(data: dict, path: str | os.PathLike) -> None:
+    """Write a report atomically, as strict JSON (non-finite numbers become null)."""
     with atomic_write(path) as f:
-        f.write(text.encode())
+        f.write(json.dumps(finite(data), indent=1, allow_nan=False).encode())
+
+
+def write_json(result: Inspection, path: str | os.PathLike) -> None:
+    """Write the inspection's JSON report atomically."""
+    write_json_file(inspection_to_dict(result), path)
 
 
 def human_bytes(n: int | float | None) -> str:
@@ -110,4 +126,64 @@ def layer_table(result: Inspection) -> str:
         lat = result.latency
         lines.append(f"latency: {lat.median_ms:.2f} ms per batch of {lat.batch_size} (median of {lat.runs})")
     lines.extend(f"note: {n}" for n in result.notes)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- compression
+
+COMPRESS_FORMAT = "prunescope-compress/1"
+
+
+def _measured(m) -> dict | None:
+    if m is None:
+        return None
+    out = {}
+    if m.test is not None:
+        out["test"] = asdict(m.test)
+    if m.fidelity is not None:
+        out["fidelity"] = asdict(m.fidelity)
+    return out
+
+
+def compression_to_dict(result, file_name: str, exports: dict[str, str] | None = None) -> dict:
+    """The compression report: sizes to the byte, metrics before and after, per-layer accounting, stages."""
+    account = result.account
+    layers = [{"name": t.name, "encoding": t.encoding, "params": t.numel,
+               "kept": (t.kept / t.numel if t.numel else 0.0) if t.encoding != "raw" else 1.0,
+               "weight_bits": t.weight_bits, "index_bits": t.index_bits, "fillers": t.fillers, "bytes": t.bytes,
+               "weight_bytes": t.weight_bytes, "index_bytes": t.index_bytes, "codebook_bytes": t.codebook_bytes,
+               "table_bytes": t.table_bytes, "raw_bytes": t.raw_bytes} for t in account.tensors]
+    stages = {"original": result.original_bytes, **result.stages}
+    return {
+        "format": COMPRESS_FORMAT, "prunescope": __version__, "file": file_name,
+        "model": result.model_info,
+        "original_bytes": result.original_bytes, "compressed_bytes": result.compressed_bytes,
+        "ratio": result.ratio,
+        "metrics": {"before": _measured(result.before), "after": _measured(result.after),
+                    "int8": _measured(result.int8)},
+        "layers": layers,
+        "accounting": {"framing_bytes": account.framing_bytes, "header_bytes": account.header_bytes,
+                       "tensor_bytes": sum(t.bytes for t in account.tensors), "total": account.total},
+        "stages": stages, "recipe": result.recipe.to_dict(), "exports": exports or {},
+    }
+
+
+def compression_summary(result) -> str:
+    """A few lines for the terminal: sizes, ratio, accuracy before and after, per-layer table."""
+    lines = [f"{'tensor':24s} {'encoding':10s} {'kept':>7s} {'w bits':>6s} {'idx bits':>8s} {'bytes':>10s}"]
+    for t in result.account.tensors:
+        kept = f"{t.kept / t.numel:.1%}" if t.encoding != "raw" and t.numel else "-"
+        lines.append(f"{t.name:24s} {t.encoding:10s} {kept:>7s} {t.weight_bits or '-':>6} {t.index_bits or '-':>8} "
+                     f"{t.bytes:>10,}")
+    lines.append(f"{'header + framing':24s} {'':10s} {'':>7s} {'':>6s} {'':>8s} "
+                 f"{result.account.header_bytes + result.account.framing_bytes:>10,}")
+    lines.append(f"original {result.original_bytes:,} bytes -> compressed {result.compressed_bytes:,} bytes: "
+                 f"{result.ratio:.1f}x smaller")
+    stage_text = ", ".join(f"{k} {v:,}" for k, v in result.stages.items())
+    lines.append(f"stages (bytes of real encodings): {stage_text}")
+    for label, m in (("before", result.before), ("after", result.after), ("int8", result.int8)):
+        if m is not None and m.test is not None:
+            lines.append(f"test accuracy {label}: {m.test.accuracy:.2%} ({m.test.count:,} examples)")
+        elif m is not None and m.fidelity is not None:
+            lines.append(f"fidelity {label}: top-1 agreement {m.fidelity.top1_agreement:.2%}")
     return "\n".join(lines)

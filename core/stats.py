@@ -112,6 +112,17 @@ def _kernel_counts(kernel, bits: np.ndarray) -> np.ndarray:
     return sum(_pool().map(kernel, np.array_split(bits, workers)))
 
 
+def _dense(t: torch.Tensor) -> bool:
+    """Whether ``t`` covers one gap-free block of its storage (any dimension order, no overlap)."""
+    expected = 1
+    for d in sorted(range(t.ndim), key=t.stride):
+        if t.shape[d] != 1:
+            if t.stride(d) != expected:
+                return False
+            expected *= t.shape[d]
+    return True
+
+
 def raw_bucket_counts(tensor: torch.Tensor, use_kernel: bool | None = None) -> np.ndarray:
     """Exact counts ``(65536,)`` of ``tensor``'s values by the top 16 bits of their float32 bit pattern.
 
@@ -121,8 +132,12 @@ def raw_bucket_counts(tensor: torch.Tensor, use_kernel: bool | None = None) -> n
     """
     t = tensor.detach()
     if not t.is_contiguous():
-        return sum((raw_bucket_counts(part, use_kernel) for part in t.unbind(0)),
-                   np.zeros(N_BUCKETS, np.int64))
+        if _dense(t):  # e.g. channels_last: the same values, stored in another order
+            t = t.as_strided((t.numel(),), (1,), t.storage_offset())
+        else:  # a strided view: count contiguous copies of bounded slices
+            rows = max(1, CHUNK // max(1, t[0].numel())) if t.ndim else 1
+            return sum((raw_bucket_counts(t[i:i + rows].contiguous(), use_kernel) for i in range(0, len(t), rows)),
+                       np.zeros(N_BUCKETS, np.int64))
     flat = t.reshape(-1)
     if use_kernel is None:
         use_kernel = flat.numel() >= KERNEL_MIN_ELEMENTS

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHeaderView, QLab
 
 from core import zoo
 from core.data import BUILTIN_DATASETS, FASHION_HELP, dataset_available
+from core.fileio import atomic_path
 from gui.models.layer_table import LayerSortProxy, LayerTableModel
 from gui.session import Session
 from gui.widgets.activation_view import ActivationView
@@ -174,12 +175,13 @@ class MainWindow(QMainWindow):
                                                   "PNG image (*.png);;SVG drawing (*.svg)")
             if not path:
                 return None
-        if path.lower().endswith(".svg"):
-            save_svg(plot, path)  # pyqtgraph's SVG exporter cannot parse the paths Qt 6.11 writes
-        else:
-            import pyqtgraph.exporters as exporters
+        with atomic_path(path) as tmp:
+            if path.lower().endswith(".svg"):
+                save_svg(plot, str(tmp))  # pyqtgraph's SVG exporter cannot parse the paths Qt 6.11 writes
+            else:
+                import pyqtgraph.exporters as exporters
 
-            exporters.ImageExporter(plot.getPlotItem()).export(path)
+                exporters.ImageExporter(plot.getPlotItem()).export(str(tmp))
         return path
 
     # ------------------------------------------------------------------------------------------ session
@@ -208,7 +210,7 @@ class MainWindow(QMainWindow):
                                 QMessageBox.StandardButton.Cancel)
         load = box.addButton("Load and run its code", QMessageBox.ButtonRole.AcceptRole)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.buttonClicked.connect(lambda b: b is load and self.session.open_trusted())
+        box.buttonClicked.connect(lambda b: b is load and self.session.open_trusted(spec))
 
     def _show_dialog(self, icon, title: str, text: str, buttons=QMessageBox.StandardButton.Ok) -> QMessageBox:
         box = QMessageBox(icon, title, text, buttons, self)

@@ -54,27 +54,30 @@ class Session(QObject):
         self.measurements = Measurements()
         self.inspect_options = InspectOptions()
         self._open_args: dict = {}
+        self.opening = False
         self.runner.sig_partial.connect(self._on_partial)
         self.runner.sig_finished.connect(self._on_finished)
         self.runner.sig_failed.connect(self._on_failed)
+        self.runner.sig_cancelled.connect(self._on_cancelled)
 
     # ------------------------------------------------------------------------------------------ actions
     def open_model(self, spec: str, data_name: str | None = None, trust: bool = False,
                    arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> None:
         """Load ``spec`` (zoo name, file or folder) and its data set in the background, then inspect it."""
+        self.opening = True
         options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape)
         self._open_args = {"spec": spec, "data_name": data_name, "arch": arch, "input_shape": input_shape}
         fallback = self.data.spec if self.data is not None else None
         self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name, fallback))
 
-    def open_trusted(self) -> None:
-        """Open the file last refused as an untrusted pickle again, now trusting it (the user confirmed)."""
-        if self._open_args:
-            self.open_model(**self._open_args, trust=True)
+    def open_trusted(self, spec: str) -> None:
+        """Open ``spec`` again, now trusting it (the user confirmed), with the options it was opened with."""
+        args = self._open_args if self._open_args.get("spec") == spec else {"spec": spec}
+        self.open_model(**{**args, "trust": True})
 
     def use_dataset(self, data_name: str) -> None:
         """Re-open the current model with another data set (the model itself is not reloaded from disk)."""
-        if self.loaded is None:
+        if self.loaded is None or self.opening:  # an open in progress decides the model first
             return
         loaded = self.loaded
 
@@ -87,17 +90,19 @@ class Session(QObject):
             return loaded, data
             yield  # a generator, so it runs in the background like every task
 
+        self.opening = True
         self.runner.start(f"Reading data set {data_name}", task)
 
     def inspect(self) -> None:
         """Measure the current model: statistics, activations, accuracy, latency, bytes."""
-        if self.loaded is None:
+        if self.loaded is None or self.opening:  # the model being opened is inspected when it arrives
             return
         loaded, data, options = self.loaded, self.data, self.inspect_options
         self.measurements = Measurements()
         self.runner.start(f"Inspecting {loaded.name}", lambda: inspect_model(loaded, data, options))
 
     def cancel(self) -> None:
+        self.opening = False
         self.runner.cancel()
 
     # ------------------------------------------------------------------------------------------ results
@@ -108,14 +113,19 @@ class Session(QObject):
 
     def _on_finished(self, title: str, value) -> None:
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], LoadedModel):
+            self.opening = False
             self.loaded, self.data = value
             self.measurements = Measurements()
             self.sig_model_changed.emit()
             self.inspect()
 
+    def _on_cancelled(self, title: str) -> None:
+        self.opening = False
+
     def _on_failed(self, title: str, error: BaseException) -> None:
         from core.model_io import UntrustedPickleError
 
+        self.opening = False
         if isinstance(error, UntrustedPickleError):
             self.sig_needs_trust.emit(self._open_args.get("spec", str(error.path)), str(error))
             return

@@ -64,11 +64,26 @@ def test_hooks_are_removed_and_outputs_unchanged(lenet300, mnist):
     x = next(mnist.test.batches(64))[0]
     with torch.inference_mode():
         before = model(x)
-    was_training = model.training
-    run(activation_stats(model, batches(mnist, 500)))
-    assert hooks_left(model) == 0 and model.training == was_training
+    model.train()  # measuring runs in eval mode and must give the model its own mode back
+    try:
+        run(activation_stats(model, batches(mnist, 500)))
+        assert hooks_left(model) == 0 and model.training
+    finally:
+        model.eval()
     with torch.inference_mode():
         assert torch.equal(model(x), before)
+
+
+def test_batchnorm_is_paired_only_when_it_reads_the_layer_output():
+    """conv -> relu -> bn: the BatchNorm reads the ReLU's output, so the conv is measured itself, and a
+    channel that can never fire is reported dead whatever the BatchNorm adds afterwards."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 26 * 26, 3))
+    with torch.no_grad():
+        model[0].bias[0] = -1e6
+        model[2].bias.fill_(0.5)
+    stats = run(activation_stats(model.eval(), [torch.rand(6, 1, 28, 28)]))
+    assert stats["0"].measured_at == "0" and stats["0"].dead.tolist() == [0]
 
 
 def test_hooks_are_removed_on_cancel(lenet300, mnist):
@@ -98,9 +113,9 @@ def test_forward_hooks_context_removes_on_exception():
 
 
 def test_compiled_graphs_get_a_clear_message(model_files):
-    from core.model_io import load_model
+    from core.model_io import LoadOptions, load_model
 
-    loaded = load_model(model_files["torchscript"])
+    loaded = load_model(model_files["torchscript"], LoadOptions(trust=True))
     with pytest.raises(ActivationError, match="compiled graph"):
         run(activation_stats(loaded.module, [torch.rand(2, 1, 28, 28)]))
 

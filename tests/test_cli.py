@@ -36,7 +36,8 @@ def test_inspect_zoo_models_reports_the_issue_numbers(tmp_path, name, params, mi
 
 def test_inspect_without_data_uses_the_given_input_shape(model_files, untouched):
     untouched(model_files["torchscript"])
-    result = prunescope("inspect", str(model_files["torchscript"]), "--input-shape", "8,1,28,28", "--quiet")
+    result = prunescope("inspect", str(model_files["torchscript"]), "--trust", "--input-shape", "8,1,28,28",
+                        "--quiet")
     assert result.returncode == 0, result.stderr
     assert "266,610 parameters" in result.stdout and "latency:" in result.stdout
     assert "activations not measured" in result.stdout  # a TorchScript graph runs no hooks: said, not hidden
@@ -64,7 +65,8 @@ def test_bad_input_exits_2_with_one_line(args, message):
 
 def test_bad_files_exit_2_and_stay_untouched(model_files, untouched):
     for kind, message in (("evil", "--trust"), ("truncated", "truncated or corrupt zip"),
-                          ("text", "Formats tried"), ("no_params", "--trust")):
+                          ("text", "Formats tried"), ("no_params", "--trust"), ("torchscript", "--trust"),
+                          ("export", "--trust")):
         untouched(model_files[kind])
         result = prunescope("inspect", str(model_files[kind]), "--quiet")
         assert result.returncode == 2 and message in result.stderr, (kind, result.stderr)
@@ -72,7 +74,7 @@ def test_bad_files_exit_2_and_stay_untouched(model_files, untouched):
 
 
 def test_model_without_inputs_is_still_inspected(model_files):
-    result = prunescope("inspect", str(model_files["torchscript"]), "--quiet")
+    result = prunescope("inspect", str(model_files["torchscript"]), "--trust", "--quiet")
     assert result.returncode == 0, result.stderr
     assert "266,610 parameters" in result.stdout and "note: no data set and no input shape" in result.stdout
     assert "test accuracy" not in result.stdout
@@ -83,14 +85,19 @@ def test_model_that_does_not_fit_the_data(tmp_path):
 
     rgb = tmp_path / "rgb.ts.pt"
     torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())), rgb)
-    result = prunescope("inspect", str(rgb), "--data", "mnist", "--quiet")
+    result = prunescope("inspect", str(rgb), "--trust", "--data", "mnist", "--quiet")
     assert result.returncode == 2 and "cannot run on data set mnist (examples shaped (1, 28, 28))" in result.stderr
 
 
-def test_json_never_overwrites_the_model(model_files, untouched):
-    untouched(model_files["state_dict"])
+def test_json_never_overwrites_an_input(model_files, untouched):
+    untouched(model_files["state_dict"], model_files["legacy"])
     result = prunescope("inspect", str(model_files["state_dict"]), "--json", str(model_files["state_dict"]))
-    assert result.returncode == 2 and "would overwrite the model file" in result.stderr
+    assert result.returncode == 2 and "would overwrite an input" in result.stderr
+    result = prunescope("inspect", str(model_files["state_dict"]), "--reference", str(model_files["legacy"]),
+                        "--json", str(model_files["legacy"]))
+    assert result.returncode == 2 and "would overwrite an input" in result.stderr
+    result = prunescope("inspect", "zoo:lenet300", "--json", str(ROOT / "resources" / "checkpoints" / "lenet300.pt"))
+    assert result.returncode == 2 and "shipped resources" in result.stderr
 
 
 def test_help_and_zoo_listing():

@@ -153,3 +153,14 @@ def test_fashion_mnist_from_debian():
     ds = load_dataset("fashion-mnist")
     assert (len(ds.train), len(ds.val), len(ds.test)) == (55_000, 5_000, 10_000)
     assert ds.classes == data_module.FASHION_CLASSES
+
+
+def test_float_batches_are_copies(tmp_path):
+    """A model that changes its input in place must not change the (cached) data set."""
+    x = np.random.default_rng(0).random((40, 4, 4), dtype=np.float32) - 0.5
+    np.savez(tmp_path / "floats.npz", x=x, y=np.zeros(40, np.int64))
+    ds = load_dataset(str(tmp_path / "floats.npz"))
+    before = ds.test.images.clone()
+    for batch, _ in ds.test.batches(8):
+        torch.relu_(batch)
+    assert torch.equal(load_dataset(str(tmp_path / "floats.npz")).test.images, before)

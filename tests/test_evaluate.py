@@ -57,3 +57,25 @@ def test_saved_size_is_the_file_size(tmp_path, lenet300):
     torch.save(lenet300.module.state_dict(), path)
     assert saved_size_bytes(lenet300.module) == os.path.getsize(path)
     assert saved_size_bytes(lenet300.module, "a_longer_name.pt") > os.path.getsize(path)  # names are stored
+
+
+def test_accuracy_of_an_exported_program(model_files, mnist):
+    """torch.export graphs refuse eval(); measuring them must not try to switch modes."""
+    from core.model_io import LoadOptions, load_model
+
+    loaded = load_model(model_files["export"], LoadOptions(trust=True))
+    result = run(accuracy(loaded.module, mnist.test, limit=500))
+    assert result.count == 500 and result.accuracy > 0.95
+
+
+def test_latency_counts_the_batch_of_keyword_inputs():
+    class Keywords(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+
+        def forward(self, input_ids, attention_mask):
+            return self.embed(input_ids) * attention_mask[..., None]
+
+    inputs = {"input_ids": torch.zeros(6, 5, dtype=torch.long), "attention_mask": torch.ones(6, 5)}
+    assert run(latency(Keywords(), inputs, runs=2, warmup=0)).batch_size == 6

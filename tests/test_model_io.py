@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -19,6 +21,7 @@ def reference_logits(x):
 
 
 X = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+TRUST = LoadOptions(trust=True)
 
 
 def logits(loaded):
@@ -40,7 +43,7 @@ def test_zoo_loader_gives_the_trained_model():
 def test_each_format_loads_the_same_network(model_files, untouched, kind, fmt):
     path = model_files[kind]
     untouched(path)
-    loaded = load_model(path, LoadOptions(arch="core.zoo:LeNet300"))
+    loaded = load_model(path, LoadOptions(arch="core.zoo:LeNet300", trust=True))
     assert loaded.format == fmt
     assert loaded.file_bytes == path.stat().st_size
     torch.testing.assert_close(logits(loaded), reference_logits(X), rtol=1e-5, atol=1e-5)
@@ -50,7 +53,7 @@ def test_torchscript_and_export_keep_layer_types(model_files):
     from core.inventory import inventory
 
     for kind in ("torchscript", "export"):
-        loaded = load_model(model_files[kind])
+        loaded = load_model(model_files[kind], TRUST)
         inv = inventory(loaded.module, loaded.module_types)
         assert [(layer.name, layer.type) for layer in inv.layers] == [("fc1", "Linear"), ("fc2", "Linear"),
                                                                      ("fc3", "Linear")]
@@ -58,13 +61,13 @@ def test_torchscript_and_export_keep_layer_types(model_files):
 
 
 def test_export_program_brings_its_example_input(model_files):
-    loaded = load_model(model_files["export"])
+    loaded = load_model(model_files["export"], TRUST)
     assert loaded.input_shape == (2, 1, 28, 28)
     assert len(loaded.probe_inputs) == 1 and "fixed_batch" not in loaded.meta
 
 
 def test_export_program_with_a_fixed_batch_runs_any_batch(model_files):
-    loaded = load_model(model_files["export_static"])
+    loaded = load_model(model_files["export_static"], TRUST)
     assert loaded.meta["fixed_batch"] == 1
     x = torch.rand(5, 1, 28, 28)
     torch.testing.assert_close(logits(loaded), reference_logits(X), rtol=1e-5, atol=1e-5)
@@ -157,7 +160,7 @@ def test_model_without_parameters(model_files, kind):
 
 
 def test_input_shape_gives_probe_inputs(model_files):
-    loaded = load_model(model_files["torchscript"], LoadOptions(input_shape=(2, 1, 28, 28)))
+    loaded = load_model(model_files["torchscript"], LoadOptions(input_shape=(2, 1, 28, 28), trust=True))
     assert loaded.input_shape == (2, 1, 28, 28) and loaded.probe_inputs[0].shape == (2, 1, 28, 28)
 
 
@@ -196,3 +199,53 @@ def test_broken_hugging_face_folder(tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="cannot load Hugging Face model"):
         load_model(folder)
+
+
+@pytest.mark.parametrize("kind, what", [("torchscript", "a TorchScript archive"),
+                                        ("export", "a torch.export program")])
+def test_torchscript_and_export_programs_need_trust(model_files, untouched, kind, what):
+    untouched(model_files[kind])
+    with pytest.raises(UntrustedPickleError, match=what):
+        load_model(model_files[kind])
+
+
+def test_a_pt2_with_a_pickled_weight_runs_nothing_untrusted(model_files, tmp_path):
+    """torch.export.load unpickles weights marked use_pickle with weights_only=False, so a .pt2 can carry
+    code: untrusted, nothing of it runs; trusted, it does (which is why the question is asked)."""
+    import json
+    import zipfile
+
+    evil = tmp_path / "evil.pt2"
+    marker = tmp_path / "pt2-code-ran.txt"
+    payload = io.BytesIO()
+    torch.save(factories.Evil(marker), payload)
+    with zipfile.ZipFile(model_files["export"]) as source, zipfile.ZipFile(evil, "w") as target:
+        config_name = next(n for n in source.namelist() if n.endswith("model_weights_config.json"))
+        config = json.loads(source.read(config_name))
+        name = next(iter(config["config"]))
+        config["config"][name]["use_pickle"] = True
+        weight_file = config_name.rsplit("/", 1)[0] + "/" + config["config"][name]["path_name"]
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == config_name:
+                data = json.dumps(config).encode()
+            elif item.filename == weight_file:
+                data = payload.getvalue()
+            target.writestr(item, data)
+    with pytest.raises(UntrustedPickleError):
+        load_model(evil)
+    assert not marker.exists()
+    with pytest.raises(ModelLoadError):
+        load_model(evil, TRUST)
+    assert marker.exists(), "the crafted file did not carry code: this test would prove nothing"
+
+
+def test_a_checkpoint_cannot_name_code_to_import(tmp_path):
+    """A weights-only file may name a zoo architecture, never a factory: that would run code it chose."""
+    from core.zoo import CHECKPOINT_FORMAT
+
+    path = tmp_path / "named.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": "tests.factories:leave_marker",
+                "state_dict": {"w": torch.zeros(2)}, "meta": {}}, path)
+    with pytest.raises(ModelLoadError, match="--arch package.module:factory"):
+        load_model(path)

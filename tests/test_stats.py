@@ -20,6 +20,8 @@ def weights():
 
 
 def test_kernel_and_torch_count_identically(weights):
+    import numba  # noqa: F401 - a dependency: without it this test would compare torch with torch
+
     a = raw_bucket_counts(weights, use_kernel=False)
     b = raw_bucket_counts(weights, use_kernel=True)
     assert a.shape == (N_BUCKETS,) and a.sum() == weights.numel()
@@ -81,6 +83,15 @@ def test_non_finite_values_are_counted_apart():
     s = stats_from_counts("w", raw_bucket_counts(w))
     assert (s.count, s.nonfinite, s.zeros) == (6, 3, 1)
     assert s.max == pytest.approx(1.0, rel=4e-3) and s.min == pytest.approx(-2.0, rel=4e-3)
+
+
+def test_channels_last_and_strided_views_are_counted_whole():
+    torch.manual_seed(2)
+    conv = torch.randn(64, 64, 3, 3)
+    expected = raw_bucket_counts(conv)
+    np.testing.assert_array_equal(raw_bucket_counts(conv.to(memory_format=torch.channels_last)), expected)
+    view = torch.randn(40, 50)[:, ::2]  # overlapping-free but not dense: counted in contiguous slices
+    np.testing.assert_array_equal(raw_bucket_counts(view), raw_bucket_counts(view.contiguous()))
 
 
 def test_other_dtypes_and_strided_tensors():

@@ -35,8 +35,11 @@ class ActivationView(QWidget):
         self.plot.showGrid(x=False, y=True, alpha=0.15)
         self.plot.setLabel("left", "fires on")
         self.plot.getAxis("left").setTicks([[(v, f"{v:.0%}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)]])
-        self.bars = pg.BarGraphItem(x=[], height=[], width=0.9)
-        self.plot.addItem(self.bars)
+        # one bar item per colour: a brush per unit is slow for layers with tens of thousands of units
+        self.bars = {kind: pg.BarGraphItem(x=[], height=[], width=0.85, brush=pg.mkBrush(colour), pen=pg.mkPen(None))
+                     for kind, colour in (("firing", theme.ACCENT), ("rare", theme.WARM), ("dead", theme.DANGER))}
+        for item in self.bars.values():
+            self.plot.addItem(item)
         self.message = pg.TextItem("", color=theme.MUTED, anchor=(0.5, 0.5))
         self.plot.addItem(self.message, ignoreBounds=True)
         self.summary = QLabel("")
@@ -67,7 +70,8 @@ class ActivationView(QWidget):
     def _redraw(self) -> None:
         stats = self._stats
         if stats is None:
-            self.bars.setOpts(x=[], height=[])
+            for item in self.bars.values():
+                item.setOpts(x=[], height=[])
             self.message.setText(self._waiting)
             self.message.setPos(0.5, 0.5)
             self.plot.setRange(xRange=(0, 1), yRange=(0, 1))
@@ -75,12 +79,10 @@ class ActivationView(QWidget):
             return
         self.message.setText("")
         heights = self.displayed()
-        colours = np.where(heights == 0, theme.DANGER, np.where(heights < RARE, theme.WARM, theme.ACCENT))
-        brushes = [pg.mkBrush(c) for c in colours]
         x = np.arange(len(heights))
-        # dead units get a short stub so they stay visible
-        self.bars.setOpts(x=x, height=np.where(heights == 0, 0.02, heights), width=0.85, brushes=brushes,
-                          pens=[pg.mkPen(None)] * len(heights))
+        groups = {"dead": heights == 0, "rare": (heights > 0) & (heights < RARE), "firing": heights >= RARE}
+        for kind, chosen in groups.items():  # dead units get a short stub so they stay visible
+            self.bars[kind].setOpts(x=x[chosen], height=np.where(heights[chosen] == 0, 0.02, heights[chosen]))
         self.plot.setRange(xRange=(-1, len(heights)), yRange=(0, 1.02), padding=0)
         self.plot.setLabel("bottom", f"{self._unit} ({'by firing rate' if self.sorted_box.isChecked() else 'index'})")
         rare = int(((heights > 0) & (heights < RARE)).sum())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 PROBE = r"""
 import os, sys
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
@@ -31,6 +33,8 @@ print(calls[0], [a - b for a, b in zip(after, before)])
 """
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None, True and False are immortal from Python 3.12: "
+                    "their reference counts no longer show the bug (and it no longer crashes)")
 def test_signals_to_python_callables_keep_reference_counts():
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,145 @@
+"""The compressed file: Huffman coding, relative indices with fillers, exact accounting, and a fuzzed decoder."""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from core import container, huffman
+from core.container import WeightCode
+from core.huffman import CodingError
+
+
+def test_huffman_round_trip_and_entropy():
+    rng = np.random.default_rng(0)
+    symbols = rng.choice(64, size=50_000, p=np.r_[np.full(63, 0.5 / 63), 0.5])
+    counts = np.bincount(symbols, minlength=64)
+    lengths = huffman.code_lengths(counts)
+    data, bits = huffman.encode(symbols, lengths)
+    np.testing.assert_array_equal(huffman.decode(data, len(symbols), lengths), symbols)
+    assert huffman.entropy_bits(counts) <= bits <= huffman.entropy_bits(counts) + len(symbols)  # Huffman bound
+    assert len(data) == (bits + 7) // 8
+
+
+def test_length_limit_keeps_a_prefix_code():
+    counts = np.array([2 ** i for i in range(30)])
+    lengths = huffman.code_lengths(counts)
+    assert lengths.max() == huffman.MAX_LENGTH and np.sum(2.0 ** -lengths) <= 1.0
+    symbols = np.repeat(np.arange(30), 3)
+    np.testing.assert_array_equal(huffman.decode(huffman.encode(symbols, lengths)[0], 90, lengths), symbols)
+
+
+def test_fixed_width_round_trip():
+    values = np.array([0, 5, 31, 7, 16])
+    data, bits = huffman.pack_bits(values, 5)
+    assert bits == 25 and len(data) == 4
+    np.testing.assert_array_equal(huffman.unpack_fixed(data, 5, 5), values)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 5, 8])
+def test_relative_indices_with_fillers(bits):
+    positions = np.array([0, 1, 2, 40, 41, 300, 301, 1000])
+    symbols, is_filler = container.relative_indices(positions, bits)
+    assert symbols.max() < 2 ** bits
+    decoded = np.cumsum(symbols + 1) - 1
+    np.testing.assert_array_equal(decoded[~is_filler], positions)
+    assert is_filler.sum() == sum((g - 1) // 2 ** bits for g in np.diff(np.r_[-1, positions]))
+
+
+def sample_state():
+    torch.manual_seed(0)
+    weight = torch.randn(40, 50)
+    mask = weight.abs() > 1.2
+    codebook = torch.linspace(-3, 3, 16)
+    codes = torch.bucketize(weight, (codebook[1:] + codebook[:-1]) / 2)
+    dense_codes = torch.randint(0, 4, (8, 9))
+    state = {"a.weight": weight, "a.bias": torch.randn(40), "b.weight": torch.randn(8, 9),
+             "c.weight": torch.randn(30, 30), "bn.num_batches_tracked": torch.tensor(7)}
+    codes_by_tensor = {
+        "a.weight": WeightCode(mask, codes, codebook, weight),
+        "b.weight": WeightCode(None, dense_codes, torch.tensor([-1.0, -0.25, 0.25, 1.0]), state["b.weight"]),
+        "c.weight": WeightCode(state["c.weight"].abs() > 1, None, None, state["c.weight"]),
+    }
+    return state, codes_by_tensor
+
+
+@pytest.mark.parametrize("use_huffman", [True, False])
+def test_encode_decode_and_account_every_byte(use_huffman):
+    state, codes = sample_state()
+    data, account = container.encode(state, codes, {"arch": "x"}, use_huffman=use_huffman, small_float="float32")
+    assert account.total == len(data)
+    info, decoded = container.decode(data)
+    assert info == {"arch": "x"} and list(decoded) == list(state)
+    codebook = codes["a.weight"].codebook
+    expected = torch.where(codes["a.weight"].mask, codebook[codes["a.weight"].codes], torch.zeros(()))
+    torch.testing.assert_close(decoded["a.weight"], expected)
+    torch.testing.assert_close(decoded["b.weight"], torch.tensor([-1.0, -0.25, 0.25, 1.0])[codes["b.weight"].codes])
+    torch.testing.assert_close(decoded["c.weight"], state["c.weight"] * (state["c.weight"].abs() > 1))
+    assert torch.equal(decoded["a.bias"], state["a.bias"]) and decoded["bn.num_batches_tracked"].item() == 7
+    sparse = next(t for t in account.tensors if t.name == "a.weight")
+    assert sparse.kept == int(codes["a.weight"].mask.sum()) and sparse.index_bits >= 1
+
+
+def test_float16_small_tensors_halve_their_bytes():
+    state, codes = sample_state()
+    _, f32 = container.encode(state, codes, {}, small_float="float32")
+    _, f16 = container.encode(state, codes, {}, small_float="float16")
+    bias32 = next(t for t in f32.tensors if t.name == "a.bias").bytes
+    assert next(t for t in f16.tensors if t.name == "a.bias").bytes == bias32 // 2
+
+
+def good_file() -> bytes:
+    state, codes = sample_state()
+    return container.encode(state, codes, {"arch": "x"})[0]
+
+
+def test_truncated_and_corrupted_files_are_refused():
+    data = good_file()
+    for cut in (0, 3, 10, len(data) // 2, len(data) - 1):
+        with pytest.raises(CodingError):
+            container.decode(data[:cut])
+    with pytest.raises(CodingError, match="bad magic"):
+        container.decode(b"XXXX" + data[4:])
+    with pytest.raises(CodingError, match="checksum mismatch"):
+        container.decode(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+
+
+def refresh_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_valid_checksum_but_inconsistent_contents():
+    data = good_file()
+    body = data[:-4]
+    magic, version, header_length = struct.unpack_from("<4sHI", body)
+    header = zlib.decompress(body[10:10 + header_length])
+    for old, new in ((b'"k":16', b'"k":15'), (b'"n":', b'"n":9'), (b'"s":[40,50]', b'"s":[4,5]'),
+                     (b'"b":', b'"b":9'), (b'"e":"sparse"', b'"e":"spars"')):
+        bad = zlib.compress(header.replace(old, new, 1))
+        forged = refresh_crc(struct.pack("<4sHI", magic, version, len(bad)) + bad + body[10 + header_length:])
+        with pytest.raises(CodingError):
+            container.decode(forged)
+    with pytest.raises(CodingError, match="version 9"):
+        container.decode(refresh_crc(struct.pack("<4sHI", magic, 9, header_length) + body[10:]))
+
+
+def test_fuzzed_files_never_crash_or_hang():
+    """Random bytes, and valid files with random bytes changed (CRC recomputed so the decoder must cope)."""
+    rng = random.Random(0)
+    data = good_file()
+    for _ in range(300):
+        blob = bytearray(data[:-4])
+        for _ in range(rng.randint(1, 8)):
+            blob[rng.randrange(10, len(blob))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            blob = blob[: rng.randrange(10, len(blob))]
+        for candidate in (refresh_crc(bytes(blob)), bytes(rng.randrange(256) for _ in range(rng.randrange(64)))):
+            try:
+                container.decode(candidate)
+            except CodingError:
+                pass
