@@ -181,7 +181,7 @@ def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_
         sections = [codebook, table, stream]
         account.encoding, account.kept = "dense", len(symbols)
         account.codebook_bytes, account.table_bytes, account.weight_bytes = len(codebook), len(table), len(stream)
-        account.weight_bits = width or int(np.ceil(np.log2(max(k, 2))))
+        account.weight_bits = int(np.ceil(np.log2(max(k, 2))))  # codebook bits; the stream may be Huffman-coded
     else:
         positions = np.flatnonzero(code.mask.reshape(-1).cpu().numpy())
         bits = choose_index_bits(positions, use_huffman, index_bits)
@@ -203,7 +203,7 @@ def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_
         sections = [codebook, w_table, w_stream, i_table, i_stream]
         account.encoding, account.kept, account.fillers = entry["e"], len(positions), int(is_filler.sum())
         account.index_bits = bits
-        account.weight_bits = width or int(np.ceil(np.log2(k + 1)))
+        account.weight_bits = width if code.codes is None else int(np.ceil(np.log2(max(k, 2))))
         account.codebook_bytes = len(codebook)
         account.table_bytes = len(w_table) + len(i_table)
         account.weight_bytes, account.index_bytes = len(w_stream), len(i_stream)

@@ -52,6 +52,7 @@ class CompressionResult:
     stages: dict[str, int] = field(default_factory=dict)
     int8_model: nn.Module | None = None
     int8: Measured | None = None
+    codebooks: dict[str, list[float]] = field(default_factory=dict)  # layer -> levels (shared per tensor)
 
     @property
     def compressed_bytes(self) -> int:
@@ -216,10 +217,12 @@ def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = Non
                    small_float=encode_step.small_tensors)
     data_bytes, account = container.encode(state, codes, model_info, **options)
     stages = stage_sizes(state, codes, model_info, options, data_bytes)
-    decoded = rebuild_like(original, loaded, model_info, container.decode(data_bytes)[1])
+    decoded = rebuild_like(original, run.history, model_info, container.decode(data_bytes)[1])
     yield Progress("compress", total, total, "measuring the decoded model")
     result = CompressionResult(recipe, data_bytes, account, decoded, model_info, saved_size_bytes(original), before,
                                (yield from measure(decoded, loaded, data, original)), stages)
+    result.codebooks = {k.removesuffix(".weight"): [float(v) for v in c.codebook.reshape(-1)] for k, c in codes.items()
+                        if c.codebook is not None and c.codebook.ndim == 1}
     activation_step = next((s for s in recipe.steps if isinstance(s, QuantizeActivations)), None)
     if activation_step is not None:
         result.int8_model = yield from int8.convert(decoded, activation_step.mode, example,
@@ -235,18 +238,19 @@ def describe(loaded: LoadedModel, history: list) -> dict:
     arch = loaded.meta.get("arch")
     if loaded.format == "zoo":
         arch = zoo.zoo_entry(loaded.name).arch
+    structure = list(loaded.meta.get("structure", [])) + list(history)  # a variant carries its own history
     return {"arch": arch, "num_classes": len(loaded.classes) if loaded.classes else None, "source": loaded.source,
-            "name": loaded.name, "structure": history, "dataset": loaded.dataset,
+            "name": loaded.name, "structure": structure, "dataset": loaded.dataset,
             "input_shape": list(loaded.input_shape) if loaded.input_shape else None,
             "classes": list(loaded.classes) if loaded.classes else None}
 
 
-def rebuild_like(original: nn.Module, loaded: LoadedModel, model_info: dict, state: dict) -> nn.Module:
-    """A copy of ``original``'s architecture with the recorded structure and the decoded weights."""
+def rebuild_like(original: nn.Module, history: list, model_info: dict, state: dict) -> nn.Module:
+    """A copy of ``original`` with this run's structural ``history`` replayed and the decoded weights."""
     model = copy.deepcopy(original)
-    if model_info.get("structure"):
+    if history:
         example = torch.zeros(model_info["input_shape"]) if model_info.get("input_shape") else None
-        replay(model, example, model_info["structure"])
+        replay(model, example, history)
     model.load_state_dict(state)
     return model.eval()
 

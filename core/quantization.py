@@ -102,11 +102,16 @@ def kmeans_shared(weight: torch.Tensor, mask: torch.Tensor, bits: int) -> tuple[
 
 def uniform_shared(weight: torch.Tensor, mask: torch.Tensor, bits: int, per_channel: bool,
                    symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Evenly spaced levels: symmetric (2**(bits-1) - 1 steps each side of an exact zero) or affine
-    (2**bits levels from min to max, zero exactly representable), per tensor or per output channel."""
+    """Evenly spaced levels: symmetric (2**(bits-1) - 1 steps each side of an exact zero; at 1 bit, +-the
+    mean magnitude) or affine (2**bits levels from min to max, zero exactly representable), per tensor or
+    per output channel."""
     w = (weight.detach().float() * mask)
     rows = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
-    if symmetric:
+    if symmetric and bits == 1:  # two levels, +-s: s is the mean magnitude of the kept weights, as binary
+        kept = mask.reshape(rows.shape)
+        scale = (rows.abs() * kept).sum(1) / kept.sum(1).clamp(min=1)
+        levels = torch.stack([-scale, scale], 1)
+    elif symmetric:
         half = max(2 ** (bits - 1) - 1, 1)
         scale = rows.abs().amax(1).clamp(min=1e-12) / half
         levels = torch.arange(-half, half + 1, dtype=torch.float32)[None, :] * scale[:, None]

@@ -151,6 +151,8 @@ def compression_to_dict(result, file_name: str, exports: dict[str, str] | None =
     layers = [{"name": t.name, "encoding": t.encoding, "params": t.numel,
                "kept": (t.kept / t.numel if t.numel else 0.0) if t.encoding != "raw" else 1.0,
                "weight_bits": t.weight_bits, "index_bits": t.index_bits, "fillers": t.fillers, "bytes": t.bytes,
+               "coded_weight_bits": 8 * t.weight_bytes / t.kept if t.kept else None,
+               "coded_index_bits": 8 * t.index_bytes / t.kept if t.kept and t.index_bits else None,
                "weight_bytes": t.weight_bytes, "index_bytes": t.index_bytes, "codebook_bytes": t.codebook_bytes,
                "table_bytes": t.table_bytes, "raw_bytes": t.raw_bytes} for t in account.tensors]
     stages = {"original": result.original_bytes, **result.stages}
@@ -170,12 +172,14 @@ def compression_to_dict(result, file_name: str, exports: dict[str, str] | None =
 
 def compression_summary(result) -> str:
     """A few lines for the terminal: sizes, ratio, accuracy before and after, per-layer table."""
-    lines = [f"{'tensor':24s} {'encoding':10s} {'kept':>7s} {'w bits':>6s} {'idx bits':>8s} {'bytes':>10s}"]
+    lines = [f"{'tensor':24s} {'encoding':10s} {'kept':>7s} {'w bits':>6s} {'idx bits':>8s} {'coded bits/w':>12s} "
+             f"{'bytes':>10s}"]
     for t in result.account.tensors:
         kept = f"{t.kept / t.numel:.1%}" if t.encoding != "raw" and t.numel else "-"
+        coded = f"{8 * (t.weight_bytes + t.index_bytes) / t.kept:.2f}" if t.kept else "-"
         lines.append(f"{t.name:24s} {t.encoding:10s} {kept:>7s} {t.weight_bits or '-':>6} {t.index_bits or '-':>8} "
-                     f"{t.bytes:>10,}")
-    lines.append(f"{'header + framing':24s} {'':10s} {'':>7s} {'':>6s} {'':>8s} "
+                     f"{coded:>12s} {t.bytes:>10,}")
+    lines.append(f"{'header + framing':24s} {'':10s} {'':>7s} {'':>6s} {'':>8s} {'':>12s} "
                  f"{result.account.header_bytes + result.account.framing_bytes:>10,}")
     lines.append(f"original {result.original_bytes:,} bytes -> compressed {result.compressed_bytes:,} bytes: "
                  f"{result.ratio:.1f}x smaller")

@@ -179,6 +179,12 @@ class WeightStats:
         span = slice(self.first_bucket, self.first_bucket + len(self.magnitude_counts))
         return lo[span], hi[span], np.cumsum(self.magnitude_counts)
 
+    def dense_magnitude_counts(self) -> np.ndarray:
+        """|w| counts over all finite magnitude buckets (``(FINITE,)``), to add layers together."""
+        dense = np.zeros(FINITE, np.int64)
+        dense[self.first_bucket:self.first_bucket + len(self.magnitude_counts)] = self.magnitude_counts
+        return dense
+
     def fraction_below(self, threshold: float) -> float:
         """Fraction of weights with |w| below ``threshold`` (uniform within a 0.8%-wide bucket)."""
         if not self.count or not len(self.magnitude_counts):
@@ -283,3 +289,15 @@ def weight_stats(model: nn.Module, names: Iterable[str] | None = None, bins: int
         results[name] = stats_from_counts(name, counts, bins_for(int(counts.sum()), bins))
         yield Progress("weights", done, total, name)
     return results
+
+
+def threshold_of_counts(counts: np.ndarray, k: float) -> float:
+    """The |w| below which ``k`` weights lie, from dense magnitude counts (uniform within a bucket)."""
+    cumulative = np.cumsum(counts)
+    if k <= 0 or cumulative[-1] == 0:
+        return 0.0
+    lo, hi = _magnitude_table()
+    k = min(k, float(cumulative[-1]))
+    i = int(np.searchsorted(cumulative, k))
+    before = cumulative[i - 1] if i else 0
+    return float(lo[i] + (hi[i] - lo[i]) * (k - before) / max(cumulative[i] - before, 1))

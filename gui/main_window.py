@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QSettings, Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHeaderView, QLabel, QMainWindow, QMenu,
-                               QMessageBox, QSplitter, QTableView, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox, QScrollArea, QTabWidget,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from core import zoo
 from core.data import BUILTIN_DATASETS, FASHION_HELP, dataset_available
-from core.fileio import atomic_path
-from gui.models.layer_table import LayerSortProxy, LayerTableModel
+from core.fileio import atomic_path, atomic_write
 from gui.session import Session
-from gui.widgets.activation_view import ActivationView
-from gui.widgets.histogram_view import HistogramView
+from gui.widgets.layers_page import LayersPage
 from gui.widgets.metrics_bar import MetricsBar
-from gui.widgets.size_view import SizeView
+from gui.widgets.recipe_panel import RecipePanel
 from gui.widgets.task_bar import TaskBar
+from gui.widgets.tradeoff_plot import TradeoffPlot
+from gui.widgets.variant_list import VariantList
 
 def save_svg(widget: QWidget, path: str) -> None:
     """Render a widget into an SVG file with Qt's own SVG generator."""
@@ -47,64 +47,69 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings("Prunescope", "Prunescope")
         self.setWindowTitle("Prunescope")
         self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
         self.dialog: QMessageBox | None = None  # the message box shown last (non-blocking)
+        self.confirm_close = self._confirm_close  # replaceable in tests
 
-        self.table_model = LayerTableModel(self)
-        self.proxy = LayerSortProxy(self)
-        self.proxy.setSourceModel(self.table_model)
-        self.table = QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # model order until a header is clicked
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().hide()
-        self.table.setShowGrid(False)
-        self.table.setAlternatingRowColors(True)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.selectionModel().currentRowChanged.connect(self._on_row_changed)
-
-        self.histogram = HistogramView()
-        self.activations = ActivationView()
+        self.layers = LayersPage(session)
+        # the page's parts, by the names the rest of the window (and its tests) use
+        self.table_model, self.proxy, self.table = self.layers.table_model, self.layers.proxy, self.layers.table
+        self.histogram, self.activations, self.size_view = (self.layers.histogram, self.layers.activations,
+                                                            self.layers.size_view)
+        self.tradeoff = TradeoffPlot()
+        self.tabs = QTabWidget(objectName="pages")
+        self.tabs.addTab(self.layers, "Layers")
+        self.tabs.addTab(self.tradeoff, "Trade-off")
         self.metrics = MetricsBar(session)
         self.task_bar = TaskBar(session.runner)
         self.statusBar().addPermanentWidget(self.task_bar, 1)
-
-        left = QWidget(objectName="panel")
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(10, 8, 10, 8)
-        left_layout.addWidget(QLabel("Layers", objectName="panelTitle"))
-        self.size_view = SizeView()
-        self.size_view.sig_layer_clicked.connect(self.select_layer)
-        self.left_splitter = QSplitter(Qt.Orientation.Vertical)
-        self.left_splitter.addWidget(self.table)
-        self.left_splitter.addWidget(self.size_view)
-        self.left_splitter.setSizes([520, 300])
-        left_layout.addWidget(self.left_splitter, 1)
-        hint = QLabel("Click a layer to inspect it. Drop a model file anywhere to open it.", objectName="caption")
-        left_layout.addWidget(hint)
-        self.inspector = QSplitter(Qt.Orientation.Vertical)
-        self.inspector.addWidget(self.histogram)
-        self.inspector.addWidget(self.activations)
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(left)
-        self.splitter.addWidget(self.inspector)
-        self.splitter.setSizes([800, 800])
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(10, 10, 10, 4)
         layout.setSpacing(8)
         layout.addWidget(self.metrics)
-        layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
+
+        self.recipe_panel = RecipePanel(session.draft)
+        self.variant_list = VariantList(session.variants)
+        self.recipe_dock = self._dock("Compress", self.recipe_panel, "recipeDock")
+        self.variants_dock = self._dock("Variants", self.variant_list, "variantsDock")
+        self.splitDockWidget(self.recipe_dock, self.variants_dock, Qt.Orientation.Vertical)
+        self.resizeDocks([self.recipe_dock, self.variants_dock], [640, 180], Qt.Orientation.Vertical)
+        self.resizeDocks([self.recipe_dock], [340], Qt.Orientation.Horizontal)
         self._build_actions()
 
+        self.layers.sig_layer_changed.connect(self._update_recipe_context)
+        self.recipe_panel.sig_apply.connect(self.apply)
+        self.recipe_panel.sig_save.connect(self.save_recipe_dialog)
+        self.recipe_panel.sig_load.connect(self.load_recipe_dialog)
+        self.variant_list.sig_save.connect(self.save_variant_dialog)
+        self.tradeoff.sig_variant_clicked.connect(session.make_current)
+        session.variants.sig_changed.connect(self._variants_changed)
+        session.variants.sig_current_changed.connect(self._variants_changed)
         session.sig_model_changed.connect(self._on_model_changed)
-        session.sig_measured.connect(self._on_measured)
         session.sig_error.connect(self._on_error)
         session.sig_needs_trust.connect(self._ask_trust)
         self._restore_layout()
+
+    def _dock(self, title: str, widget: QWidget, name: str) -> QDockWidget:
+        dock = QDockWidget(title, self, objectName=name)
+        scroll = QScrollArea()  # so a dock never sets the window's minimum height (laptops have 768 px)
+        scroll.setWidget(widget)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        dock.setWidget(scroll)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        return dock
+
+    def current_layer(self) -> str | None:
+        return self.layers.current_layer()
+
+    def select_layer(self, name: str) -> None:
+        self.layers.select_layer(name)
 
     # ------------------------------------------------------------------------------------------ actions
     def _build_actions(self) -> None:
@@ -143,6 +148,28 @@ class MainWindow(QMainWindow):
             button.setMenu(menu)
             bar.addWidget(button)
         bar.addAction(self.inspect_action)
+        edit_menu = self.menuBar().addMenu("&Edit")
+        stack = self.session.variants.undo_stack
+        self.undo_action = stack.createUndoAction(self, "Undo")
+        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.redo_action = stack.createRedoAction(self, "Redo")
+        self.redo_action.setShortcut(QKeySequence.StandardKey.Redo)
+        edit_menu.addAction(self.undo_action)
+        edit_menu.addAction(self.redo_action)
+        compress_menu = self.menuBar().addMenu("&Compress")
+        self.apply_action = QAction("Apply recipe", self, shortcut=QKeySequence("Ctrl+Return"), triggered=self.apply)
+        save_file = QAction("Save compressed file…", self, shortcut=QKeySequence.StandardKey.Save,
+                            triggered=lambda: self.session.variants.current_id is not None
+                            and self.save_variant_dialog(self.session.variants.current_id))
+        for action in (self.apply_action, save_file):
+            compress_menu.addAction(action)
+        compress_menu.addSeparator()
+        compress_menu.addAction("Save recipe…", self.save_recipe_dialog)
+        compress_menu.addAction("Load recipe…", self.load_recipe_dialog)
+        bar.addSeparator()
+        bar.addAction(self.apply_action)
+        bar.addAction(self.undo_action)
+        bar.addAction(self.redo_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("About Prunescope", self._about)
 
@@ -188,19 +215,68 @@ class MainWindow(QMainWindow):
     def _on_model_changed(self) -> None:
         s = self.session
         self.setWindowTitle(f"Prunescope — {s.loaded.name}" + (f" · {s.data.name}" if s.data else ""))
-        self.table_model.set_measurements(s.measurements)
-        self.size_view.show_inventory(None)
-        self._show_layer(None)
 
-    def _on_measured(self, key: str) -> None:
-        selected = self.current_layer()
-        self.table_model.set_measurements(self.session.measurements)
-        if key == "inventory" and self.table_model.rowCount():
-            self.size_view.show_inventory(self.session.measurements.inventory, selected)
-            self.select_layer(selected if self.table_model.row_of(selected or "") >= 0
-                              else self.table_model.layer_name(0))
-        elif key in ("weights", "activations", "notes"):
-            self._show_layer(selected)
+    def _update_recipe_context(self, layer: str) -> None:
+        """Give the recipe panel the selected layer and the statistics its preview needs."""
+        m, s = self.session.measurements, self.session
+        if m.inventory is None:
+            self.recipe_panel.set_context(None, {}, 0, 0)
+            return
+        prunable = {i.name for i in m.inventory.layers if len(i.shape) >= 2}
+        stats = {n: w for n, w in m.weights.items() if n in prunable}
+        other = sum(i.params for i in m.inventory.layers) - sum(w.count for w in stats.values())
+        original = s.variants.original
+        self.recipe_panel.set_context(layer or None, stats, other * 2,
+                                      original.size_bytes if original else m.saved_bytes or 0)
+
+    def _variants_changed(self, _variant_id: int | None = None) -> None:
+        store = self.session.variants
+        self.tradeoff.show_variants(store.variants, store.current_id)
+
+    # ------------------------------------------------------------------------------------------ compressing
+    def apply(self) -> None:
+        if self.session.apply():
+            self.statusBar().showMessage("Compressing in the background; the new variant appears when done", 4000)
+
+    def save_recipe_dialog(self, path: str | None = None) -> str | None:
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save recipe", str(Path.home() / "recipe.yaml"),
+                                                  "Recipe (*.yaml *.yml *.json)")
+            if not path:
+                return None
+        recipe = self.session.draft.to_recipe()
+        with atomic_write(path) as f:
+            f.write((recipe.to_json() if path.endswith(".json") else recipe.to_yaml()).encode())
+        return path
+
+    def load_recipe_dialog(self, path: str | None = None) -> None:
+        from core.recipe import Recipe, RecipeError
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load recipe", str(Path.home()),
+                                                  "Recipe (*.yaml *.yml *.json);;All files (*)")
+            if not path:
+                return
+        try:
+            recipe = Recipe.from_text(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, RecipeError) as exc:
+            self._show_dialog(QMessageBox.Icon.Warning, "Cannot load the recipe", f"{Path(path).name}: {exc}")
+            return
+        self.session.draft.load_recipe(recipe)
+
+    def save_variant_dialog(self, variant_id: int, folder: str | None = None) -> Path | None:
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Save the compressed file and its report in")
+            if not folder:
+                return None
+        try:
+            path = self.session.save_variant(variant_id, folder)
+        except OSError as exc:
+            self._show_dialog(QMessageBox.Icon.Warning, "Cannot save", str(exc))
+            return None
+        self.variant_list.refresh()
+        self.statusBar().showMessage(f"Saved {path} ({path.stat().st_size:,} bytes)", 6000)
+        return path
 
     def _on_error(self, title: str, message: str) -> None:
         self._show_dialog(QMessageBox.Icon.Warning, title, message)
@@ -224,49 +300,6 @@ class MainWindow(QMainWindow):
                           "Prunescope: see what compression does to a neural network.\n"
                           "Honest bytes, measured accuracy.")
 
-    # ------------------------------------------------------------------------------------------ layers
-    def current_layer(self) -> str | None:
-        index = self.table.selectionModel().currentIndex()
-        if not index.isValid():
-            return None
-        return self.table_model.layer_name(self.proxy.mapToSource(index).row())
-
-    def select_layer(self, name: str) -> None:
-        row = self.table_model.row_of(name)
-        if row < 0:
-            raise KeyError(name)
-        index = self.proxy.mapFromSource(self.table_model.index(row, 0))
-        self.table.selectionModel().setCurrentIndex(
-            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
-
-    def _on_row_changed(self, current, _previous) -> None:
-        name = self.current_layer() if current.isValid() else None
-        self._show_layer(name)
-        self.size_view.show_inventory(self.session.measurements.inventory, name)
-
-    def _show_layer(self, name: str | None) -> None:
-        m = self.session.measurements
-        if name is None or m.inventory is None:
-            self.histogram.show_layer(None, None, "Loading…" if self.session.runner.busy else "Open a model")
-            self.activations.show_layer("", None, "")
-            return
-        info = m.inventory.layer(name)
-        busy = self.session.runner.busy
-        self.histogram.show_layer(info, m.weights.get(name), "computing statistics…" if busy else "not measured")
-        act = m.activations.get(name)
-        is_conv = "Conv" in info.type
-        if act is None:
-            if m.notes:
-                waiting = m.notes[-1]
-            elif not any(t in info.type for t in ("Linear", "Conv")):
-                waiting = f"{info.type} has no neurons of its own: select a Linear or Conv layer"
-            else:
-                waiting = "counting how often each unit fires…" if busy else "not measured"
-            self.activations.show_layer(name, None, waiting)
-        else:
-            source = f" of {self.session.data.name} validation images" if self.session.data else " (probe inputs)"
-            self.activations.show_layer(name, act, "", "channels" if is_conv else "neurons", source)
-
     # ------------------------------------------------------------------------------------------ window
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
@@ -278,9 +311,8 @@ class MainWindow(QMainWindow):
             self.session.open_model(urls[0].toLocalFile())
             event.acceptProposedAction()
 
-    def _splitters(self) -> tuple:
-        return (("window/splitter", self.splitter), ("window/inspector", self.inspector),
-                ("window/left", self.left_splitter))
+    def _splitters(self) -> list:
+        return self.layers.splitters()
 
     def _restore_layout(self) -> None:
         geometry = self.settings.value("window/geometry")
@@ -293,10 +325,26 @@ class MainWindow(QMainWindow):
             state = self.settings.value(key)
             if state is not None:
                 splitter.restoreState(state)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
         mode = str(self.settings.value("view/histogram_mode", "abs"))
         self.histogram.set_mode(mode if mode in ("abs", "signed", "log") else "abs")
 
+    def _confirm_close(self, unsaved: list) -> bool:
+        names = ", ".join(v.name for v in unsaved[:4]) + (" ..." if len(unsaved) > 4 else "")
+        answer = QMessageBox.question(self, "Unsaved variants", f"{len(unsaved)} compressed variant(s) are not saved "
+                                      f"({names}). Close anyway and lose them?",
+                                      QMessageBox.StandardButton.Close | QMessageBox.StandardButton.Cancel,
+                                      QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Close
+
     def closeEvent(self, event) -> None:
+        unsaved = self.session.variants.unsaved()
+        if unsaved and not self.confirm_close(unsaved):
+            event.ignore()
+            return
+        self.settings.setValue("window/state", self.saveState())
         self.settings.setValue("window/geometry", self.saveGeometry())
         for key, splitter in self._splitters():
             self.settings.setValue(key, splitter.saveState())

@@ -8,6 +8,7 @@ failed or cancelled load leaves the session exactly as it was.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
@@ -18,7 +19,11 @@ from core.inspection import InspectOptions, inspect_model, open_for_inspection
 from core.inventory import Inventory
 from core.model_io import LoadedModel, LoadOptions
 from core.progress import Partial
+from core.recipe import Recipe
 from core.stats import WeightStats
+from core.variants import compress_variant, original_variant
+from gui.recipe_draft import RecipeDraft
+from gui.variant_store import VariantStore
 from gui.workers import TaskRunner
 
 
@@ -38,13 +43,13 @@ class Measurements:
 
 class Session(QObject):
     sig_model_changed = Signal()
-    """A new model (and data set) is loaded; measurements were reset."""
+    """A new model (and data set) is loaded, or another variant became current; measurements were reset."""
     sig_measured = Signal(str)
     """A measurement arrived: ``inventory``, ``weights``, ``activations``, ``test``, ``latency``, ..."""
     sig_error = Signal(str, str)
     """A task failed: (title, one-line message). The session is unchanged."""
     sig_needs_trust = Signal(str, str)
-    """A file is an untrusted pickle: (spec, the risk in words). Call ``open_trusted()`` to load it anyway."""
+    """A file needs unpickling: (spec, the risk in words). Call ``open_trusted(spec)`` to load it anyway."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -53,14 +58,16 @@ class Session(QObject):
         self.data: Dataset | None = None
         self.measurements = Measurements()
         self.inspect_options = InspectOptions()
+        self.variants = VariantStore(self)
+        self.draft = RecipeDraft(self)
         self._open_args: dict = {}
         self.opening = False
         self.runner.sig_partial.connect(self._on_partial)
-        self.runner.sig_finished.connect(self._on_finished)
         self.runner.sig_failed.connect(self._on_failed)
         self.runner.sig_cancelled.connect(self._on_cancelled)
+        self.variants.sig_current_changed.connect(self._on_current_variant)
 
-    # ------------------------------------------------------------------------------------------ actions
+    # ------------------------------------------------------------------------------------------ opening
     def open_model(self, spec: str, data_name: str | None = None, trust: bool = False,
                    arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> None:
         """Load ``spec`` (zoo name, file or folder) and its data set in the background, then inspect it."""
@@ -68,7 +75,8 @@ class Session(QObject):
         options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape)
         self._open_args = {"spec": spec, "data_name": data_name, "arch": arch, "input_shape": input_shape}
         fallback = self.data.spec if self.data is not None else None
-        self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name, fallback))
+        self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name, fallback),
+                          self._opened)
 
     def open_trusted(self, spec: str) -> None:
         """Open ``spec`` again, now trusting it (the user confirmed), with the options it was opened with."""
@@ -79,7 +87,7 @@ class Session(QObject):
         """Re-open the current model with another data set (the model itself is not reloaded from disk)."""
         if self.loaded is None or self.opening:  # an open in progress decides the model first
             return
-        loaded = self.loaded
+        loaded = self.variants.models.get(0, self.loaded)
 
         def task():
             from core.data import load_dataset
@@ -91,33 +99,99 @@ class Session(QObject):
             yield  # a generator, so it runs in the background like every task
 
         self.opening = True
-        self.runner.start(f"Reading data set {data_name}", task)
+        self.runner.start(f"Reading data set {data_name}", task, self._opened)
 
+    def _opened(self, value) -> None:
+        self.opening = False
+        self.loaded, self.data = value
+        self.variants.clear()
+        self.measurements = Measurements()
+        self.sig_model_changed.emit()
+        self.inspect()
+
+    # ------------------------------------------------------------------------------------------ measuring
     def inspect(self) -> None:
         """Measure the current model: statistics, activations, accuracy, latency, bytes."""
         if self.loaded is None or self.opening:  # the model being opened is inspected when it arrives
             return
         loaded, data, options = self.loaded, self.data, self.inspect_options
         self.measurements = Measurements()
-        self.runner.start(f"Inspecting {loaded.name}", lambda: inspect_model(loaded, data, options))
+        self.runner.start(f"Inspecting {loaded.name}", lambda: inspect_model(loaded, data, options),
+                          self._inspected)
+
+    def _inspected(self, _result) -> None:
+        if not self.variants.variants and self.loaded is not None:  # a new original: it becomes variant 0
+            loaded, data = self.loaded, self.data
+            self.runner.start("Measuring the original", lambda: original_variant(loaded, data),
+                              lambda variant: self.variants.reset(variant, loaded))
 
     def cancel(self) -> None:
         self.opening = False
         self.runner.cancel()
+
+    # ------------------------------------------------------------------------------------------ compressing
+    def apply(self, recipe: Recipe | None = None) -> bool:
+        """Compress the current variant with ``recipe`` (default: the draft) in the background. Returns
+        False, with a message and nothing changed, when the recipe cannot run on this model."""
+        from core.pipeline import check
+
+        if self.loaded is None or self.opening or not self.variants.variants:
+            return False
+        recipe = recipe or self.draft.to_recipe()
+        base, data = self.loaded, self.data
+        try:
+            check(recipe, base, data)
+        except ValueError as exc:
+            self.sig_error.emit("The recipe does not fit this model", str(exc))
+            return False
+        variant_id = self.variants.next_id()
+        name = f"#{variant_id} {recipe.name}" if recipe.name else f"#{variant_id}"
+        self.runner.start(f"Compressing: {name}", lambda: compress_variant(variant_id, name, recipe, base, data),
+                          lambda value: self._compressed(value, base))
+        return True
+
+    def _compressed(self, value, base: LoadedModel) -> None:
+        from core.report import compression_to_dict
+
+        variant, result = value
+        model = LoadedModel(result.model, f"{base.name.split(' · ')[0]} · {variant.name}", base.source, "variant",
+                            dataset=base.dataset, input_shape=base.input_shape, classes=base.classes,
+                            file_bytes=variant.size_bytes,
+                            meta={"arch": result.model_info.get("arch"), "structure": result.model_info["structure"],
+                                  "description": f"compressed from {base.name}"})
+        file_name = f"{base.name.split(' · ')[0]}-{variant.id}.psz"
+        self.variants.add(variant, model, result.file_bytes, compression_to_dict(result, file_name))
+
+    def make_current(self, variant_id: int) -> None:
+        self.variants.set_current(variant_id)
+
+    def _on_current_variant(self, variant_id: int) -> None:
+        model = self.variants.models.get(variant_id)
+        if model is None or model is self.loaded:
+            return
+        self.loaded = model
+        self.measurements = Measurements()
+        self.sig_model_changed.emit()
+        self.inspect()
+
+    def save_variant(self, variant_id: int, folder: str | Path) -> Path:
+        """Write a variant's compressed file and its report.json into ``folder`` (atomically)."""
+        from core.fileio import atomic_write
+        from core.report import write_json_file
+
+        report = self.variants.reports[variant_id]
+        target = Path(folder) / report["file"]
+        with atomic_write(target) as f:
+            f.write(self.variants.files[variant_id])
+        write_json_file(report, Path(folder) / f"{target.stem}.report.json")
+        self.variants.saved.add(variant_id)
+        return target
 
     # ------------------------------------------------------------------------------------------ results
     def _on_partial(self, partial: Partial) -> None:
         if hasattr(self.measurements, partial.key):
             setattr(self.measurements, partial.key, partial.value)
             self.sig_measured.emit(partial.key)
-
-    def _on_finished(self, title: str, value) -> None:
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], LoadedModel):
-            self.opening = False
-            self.loaded, self.data = value
-            self.measurements = Measurements()
-            self.sig_model_changed.emit()
-            self.inspect()
 
     def _on_cancelled(self, title: str) -> None:
         self.opening = False

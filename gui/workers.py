@@ -1,7 +1,8 @@
 """Background work on Qt's thread pool: a core task generator runs in a superqt GeneratorWorker.
 
-The worker checks for cancel between the generator's yields. On cancel the generator is closed, so the
-core task's ``finally`` blocks (hook removal, restoring state) run before anything else touches the model.
+The worker checks for cancel between the generator's yields. On cancel the generator is closed, on the
+worker's own thread, so the core task's ``finally`` blocks (hook removal, restoring state) run there before
+anything else touches the model.
 Exceptions are wrapped so that superqt never mistakes a torch ``RuntimeError`` for a return value.
 """
 
@@ -21,6 +22,21 @@ class TaskFailed(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _ClosingWorker(GeneratorWorker):
+    """Closes its generator in the worker thread when it stops for any reason (abort included).
+
+    A task's context managers hold thread-local state (``torch.inference_mode``, hooks): they must exit on
+    the thread they entered, or that state leaks into whatever the thread pool runs next (and closing the
+    generator from another thread would carry it there instead).
+    """
+
+    def work(self):
+        try:
+            return super().work()
+        finally:
+            self._gen.close()
 
 
 def _guarded(task: Generator) -> Generator:
@@ -56,21 +72,23 @@ class TaskRunner(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._worker: GeneratorWorker | None = None
-        self._pending: tuple[str, Callable[[], Generator]] | None = None
+        self._pending: tuple | None = None
         self._generation = 0
 
     @property
     def busy(self) -> bool:
         return self._worker is not None or self._pending is not None
 
-    def start(self, title: str, make_task: Callable[[], Generator]) -> None:
-        """Run ``make_task()`` (a core task generator) in the background, after any running task stops."""
+    def start(self, title: str, make_task: Callable[[], Generator],
+              on_done: Callable[[object], None] | None = None) -> None:
+        """Run ``make_task()`` (a core task generator) in the background, after any running task stops;
+        ``on_done(result)`` runs on the UI thread if it finishes without being superseded."""
         self._generation += 1  # whatever runs now is superseded: its results are stale
         if self._worker is not None:
-            self._pending = (title, make_task)
+            self._pending = (title, make_task, on_done)
             self._worker.quit()
             return
-        self._launch(title, make_task)
+        self._launch(title, make_task, on_done)
 
     def cancel(self) -> None:
         """Ask the running task to stop at its next yield; a waiting task is dropped."""
@@ -78,10 +96,11 @@ class TaskRunner(QObject):
         if self._worker is not None:
             self._worker.quit()
 
-    def _launch(self, title: str, make_task: Callable[[], Generator]) -> None:
+    def _launch(self, title: str, make_task: Callable[[], Generator], on_done=None) -> None:
         task = _guarded(make_task())
-        worker = create_worker(lambda: (yield from task), _start_thread=False, _ignore_errors=True)
-        relay = _Relay(self, worker, task, title, self._generation)
+        worker = create_worker(lambda: (yield from task), _start_thread=False, _ignore_errors=True,
+                               _worker_class=_ClosingWorker)
+        relay = _Relay(self, worker, task, title, self._generation, on_done)
         worker.yielded.connect(relay.on_yield)
         worker.returned.connect(relay.on_return)
         worker.errored.connect(relay.on_error)
@@ -106,9 +125,10 @@ class _Relay(QObject):
     late signals once the runner is gone (a closure would outlive it and emit into a deleted object)."""
 
     def __init__(self, runner: TaskRunner, worker: GeneratorWorker, task: Generator, title: str,
-                 generation: int) -> None:
+                 generation: int, on_done=None) -> None:
         super().__init__(runner)
         self.runner, self.worker, self.task, self.title, self.generation = runner, worker, task, title, generation
+        self.on_done = on_done
 
     def _current(self) -> bool:
         return self.generation == self.runner._generation
@@ -119,14 +139,15 @@ class _Relay(QObject):
 
     def on_return(self, value) -> None:
         if self._current():
+            if self.on_done is not None:
+                self.on_done(value)
             self.runner.sig_finished.emit(self.title, value)
 
     def on_error(self, exc) -> None:
         if self._current():
             self.runner.sig_failed.emit(self.title, exc.error if isinstance(exc, TaskFailed) else exc)
 
-    def on_abort(self) -> None:
-        self.task.close()  # the worker has stopped stepping it: run the task's finally blocks now
+    def on_abort(self) -> None:  # the worker thread has already closed the task (see _ClosingWorker)
         if self._current():
             self.runner.sig_cancelled.emit(self.title)
 

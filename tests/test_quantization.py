@@ -89,3 +89,13 @@ def test_binary_and_ternary():
     assert set(torch.unique(layer2.weight.detach()).tolist()) <= {0.0, float(levels[1]), float(levels[0])}
     assert ((layer2.weight == 0) == (w2.abs() <= 0.7 * w2.abs().mean())).all()
     assert shared_of(layer2) is shared and w.shape == w2.shape
+
+
+def test_one_bit_uniform_has_two_levels():
+    torch.manual_seed(0)
+    layer = nn.Linear(30, 6)
+    w = layer.weight.detach().clone()
+    shared = quantize_layer(layer, "uniform", 1, per_channel=True, symmetric=True)
+    assert shared.codebook.shape == (6, 2)
+    torch.testing.assert_close(shared.codebook[:, 1].detach(), w.abs().mean(1))
+    assert torch.equal(layer.weight.detach() > 0, w > 0)

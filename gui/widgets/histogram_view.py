@@ -19,6 +19,8 @@ class HistogramView(QWidget):
 
     sig_mode_changed = Signal(str)
     """The x axis changed: ``abs``, ``signed`` or ``log``."""
+    sig_threshold_dragged = Signal(float)
+    """The user dragged the prune threshold to this |w|."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -56,6 +58,24 @@ class HistogramView(QWidget):
         self.plot.addItem(self.curve)
         self.message = pg.TextItem("", color=theme.MUTED, anchor=(0.5, 0.5))
         self.plot.addItem(self.message, ignoreBounds=True)
+        # the original's distribution, once a compressed variant is shown
+        self.overlay = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(theme.MUTED, width=1, style=Qt.PenStyle.DashLine))
+        self.plot.addItem(self.overlay)
+        # the prune threshold: draggable line(s) and the shaded part that would be pruned
+        self.pruned_region = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(239, 83, 80, 45),
+                                                 pen=pg.mkPen(None))
+        self.pruned_region.setZValue(-10)
+        self.threshold_line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen(theme.DANGER, width=2),
+                                              hoverPen=pg.mkPen(theme.WARM, width=3))
+        self.mirror_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(theme.DANGER, width=2))
+        for item in (self.pruned_region, self.threshold_line, self.mirror_line):
+            self.plot.addItem(item, ignoreBounds=True)
+            item.hide()
+        self.threshold_line.sigDragged.connect(self._threshold_dragged)
+        self.level_lines: list[pg.InfiniteLine] = []
+        self._threshold: float | None = None
+        self._overlay_stats: WeightStats | None = None
+        self._levels: list[float] = []
 
         self.summary = QLabel("")
         self.summary.setObjectName("caption")
@@ -84,6 +104,77 @@ class HistogramView(QWidget):
         self._waiting = waiting
         self._redraw()
 
+    def set_threshold(self, threshold: float | None) -> None:
+        """Draw the prune threshold (|w| below it would be pruned); None hides it."""
+        self._threshold = threshold
+        self._draw_threshold()
+
+    def set_overlay(self, stats: WeightStats | None) -> None:
+        """Overlay another distribution of this layer (the original's, when a variant is shown)."""
+        self._overlay_stats = stats
+        self._redraw()
+
+    def set_levels(self, levels: list[float]) -> None:
+        """Mark quantization levels (a codebook) on the plot; an empty list removes them."""
+        self._levels = list(levels)
+        self._draw_levels()
+
+    def threshold_x(self, threshold: float) -> float:
+        """Where a |w| threshold sits on the current x axis."""
+        return float(np.log10(max(threshold, 1e-30))) if self.mode == "log" else threshold
+
+    def _threshold_dragged(self, line) -> None:
+        x = float(line.value())
+        threshold = 10.0 ** x if self.mode == "log" else abs(x)
+        self._threshold = threshold
+        self._draw_threshold(moving=True)
+        self.sig_threshold_dragged.emit(threshold)
+
+    def _draw_threshold(self, moving: bool = False) -> None:
+        t, hist = self._threshold, self.histogram()
+        visible = t is not None and hist is not None
+        for item in (self.pruned_region, self.threshold_line, self.mirror_line):
+            item.setVisible(visible)
+        if not visible:
+            return
+        x = self.threshold_x(t)
+        if not moving:
+            self.threshold_line.blockSignals(True)
+            self.threshold_line.setValue(x)
+            self.threshold_line.blockSignals(False)
+        if self.mode == "signed":
+            self.mirror_line.setValue(-x)
+            self.pruned_region.setRegion((-x, x))
+        else:
+            self.mirror_line.hide()
+            self.pruned_region.setRegion((float(hist.edges[0]), x))
+
+    def _draw_levels(self) -> None:
+        for line in self.level_lines:
+            self.plot.removeItem(line)
+        self.level_lines = []
+        if self.histogram() is None or len(self._levels) > 256:
+            return
+        pen = pg.mkPen(theme.GOOD, width=1)
+        for value in self._levels:
+            if self.mode == "abs":
+                xs = [abs(value)]
+            elif self.mode == "log":
+                xs = [float(np.log10(abs(value)))] if value else []
+            else:
+                xs = [value]
+            for x in xs:
+                line = pg.InfiniteLine(x, angle=90, movable=False, pen=pen)
+                line.setZValue(-5)
+                self.plot.addItem(line, ignoreBounds=True)
+                self.level_lines.append(line)
+
+    def _overlay_hist(self) -> Histogram | None:
+        s = self._overlay_stats
+        if s is None or s is self._stats:
+            return None
+        return {"abs": s.abs_hist, "signed": s.hist, "log": s.log_hist}[self.mode]
+
     def histogram(self) -> Histogram | None:
         """The histogram currently drawn (None when nothing is)."""
         if self._stats is None:
@@ -98,6 +189,9 @@ class HistogramView(QWidget):
         self.plot.setLabel("bottom", MODES[self.mode])
         if hist is None:
             self.curve.setData([], [])
+            self.overlay.setData([], [])
+            self._draw_threshold()
+            self._draw_levels()
             self.message.setText(self._waiting or "Select a layer")
             self.message.setPos(0.5, 0.5)
             self.plot.setRange(xRange=(0, 1), yRange=(0, 1))
@@ -108,7 +202,14 @@ class HistogramView(QWidget):
         log_y = self.log_counts.isChecked()
         self.plot.setLogMode(x=False, y=log_y)
         self.curve.setData(hist.edges, np.maximum(counts, 1) if log_y else counts)
+        overlay = self._overlay_hist()
+        if overlay is None:
+            self.overlay.setData([], [])
+        else:
+            self.overlay.setData(overlay.edges, np.maximum(overlay.counts, 1) if log_y else overlay.counts)
         self.plot.enableAutoRange()
+        self._draw_threshold()
+        self._draw_levels()
         self.summary.setText(
             f"{stats.count:,} weights   min {stats.min:.3g}   max {stats.max:.3g}   mean {stats.mean:.3g}   "
             f"std {stats.std:.3g}   near zero {stats.near_zero:.1%}   exactly zero {stats.sparsity:.1%}")

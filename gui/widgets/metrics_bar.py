@@ -47,7 +47,10 @@ class MetricsBar(QWidget):
         for card in self.cards.values():
             layout.addWidget(card, 2 if card is self.cards["model"] else 1)
         session.sig_model_changed.connect(self.refresh)
-        session.sig_measured.connect(lambda _key: self.refresh())
+        session.sig_measured.connect(self._on_measured)
+        self.refresh()
+
+    def _on_measured(self, _key: str) -> None:
         self.refresh()
 
     def refresh(self) -> None:

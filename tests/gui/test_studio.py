@@ -161,12 +161,12 @@ def test_window_layout_is_remembered(qtbot, qapp, window, settings):
     from gui.app import create_window
 
     window.histogram.set_mode("signed")
-    window.resize(window.width(), 480)  # the offscreen screen is small; the height is free to change
+    window.resize(window.width(), 560)  # the offscreen screen is small; the height is free to change
     window.close()
     assert settings.value("view/histogram_mode") == "signed"
     again = create_window(None, settings=settings)
     qtbot.addWidget(again)
-    assert again.histogram.mode == "signed" and again.size().height() == 480
+    assert again.histogram.mode == "signed" and again.size().height() == 560
 
 
 def test_size_view_shows_each_layers_share_and_selects_on_click(qtbot, window):
@@ -175,3 +175,33 @@ def test_size_view_shows_each_layers_share_and_selects_on_click(qtbot, window):
     assert shares[0] == pytest.approx(942_000 / 1_066_440)  # fc1 holds 88% of LeNet-300-100's bytes
     window.size_view.sig_layer_clicked.emit("fc3")
     assert window.current_layer() == "fc3"
+
+
+def test_cancelled_tasks_leave_no_thread_state_behind(qtbot, window):
+    """A task cancelled inside torch.inference_mode must leave neither the UI thread nor the pool's worker
+    threads in inference mode (the next task would fail to train)."""
+    from core.progress import Progress
+
+    seen = []
+
+    def stuck_in_inference_mode():
+        with torch.inference_mode():
+            while True:
+                yield Progress("test", 0, 1)
+
+    def probe():
+        seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+        return None
+        yield
+
+    runner = window.session.runner
+    for _ in range(4):  # enough tasks to meet every thread of the pool
+        with qtbot.waitSignal(runner.sig_cancelled, timeout=30_000):
+            runner.start("stuck", stuck_in_inference_mode)
+            qtbot.wait(20)
+            runner.cancel()
+        wait_idle(qtbot, window)
+        runner.start("probe", probe)
+        wait_idle(qtbot, window)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    assert seen == [(True, False)] * 4

@@ -1,0 +1,178 @@
+"""The Layers page: the layer table and where the bytes are, beside the selected layer's weights and units.
+
+It shows the session's current model. The histogram carries the draft's prune threshold for the selected
+layer; dragging it sets that layer's sparsity in the draft. When the current model is a compressed
+variant, the original's distribution is overlaid and the layer's codebook levels are marked.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSplitter, QTableView, QVBoxLayout, QWidget
+
+from gui.models.layer_table import LayerSortProxy, LayerTableModel
+from gui.session import Session
+from gui.widgets.activation_view import ActivationView
+from gui.widgets.histogram_view import HistogramView
+from gui.widgets.size_view import SizeView
+
+
+class LayersPage(QWidget):
+    sig_layer_changed = Signal(str)
+    """This layer is now selected ("" for none)."""
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.table_model = LayerTableModel(self)
+        self.proxy = LayerSortProxy(self)
+        self.proxy.setSourceModel(self.table_model)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # model order until a header is clicked
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().hide()
+        self.table.setShowGrid(False)
+        self.table.setAlternatingRowColors(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.selectionModel().currentRowChanged.connect(self._on_row_changed)
+        self.histogram = HistogramView()
+        self.activations = ActivationView()
+        self.size_view = SizeView()
+        self.size_view.sig_layer_clicked.connect(self.select_layer)
+
+        left = QWidget(objectName="panel")
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(10, 8, 10, 8)
+        left_layout.addWidget(QLabel("Layers", objectName="panelTitle"))
+        self.left_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.left_splitter.addWidget(self.table)
+        self.left_splitter.addWidget(self.size_view)
+        self.left_splitter.setSizes([520, 300])
+        left_layout.addWidget(self.left_splitter, 1)
+        left_layout.addWidget(QLabel("Click a layer to inspect it; drag the red line to prune it. Drop a model "
+                                     "file anywhere to open it.", objectName="caption", wordWrap=True))
+        self.inspector = QSplitter(Qt.Orientation.Vertical)
+        self.inspector.addWidget(self.histogram)
+        self.inspector.addWidget(self.activations)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.inspector)
+        self.splitter.setSizes([700, 700])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.splitter)
+
+        self.histogram.sig_threshold_dragged.connect(self._threshold_dragged)
+        session.draft.sig_changed.connect(self._draw_plan)
+        session.sig_model_changed.connect(self._on_model_changed)
+        session.sig_measured.connect(self._on_measured)
+        session.variants.sig_current_changed.connect(self._on_current_variant)
+
+    def _on_current_variant(self, _variant_id: int) -> None:
+        self._show_layer(self.current_layer())
+
+    def splitters(self) -> list[tuple[str, QSplitter]]:
+        return [("window/splitter", self.splitter), ("window/inspector", self.inspector),
+                ("window/left", self.left_splitter)]
+
+    # ------------------------------------------------------------------------------------------ selection
+    def current_layer(self) -> str | None:
+        index = self.table.selectionModel().currentIndex()
+        if not index.isValid():
+            return None
+        return self.table_model.layer_name(self.proxy.mapToSource(index).row())
+
+    def select_layer(self, name: str) -> None:
+        row = self.table_model.row_of(name)
+        if row < 0:
+            raise KeyError(name)
+        index = self.proxy.mapFromSource(self.table_model.index(row, 0))
+        self.table.selectionModel().setCurrentIndex(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+
+    def _on_row_changed(self, current, _previous) -> None:
+        name = self.current_layer() if current.isValid() else None
+        self._show_layer(name)
+        self.size_view.show_inventory(self.session.measurements.inventory, name)
+        self.sig_layer_changed.emit(name or "")
+
+    # ------------------------------------------------------------------------------------------ session
+    def _on_model_changed(self) -> None:
+        self.table_model.set_measurements(self.session.measurements)
+        self.size_view.show_inventory(None)
+        self._show_layer(None)
+
+    def _on_measured(self, key: str) -> None:
+        selected = self.current_layer()
+        self.table_model.set_measurements(self.session.measurements)
+        if key == "inventory" and self.table_model.rowCount():
+            self.size_view.show_inventory(self.session.measurements.inventory, selected)
+            self.select_layer(selected if self.table_model.row_of(selected or "") >= 0
+                              else self.table_model.layer_name(0))
+        elif key in ("weights", "activations", "notes"):
+            self._show_layer(selected)
+            if key == "weights":
+                self.sig_layer_changed.emit(selected or "")
+
+    # ------------------------------------------------------------------------------------------ drawing
+    def _threshold_dragged(self, threshold: float) -> None:
+        name = self.current_layer()
+        stats = self.session.measurements.weights.get(name or "")
+        if stats is not None:
+            self.session.draft.set_layer_sparsity(name, stats.fraction_below(threshold))
+
+    def _draw_plan(self) -> None:
+        """The draft's threshold for the selected layer (per-layer, or the global one)."""
+        name = self.current_layer()
+        stats = self.session.measurements.weights.get(name or "")
+        draft = self.session.draft
+        if stats is None or draft.prune_method in ("none", "structured") or not self._prunable(name):
+            self.histogram.set_threshold(None)
+            return
+        if draft.scope == "global":
+            from core.estimate import global_threshold
+
+            prunable = {n: s for n, s in self.session.measurements.weights.items() if self._prunable(n)}
+            self.histogram.set_threshold(global_threshold(prunable, draft.sparsity))
+        else:
+            self.histogram.set_threshold(stats.threshold_for(draft.sparsity_of(name)))
+
+    def _prunable(self, name: str | None) -> bool:
+        inventory = self.session.measurements.inventory
+        if inventory is None or name is None:
+            return False
+        try:
+            return len(inventory.layer(name).shape) >= 2
+        except KeyError:
+            return False
+
+    def _show_layer(self, name: str | None) -> None:
+        s, m = self.session, self.session.measurements
+        if name is None or m.inventory is None:
+            self.histogram.show_layer(None, None, "Loading…" if s.runner.busy else "Open a model")
+            self.activations.show_layer("", None, "")
+            return
+        info = m.inventory.layer(name)
+        busy = s.runner.busy
+        current, original = s.variants.current, s.variants.original
+        self.histogram.set_levels(list(current.codebooks.get(name, ())) if current is not None else [])
+        compressed = current is not None and not current.is_original and original is not None
+        self.histogram.set_overlay(original.weights.get(name) if compressed else None)
+        self.histogram.show_layer(info, m.weights.get(name), "computing statistics…" if busy else "not measured")
+        self._draw_plan()
+        act = m.activations.get(name)
+        if act is None:
+            if m.notes:
+                waiting = m.notes[-1]
+            elif not any(t in info.type for t in ("Linear", "Conv")):
+                waiting = f"{info.type} has no neurons of its own: select a Linear or Conv layer"
+            else:
+                waiting = "counting how often each unit fires…" if busy else "not measured"
+            self.activations.show_layer(name, None, waiting)
+        else:
+            source = f" of {s.data.name} validation images" if s.data else " (probe inputs)"
+            self.activations.show_layer(name, act, "", "channels" if "Conv" in info.type else "neurons", source)

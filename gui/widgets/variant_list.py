@@ -1,0 +1,63 @@
+"""The history of variants: the original and each applied recipe, with undo, redo and save."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+
+from core.report import human_bytes
+from gui.variant_store import VariantStore
+
+
+class VariantList(QWidget):
+    sig_save = Signal(int)
+    """The user asked to save this variant's compressed file."""
+
+    def __init__(self, store: VariantStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("panel")
+        self.store = store
+        self.list = QListWidget()
+        self.undo_button = QPushButton("Undo")
+        self.redo_button = QPushButton("Redo")
+        self.save_button = QPushButton("Save file…")
+        self.save_button.setToolTip("Write the current variant's compressed file and its report")
+        buttons = QHBoxLayout()
+        for b in (self.undo_button, self.redo_button, self.save_button):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(buttons)
+        self.undo_button.clicked.connect(store.undo_stack.undo)
+        self.redo_button.clicked.connect(store.undo_stack.redo)
+        self.save_button.clicked.connect(lambda: store.current_id is not None and self.sig_save.emit(store.current_id))
+        self.list.itemClicked.connect(lambda item: store.set_current(item.data(Qt.ItemDataRole.UserRole)))
+        store.sig_changed.connect(self.refresh)
+        store.sig_current_changed.connect(self._refresh_on)
+        store.undo_stack.indexChanged.connect(self._refresh_on)
+        self.refresh()
+
+    def _refresh_on(self, _value) -> None:  # a bound method: Qt disconnects it when this widget goes
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.list.blockSignals(True)
+        self.list.clear()
+        original = self.store.original
+        for v in self.store.variants:
+            ratio = f" · {original.size_bytes / v.size_bytes:.0f}x" if original and not v.is_original else ""
+            accuracy = f" · {v.accuracy:.2%}" if v.accuracy is not None else ""
+            mark = "" if v.is_original or v.id in self.store.saved else " ·  unsaved"
+            item = QListWidgetItem(f"{'original' if v.is_original else v.name}   {human_bytes(v.size_bytes)}"
+                                   f"{ratio}{accuracy}{mark}")
+            item.setData(Qt.ItemDataRole.UserRole, v.id)
+            self.list.addItem(item)
+            if v.id == self.store.current_id:
+                item.setSelected(True)
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+        self.undo_button.setEnabled(self.store.undo_stack.canUndo())
+        self.redo_button.setEnabled(self.store.undo_stack.canRedo())
+        current = self.store.current
+        self.save_button.setEnabled(current is not None and not current.is_original)
