@@ -28,12 +28,29 @@ def apply_style(app: QApplication) -> None:
     theme.plot_defaults()
 
 
+def collect_garbage_on_ui_thread() -> None:
+    """Turn off Python's automatic cyclic garbage collection and collect on a UI-thread timer instead.
+
+    Automatic collection runs on whichever thread happens to allocate, and background tasks allocate a lot:
+    a collection there that frees a cycle holding Qt objects (a closed window, a plot item) destroys them
+    on a pool thread, which Qt answers with "Timers cannot be started from another thread" and crashes.
+    pyqtgraph's GarbageCollector does the collecting; one per application.
+    """
+    app = QApplication.instance()
+    if app is not None and getattr(app, "_prunescope_gc", None) is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        app._prunescope_gc = GarbageCollector(interval=0.5)
+        app._prunescope_gc.timer.setParent(app)
+
+
 def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
                   settings: QSettings | None = None):
     """The main window with its session; starts opening ``model`` in the background (None: nothing)."""
     from gui.main_window import MainWindow
     from gui.session import Session
 
+    collect_garbage_on_ui_thread()
     session = Session()
     window = MainWindow(session, settings)
     session.setParent(window)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox, QScrollArea, QTabWidget,
@@ -11,31 +13,17 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMenu, QMe
 
 from core import zoo
 from core.data import BUILTIN_DATASETS, FASHION_HELP, dataset_available
-from core.fileio import atomic_path, atomic_write
+from core.fileio import atomic_write
+from gui.exporting import export_plot_to, plot_png
 from gui.session import Session
+from gui.widgets.compare_view import CompareView
+from gui.widgets.demo_view import DemoView
 from gui.widgets.layers_page import LayersPage
 from gui.widgets.metrics_bar import MetricsBar
 from gui.widgets.recipe_panel import RecipePanel
 from gui.widgets.task_bar import TaskBar
 from gui.widgets.tradeoff_plot import TradeoffPlot
 from gui.widgets.variant_list import VariantList
-
-def save_svg(widget: QWidget, path: str) -> None:
-    """Render a widget into an SVG file with Qt's own SVG generator."""
-    from PySide6.QtGui import QPainter
-    from PySide6.QtSvg import QSvgGenerator
-
-    generator = QSvgGenerator()
-    generator.setFileName(path)
-    generator.setSize(widget.size())
-    generator.setViewBox(widget.rect())
-    generator.setTitle("Prunescope plot")
-    painter = QPainter(generator)
-    try:
-        widget.render(painter)
-    finally:
-        painter.end()
-
 
 MODEL_FILTER = "Models (*.pt *.pth *.pt2 *.ts *.jit *.bin *.ckpt);;All files (*)"
 
@@ -57,9 +45,12 @@ class MainWindow(QMainWindow):
         self.histogram, self.activations, self.size_view = (self.layers.histogram, self.layers.activations,
                                                             self.layers.size_view)
         self.tradeoff = TradeoffPlot()
+        self.compare = CompareView()
+        self.demo = DemoView()
         self.tabs = QTabWidget(objectName="pages")
-        self.tabs.addTab(self.layers, "Layers")
-        self.tabs.addTab(self.tradeoff, "Trade-off")
+        for page, title in ((self.layers, "Layers"), (self.tradeoff, "Trade-off"), (self.compare, "Compare"),
+                            (self.demo, "Demo")):
+            self.tabs.addTab(page, title)
         self.metrics = MetricsBar(session)
         self.task_bar = TaskBar(session.runner)
         self.statusBar().addPermanentWidget(self.task_bar, 1)
@@ -86,6 +77,8 @@ class MainWindow(QMainWindow):
         self.recipe_panel.sig_load.connect(self.load_recipe_dialog)
         self.variant_list.sig_save.connect(self.save_variant_dialog)
         self.tradeoff.sig_variant_clicked.connect(session.make_current)
+        self.demo.tradeoff.sig_variant_clicked.connect(session.make_current)
+        self.demo.sig_export.connect(self.export_report_dialog)
         session.variants.sig_changed.connect(self._variants_changed)
         session.variants.sig_current_changed.connect(self._variants_changed)
         session.sig_model_changed.connect(self._on_model_changed)
@@ -202,13 +195,7 @@ class MainWindow(QMainWindow):
                                                   "PNG image (*.png);;SVG drawing (*.svg)")
             if not path:
                 return None
-        with atomic_path(path) as tmp:
-            if path.lower().endswith(".svg"):
-                save_svg(plot, str(tmp))  # pyqtgraph's SVG exporter cannot parse the paths Qt 6.11 writes
-            else:
-                import pyqtgraph.exporters as exporters
-
-                exporters.ImageExporter(plot.getPlotItem()).export(str(tmp))
+        export_plot_to(plot, path)
         return path
 
     # ------------------------------------------------------------------------------------------ session
@@ -230,8 +217,34 @@ class MainWindow(QMainWindow):
                                       original.size_bytes if original else m.saved_bytes or 0)
 
     def _variants_changed(self, _variant_id: int | None = None) -> None:
-        store = self.session.variants
+        store, data = self.session.variants, self.session.data
         self.tradeoff.show_variants(store.variants, store.current_id)
+        images = data.test.images if data is not None and data.test.images.dtype == torch.uint8 else None
+        self.compare.set_variants(store.variants, store.current_id, images, data.classes if data else ())
+        self.demo.show_result(store.variants, store.current)
+
+    def export_report_dialog(self, path: str | None = None) -> str | None:
+        """Write the HTML report of the current variant against the original, plots embedded."""
+        from core.html_report import build_html
+        from core.variants import changed_predictions
+
+        store = self.session.variants
+        original, current = store.original, store.current
+        if original is None or current is None or current.is_original:
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export report", str(Path.home() / "prunescope-report.html"),
+                                                  "HTML (*.html)")
+            if not path:
+                return None
+        images = {"Accuracy against size": plot_png(self.demo.tradeoff.plot),
+                  "Weights of the selected layer": plot_png(self.histogram.plot),
+                  "Accuracy per class": plot_png(self.compare.class_plot)}
+        name = self.session.loaded.name.split(" · ")[0] if self.session.loaded else "model"
+        text = build_html(name, original, current, images, len(changed_predictions(original, current)["now_wrong"]))
+        with atomic_write(path) as f:
+            f.write(text.encode())
+        return path
 
     # ------------------------------------------------------------------------------------------ compressing
     def apply(self) -> None:

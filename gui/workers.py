@@ -8,6 +8,7 @@ Exceptions are wrapped so that superqt never mistakes a torch ``RuntimeError`` f
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Generator
 
 from PySide6.QtCore import QObject, Signal
@@ -25,18 +26,34 @@ class TaskFailed(Exception):
 
 
 class _ClosingWorker(GeneratorWorker):
-    """Closes its generator in the worker thread when it stops for any reason (abort included).
+    """A GeneratorWorker that closes its generator on its own thread and leaves ``warnings`` alone.
 
     A task's context managers hold thread-local state (``torch.inference_mode``, hooks): they must exit on
     the thread they entered, or that state leaks into whatever the thread pool runs next (and closing the
-    generator from another thread would carry it there instead).
+    generator from another thread would carry it there instead). superqt's ``run`` wraps the work in
+    ``warnings.catch_warnings()`` and points the process-wide ``warnings.showwarning`` at this worker's
+    signal; that module state is shared by every thread, so overlapping workers restore each other's (and
+    the UI thread's) settings out of order and can leave it pointing at a deleted worker. This ``run`` does
+    what superqt's does, without that.
     """
 
-    def work(self):
+    def run(self) -> None:
+        self.started.emit()
+        self._running = True
         try:
-            return super().work()
-        finally:
-            self._gen.close()
+            try:
+                result = super().work()
+            finally:
+                self._gen.close()
+            if isinstance(result, Exception):
+                raise result
+            if not self.abort_requested:
+                self.returned.emit(result)
+        except Exception as exc:
+            self.errored.emit(exc)
+        self._running = False
+        self.finished.emit()
+        self._finished.emit(self)
 
 
 def _guarded(task: Generator) -> Generator:
@@ -74,6 +91,7 @@ class TaskRunner(QObject):
         self._worker: GeneratorWorker | None = None
         self._pending: tuple | None = None
         self._generation = 0
+        self._retired: deque[GeneratorWorker] = deque(maxlen=64)
 
     @property
     def busy(self) -> bool:
@@ -111,6 +129,10 @@ class TaskRunner(QObject):
         worker.start()
 
     def _worker_done(self, worker: GeneratorWorker) -> None:
+        # Keep finished workers referenced from this (the UI) thread for a while: their pool thread may still
+        # be returning from run(), and if it dropped the last reference there, the worker's signal QObject
+        # would be destroyed on that thread (Qt then warns about timers and can crash).
+        self._retired.append(worker)
         if self._worker is worker:
             self._worker = None
         if self._pending is not None:

@@ -31,3 +31,4 @@ def stop_tasks(qtbot, window) -> None:
     window.session.cancel()
     wait_idle(qtbot, window)
     window.confirm_close = lambda unsaved: True  # the real question is a modal dialog: nobody would answer it
+

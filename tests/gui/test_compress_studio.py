@@ -105,3 +105,30 @@ def test_a_recipe_that_does_not_fit_changes_nothing(qtbot, window):
     recipe = Recipe.from_text("steps: [{kind: prune_magnitude, layers: [conv1]}]")
     assert not window.session.apply(recipe)
     assert "matches no layer" in window.dialog.text() and len(store.variants) == 1
+
+
+def test_compare_view_shows_the_diff_classes_and_changed_images(qtbot, window):
+    quick_draft(window, sparsity=0.97, bits=2)  # harsh: some test images must change
+    variant = apply_and_wait(qtbot, window)
+    compare = window.compare
+    a, b = compare.pair()
+    assert a.is_original and b.id == variant.id
+    assert compare.table.rowCount() == 6 and compare.table.item(0, 0).text() == "fc1.weight"
+    assert "→" in compare.table.item(0, 2).text()
+    assert "x)" in compare.summary.text() and "points" in compare.summary.text()
+    now_wrong = int(((a.predictions == a.labels) & (b.predictions != b.labels)).sum())
+    assert now_wrong > 0 and compare.shown_images() == min(now_wrong, 24)
+    assert f"B now gets {now_wrong} test images wrong" in compare.changed_title.text()
+
+
+def test_demo_headline_and_html_report(qtbot, window, tmp_path):
+    quick_draft(window)
+    variant = apply_and_wait(qtbot, window)
+    original = window.session.variants.original
+    ratio = original.size_bytes / variant.size_bytes
+    assert f"{ratio:.0f}x smaller" in window.demo.headline.text()
+    assert window.demo.cards["ratio"][0].text() == f"{ratio:.0f}x"
+    path = window.export_report_dialog(str(tmp_path / "report.html"))
+    text = (tmp_path / "report.html").read_text()
+    assert path and f"{ratio:.0f}x smaller" in text and text.count("data:image/png;base64,") == 3
+    assert "fc1.weight" in text and "kind: prune_magnitude" in text

@@ -161,12 +161,12 @@ def test_window_layout_is_remembered(qtbot, qapp, window, settings):
     from gui.app import create_window
 
     window.histogram.set_mode("signed")
-    window.resize(window.width(), 560)  # the offscreen screen is small; the height is free to change
+    window.resize(window.width(), 600)  # the offscreen screen is small; the height is free to change
     window.close()
     assert settings.value("view/histogram_mode") == "signed"
     again = create_window(None, settings=settings)
     qtbot.addWidget(again)
-    assert again.histogram.mode == "signed" and again.size().height() == 560
+    assert again.histogram.mode == "signed" and again.size().height() == 600
 
 
 def test_size_view_shows_each_layers_share_and_selects_on_click(qtbot, window):
@@ -205,3 +205,13 @@ def test_cancelled_tasks_leave_no_thread_state_behind(qtbot, window):
         wait_idle(qtbot, window)
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
     assert seen == [(True, False)] * 4
+
+
+def test_garbage_is_collected_on_the_ui_thread_only(window):
+    """Automatic collection would run on pool threads too and destroy Qt objects there (a crash)."""
+    import gc
+
+    from PySide6.QtWidgets import QApplication
+
+    assert not gc.isenabled()
+    assert QApplication.instance()._prunescope_gc.timer.isActive()
