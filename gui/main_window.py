@@ -79,6 +79,7 @@ class MainWindow(QMainWindow):
         self.tradeoff.sig_variant_clicked.connect(session.make_current)
         self.demo.tradeoff.sig_variant_clicked.connect(session.make_current)
         self.demo.sig_export.connect(self.export_report_dialog)
+        self.activations.sig_remove_units.connect(session.remove_units)
         session.variants.sig_changed.connect(self._variants_changed)
         session.variants.sig_current_changed.connect(self._variants_changed)
         session.sig_model_changed.connect(self._on_model_changed)

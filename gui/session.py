@@ -150,6 +150,23 @@ class Session(QObject):
                           lambda value: self._compressed(value, base))
         return True
 
+    def remove_units(self, layer: str, units: list[int]) -> bool:
+        """Remove these output units of one layer from the current model (structured pruning of exactly
+        them) as a new variant; the engine keeps every coupled layer consistent."""
+        from core.recipe import Encode, RemoveUnits
+
+        current = self.variants.current
+        if current is not None and current.codebooks:
+            self.sig_error.emit("Units cannot be removed from a quantized variant",
+                                "Structured pruning comes before quantization: make the original or a pruned, "
+                                "unquantized variant current, remove the units there, then quantize.")
+            return False
+        noun = "unit" if len(units) == 1 else "units"
+        recipe = Recipe(steps=(RemoveUnits(layer=layer, units=tuple(int(u) for u in units)),
+                               Encode(small_tensors="float32")),  # the kept weights stay exactly as they were
+                        name=f"remove {len(units)} {noun} of {layer}")
+        return self.apply(recipe)
+
     def _compressed(self, value, base: LoadedModel) -> None:
         from core.report import compression_to_dict
 

@@ -175,4 +175,11 @@ class LayersPage(QWidget):
             self.activations.show_layer(name, None, waiting)
         else:
             source = f" of {s.data.name} validation images" if s.data else " (probe inputs)"
-            self.activations.show_layer(name, act, "", "channels" if "Conv" in info.type else "neurons", source)
+            self.activations.show_layer(name, act, "", "channels" if "Conv" in info.type else "neurons", source,
+                                        removable=name != self._output_layer())
+
+    def _output_layer(self) -> str | None:
+        """The last layer with a weight matrix: its units are the model's outputs (the engine checks exactly)."""
+        inventory = self.session.measurements.inventory
+        layers = [layer.name for layer in inventory.layers if len(layer.shape) >= 2] if inventory else []
+        return layers[-1] if layers else None

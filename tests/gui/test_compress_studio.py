@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+
+from PySide6.QtCore import Qt
 
 from core.recipe import Recipe
 from tests.gui.conftest import wait_idle
@@ -132,3 +135,83 @@ def test_demo_headline_and_html_report(qtbot, window, tmp_path):
     text = (tmp_path / "report.html").read_text()
     assert path and f"{ratio:.0f}x smaller" in text and text.count("data:image/png;base64,") == 3
     assert "fc1.weight" in text and "kind: prune_magnitude" in text
+
+
+def click_scene_point(qtbot, plot_widget, scene_point):
+    view_point = plot_widget.mapFromScene(scene_point)
+    qtbot.mouseClick(plot_widget.viewport(), Qt.MouseButton.LeftButton, pos=view_point)
+
+
+def test_clicking_units_and_pressing_delete_removes_exactly_them(qtbot, window):
+    view = window.activations
+    window.select_layer("fc2")
+    qtbot.waitUntil(lambda: view._stats is not None and view._stats.name == "fc2", timeout=60_000)
+    rates = view._stats.nonzero_fraction.copy()
+    weakest = [int(u) for u in np.argsort(rates, kind="stable")[:2]]
+    for unit in weakest:  # a real mouse click on each unit's bar
+        click_scene_point(qtbot, view.plot, view.scene_point_of_unit(unit))
+    assert view.selected == set(weakest) and "2 selected" in view.summary.text()
+    before = {k: v.clone() for k, v in window.session.loaded.module.state_dict().items()}
+    view.plot.setFocus()
+    store = window.session.variants
+    qtbot.keyClick(view.plot, Qt.Key.Key_Delete)
+    qtbot.waitUntil(lambda: len(store.variants) == 2 and not window.session.runner.busy, timeout=120_000)
+    model = window.session.loaded.module
+    assert model.fc2.out_features == 98 and model.fc3.in_features == 98  # the next layer's inputs follow
+    kept = [u for u in range(100) if u not in weakest]
+    assert torch.equal(model.fc2.weight, before["fc2.weight"][kept])
+    assert torch.equal(model.fc3.weight, before["fc3.weight"][:, kept])
+    assert store.current.name.startswith("#1 remove 2 units of fc2")
+    assert all(torch.equal(before[k], v) for k, v in store.models[0].module.state_dict().items())  # original kept
+    wait_idle(qtbot, window)
+
+
+def test_heatmap_shows_every_unit_and_selects_on_click(qtbot, window):
+    view = window.activations
+    window.select_layer("fc1")
+    qtbot.waitUntil(lambda: view._stats is not None and view._stats.name == "fc1", timeout=60_000)
+    view.view_box.setCurrentText("heatmap")
+    image = view.heatmap_image.image
+    assert image.shape == (17, 18, 4)  # 300 neurons in a near-square grid, 17 rows of 18; 6 cells empty
+    assert (image.reshape(-1, 4)[:300, 3] == 255).all() and (image.reshape(-1, 4)[300:, 3] == 0).all()
+    click_scene_point(qtbot, view.heatmap, view.scene_point_of_unit(40))
+    assert view.selected == {40}
+    assert (view.heatmap_image.image[2, 4, :3] == 255).all()  # unit 40 = row 2, column 4, drawn white
+
+
+def test_output_layer_units_cannot_be_removed(qtbot, window):
+    view = window.activations
+    window.select_layer("fc3")
+    qtbot.waitUntil(lambda: view._stats is not None and view._stats.name == "fc3", timeout=60_000)
+    view.toggle_unit(3)
+    assert not view.remove_button.isEnabled() and "stay" in view.summary.text()
+    with qtbot.assertNotEmitted(view.sig_remove_units):
+        view.remove_selected()
+
+
+def test_cancelling_a_compression_leaves_the_model_and_variants_as_they_were(qtbot, window):
+    s = window.session
+    quick_draft(window, finetune_epochs=3)
+    before = {k: v.clone() for k, v in s.loaded.module.state_dict().items()}
+
+    def cancel_once_training(progress):
+        if progress.stage == "train" and progress.done > 10:  # mid-epoch, inside the fine-tune
+            window.task_bar.cancel_button.click()
+
+    s.runner.sig_progress.connect(cancel_once_training)
+    with qtbot.waitSignal(s.runner.sig_cancelled, timeout=120_000):
+        assert s.apply()
+    s.runner.sig_progress.disconnect(cancel_once_training)
+    wait_idle(qtbot, window)
+    assert [v.id for v in s.variants.variants] == [0] and s.loaded.format == "zoo"
+    after = s.loaded.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert s.loaded.module.training is False and torch.is_grad_enabled()
+
+
+def test_units_of_a_quantized_variant_are_not_removed(qtbot, window):
+    quick_draft(window)
+    apply_and_wait(qtbot, window)
+    store = window.session.variants
+    assert not window.session.remove_units("fc1", [0, 1])
+    assert "quantized" in window.dialog.text() and len(store.variants) == 2

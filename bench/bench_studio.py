@@ -1,0 +1,162 @@
+"""Benchmark: the studio's responsiveness on a 25M-parameter model.
+
+    QT_QPA_PLATFORM=offscreen python bench/bench_studio.py [--moves 60] [--epochs 1]
+
+The model is an MLP on MNIST with 24.2M parameters (784-4096-4096-1024-10; bench/models.py), saved as a
+state_dict and opened in the real main window through the state_dict + architecture loader, as a user
+would open it. Two measures, both in one run:
+
+1. Slider to redraw: the time from moving the recipe panel's sparsity slider (one step, as a drag does) to
+   the repainted window: the draft updated, the preview's kept % and estimated bytes recomputed, the
+   threshold line moved on the selected layer's histogram, and the histogram and recipe panel painted.
+   Measured for the per-layer slider and the global-threshold slider; the median and the worst of
+   ``--moves`` moves each.
+2. UI-thread stalls: a 2 ms timer on the UI thread records when it fires while the studio (a) measures the
+   model's statistics in the background (weights, activations over the validation images, accuracy) and
+   (b) fine-tunes it (``--epochs``, through Apply with a fine-tune recipe); the longest gap between ticks,
+   minus the 2 ms period, is the longest stall. That includes everything the UI thread does meanwhile:
+   applying partial results, redrawing the progress bar and the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QSettings, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+
+def wait_until(app: QApplication, condition, timeout_s: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the studio did not finish in time")
+        app.processEvents()
+        time.sleep(0.002)
+
+
+class StallMeter:
+    """A fast UI-thread timer; the longest gap between its ticks is the UI thread's longest stall."""
+
+    def __init__(self, period_ms: int = 2) -> None:
+        self.period_ms = period_ms
+        self.timer = QTimer()
+        self.timer.setInterval(period_ms)
+        self.timer.timeout.connect(self._tick)
+        self.clock = QElapsedTimer()
+        self.gaps: list[float] = []
+        self._last = None
+
+    def _tick(self) -> None:
+        now = self.clock.nsecsElapsed() / 1e6
+        if self._last is not None:
+            self.gaps.append(now - self._last)
+        self._last = now
+
+    def __enter__(self):
+        self.gaps, self._last = [], None
+        self.clock.start()
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timer.stop()
+
+    def longest_stall_ms(self) -> float:
+        return max(0.0, max(self.gaps, default=0.0) - self.period_ms)
+
+    def p99_ms(self) -> float:
+        gaps = sorted(self.gaps)
+        return max(0.0, gaps[int(0.99 * (len(gaps) - 1))] - self.period_ms) if gaps else 0.0
+
+
+def slider_moves(app, window, slider, moves: int) -> list[float]:
+    times = []
+    low = 0.50
+    for i in range(moves):
+        value = low + 0.01 * (i % 45)  # one slider step at a time, as a drag produces
+        start = time.perf_counter()
+        slider.setValue(value)
+        app.processEvents()  # queued work the move caused
+        window.histogram.plot.repaint()  # synchronous paints of what changed
+        window.recipe_panel.repaint()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--moves", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+
+    from bench.models import wide_mlp
+    from gui.app import apply_style, create_window
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    apply_style(app)
+    with tempfile.TemporaryDirectory() as folder:
+        model = wide_mlp()
+        params = sum(p.numel() for p in model.parameters())
+        path = Path(folder) / "wide_mlp.pt"
+        torch.save(model.state_dict(), path)
+        window = create_window(None, settings=QSettings(str(Path(folder) / "s.ini"), QSettings.Format.IniFormat))
+        window.resize(1500, 950)
+        window.show()
+        session = window.session
+        meter = StallMeter()
+        start = time.perf_counter()
+        with meter:
+            session.open_model(str(path), "mnist", arch="bench.models:wide_mlp")
+            wait_until(app, lambda: session.loaded is not None and not session.runner.busy
+                       and session.measurements.test is not None)
+        open_s = time.perf_counter() - start
+        stats_stall, stats_p99, stats_ticks = meter.longest_stall_ms(), meter.p99_ms(), len(meter.gaps)
+
+        window.select_layer("fc2")
+        app.processEvents()
+        draft = session.draft
+        draft.set(prune_method="magnitude", scope="layer", quant_method="kmeans", bits=5, finetune_epochs=0)
+        app.processEvents()
+        layer_times = slider_moves(app, window, window.recipe_panel.layer_sparsity, args.moves)
+        draft.set(scope="global")
+        app.processEvents()
+        global_times = slider_moves(app, window, window.recipe_panel.sparsity, args.moves)
+        assert window.histogram.threshold_line.isVisible()
+
+        # fine-tune in the background through Apply (no quantization: the epochs dominate)
+        draft.set(prune_method="magnitude", scope="global", sparsity=0.5, quant_method="none",
+                  finetune_epochs=args.epochs, huffman=False)
+        app.processEvents()
+        start = time.perf_counter()
+        with meter:
+            assert session.apply()
+            wait_until(app, lambda: len(session.variants.variants) == 2 and not session.runner.busy, 3600)
+        tune_s = time.perf_counter() - start
+        tune_stall, tune_p99, tune_ticks = meter.longest_stall_ms(), meter.p99_ms(), len(meter.gaps)
+        session.variants.saved.update(v.id for v in session.variants.variants)
+        window.confirm_close = lambda unsaved: True
+        window.close()
+
+    print(f"model: {params:,} parameters ({params * 4 / 1e6:.0f} MB float32), MNIST")
+    for label, times in (("per-layer slider", layer_times), ("global slider", global_times)):
+        print(f"{label} -> repainted histogram + preview: median {statistics.median(times):.1f} ms, "
+              f"worst {max(times):.1f} ms over {len(times)} moves (goal: median <= 50 ms)")
+    print(f"opening + statistics in the background ({open_s:.1f} s, {stats_ticks} ticks): longest UI stall "
+          f"{stats_stall:.1f} ms, 99th percentile {stats_p99:.1f} ms (goal <= 50 ms)")
+    print(f"apply: prune + {args.epochs}-epoch fine-tune + encode + evaluate in the background ({tune_s:.1f} s, "
+          f"{tune_ticks} ticks): longest UI stall {tune_stall:.1f} ms, 99th percentile {tune_p99:.1f} ms "
+          f"(goal <= 50 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
