@@ -98,11 +98,11 @@ def _masks_below(weights: dict[str, torch.Tensor], k: int) -> dict[str, torch.Te
     for name, w in weights.items():
         magnitude = w.detach().abs()
         mask = magnitude > threshold
-        if ties_to_prune > 0:  # prune exactly k: the first weights equal to the threshold go too
-            ties = torch.nonzero(magnitude.reshape(-1) == threshold).reshape(-1)
-            keep_ties = ties[ties_to_prune:]
-            ties_to_prune -= min(ties_to_prune, len(ties))
-            mask.view(-1)[keep_ties] = True
+        # prune exactly k: of the weights equal to the threshold, the first ``ties_to_prune`` (in layer
+        # order, then index order) go and every later one stays, in this layer and all the next ones
+        ties = torch.nonzero(magnitude.reshape(-1) == threshold).reshape(-1)
+        mask.view(-1)[ties[ties_to_prune:]] = True
+        ties_to_prune -= min(ties_to_prune, len(ties))
         masks[name] = mask
     return masks
 

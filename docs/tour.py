@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -70,7 +71,9 @@ def main() -> int:
             folder.mkdir(parents=True, exist_ok=True)
             for name, index in VIEWS.items():
                 window.tabs.setCurrentIndex(index)
-                app.processEvents()
+                for _ in range(20):  # layout and paint settle over a few event-loop passes
+                    app.processEvents()
+                    time.sleep(0.02)
                 window.grab().save(str(folder / f"{name}.png"))
             for variant in session.variants.variants:
                 session.variants.saved.add(variant.id)

@@ -51,6 +51,7 @@ class MainWindow(QMainWindow):
         for page, title in ((self.layers, "Layers"), (self.tradeoff, "Trade-off"), (self.compare, "Compare"),
                             (self.demo, "Demo")):
             self.tabs.addTab(page, title)
+        self.tabs.currentChanged.connect(lambda _index: self._refresh_page(self.tabs.currentWidget()))
         self.metrics = MetricsBar(session)
         self.task_bar = TaskBar(session.runner)
         self.statusBar().addPermanentWidget(self.task_bar, 1)
@@ -218,11 +219,24 @@ class MainWindow(QMainWindow):
                                       original.size_bytes if original else m.saved_bytes or 0)
 
     def _variants_changed(self, _variant_id: int | None = None) -> None:
+        # only the page on screen is redrawn now; the others when they are shown (each redraw is UI-thread
+        # work, and a variant arriving while the next task starts should not stall the window)
+        self._stale_pages = {self.tradeoff, self.compare, self.demo}
+        self._refresh_page(self.tabs.currentWidget())
+
+    def _refresh_page(self, page) -> None:
+        if page not in getattr(self, "_stale_pages", ()):
+            return
+        self._stale_pages.discard(page)
         store, data = self.session.variants, self.session.data
-        self.tradeoff.show_variants(store.variants, store.current_id)
-        images = data.test.images if data is not None and data.test.images.dtype == torch.uint8 else None
-        self.compare.set_variants(store.variants, store.current_id, images, data.classes if data else ())
-        self.demo.show_result(store.variants, store.current)
+        if page is self.tradeoff:
+            self.tradeoff.show_variants(store.variants, store.current_id)
+        elif page is self.compare:
+            images = data.test.images if data is not None and data.test.images.dtype == torch.uint8 else None
+            self.compare.set_variants(store.variants, store.current_id, images, data.classes if data else ())
+        elif page is self.demo:
+            self.demo.show_result(store.variants, store.current)
+        page.layout().activate()  # lay the new texts out now, not one event-loop pass after the first paint
 
     def export_report_dialog(self, path: str | None = None) -> str | None:
         """Write the HTML report of the current variant against the original, plots embedded."""
@@ -238,6 +252,8 @@ class MainWindow(QMainWindow):
                                                   "HTML (*.html)")
             if not path:
                 return None
+        for page in (self.compare, self.demo):
+            self._refresh_page(page)
         images = {"Accuracy against size": plot_png(self.demo.tradeoff.plot),
                   "Weights of the selected layer": plot_png(self.histogram.plot),
                   "Accuracy per class": plot_png(self.compare.class_plot)}

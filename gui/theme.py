@@ -19,3 +19,22 @@ def plot_defaults() -> None:
     import pyqtgraph as pg
 
     pg.setConfigOptions(antialias=True, background=PANEL, foreground=MUTED)
+
+
+def steady(label, lines: int | None = None):
+    """Keep a label whose text changes from moving the layout: its width no longer pushes its neighbours
+    (a long text is clipped instead of widening a splitter pane), and with ``lines`` its height is fixed
+    at that many lines of its font. Re-laying out the plots around it on every update is what stalls the
+    UI thread while a background task reports progress."""
+    from PySide6.QtWidgets import QSizePolicy
+
+    policy = QSizePolicy(QSizePolicy.Policy.Ignored,
+                         QSizePolicy.Policy.Fixed if lines else label.sizePolicy().verticalPolicy())
+    policy.setHorizontalStretch(10)  # beside a layout's stretch, the label still takes most of the room
+    label.setSizePolicy(policy)
+    label.setMinimumWidth(1)
+    if lines:
+        label.ensurePolished()  # the stylesheet's font, not the default one
+        margins = label.contentsMargins()
+        label.setFixedHeight(label.fontMetrics().lineSpacing() * lines + margins.top() + margins.bottom() + 2)
+    return label

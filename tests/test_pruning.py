@@ -53,6 +53,16 @@ def test_ties_are_broken_to_prune_exactly_k():
     assert masks["a"].tolist() == [[False, False, False, True, True, True]]
 
 
+def test_ties_across_layers_prune_exactly_k_under_a_global_threshold():
+    """Weights equal to the threshold in several layers: only as many as needed go, the first ones first."""
+    weights = {"a": torch.tensor([0.1, 0.5, 0.9]), "b": torch.tensor([0.5, 0.2, 0.5]), "c": torch.tensor([0.5])}
+    for k, kept_ties in ((2, 4), (3, 3), (4, 2), (5, 1), (6, 0)):
+        masks = magnitude_masks(weights, k / 7, "global")
+        assert sum(int((~m).sum()) for m in masks.values()) == k
+        ties = [bool(masks[n][i]) for n, i in (("a", 1), ("b", 0), ("b", 2), ("c", 0))]
+        assert ties == [False] * (4 - kept_ties) + [True] * kept_ties
+
+
 def test_masks_hold_through_training_and_bake(mnist):
     model = random_layers(2)
     net = nn.Sequential(nn.Flatten(), model)

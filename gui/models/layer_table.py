@@ -2,89 +2,104 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
-from PySide6.QtGui import QColor
+import math
+
+from PySide6.QtCore import QSortFilterProxyModel, Qt
+from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
 
 from core.report import human_bytes
 from gui import theme
 from gui.session import Measurements
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-COLUMNS = ("Layer", "Type", "Shape", "Params", "Bytes", "Sparsity", "Near 0", "Fires", "Dead")
+COLUMNS = ("Layer", "Type", "Shape", "Params", "Bytes", "Sparsity", "Near 0", "Fires", "Dead", "Bits", "Status")
 
 
-class LayerTableModel(QAbstractTableModel):
-    """One row per layer with parameters; numbers sort by value (``SORT_ROLE``), not by their text."""
+class LayerTableModel(QStandardItemModel):
+    """One row per layer with parameters; numbers sort by value (``SORT_ROLE``), not by their text.
+
+    The cells are stored in Qt (a QStandardItemModel) rather than computed in a Python ``data()``: painting
+    and sizing the table then never calls into Python, which would have to wait for the interpreter lock
+    each time while a background task runs Python code (a stall of the UI thread per paint).
+    """
 
     def __init__(self, parent=None) -> None:
-        super().__init__(parent)
+        super().__init__(0, len(COLUMNS), parent)
         self._m = Measurements()
+        self._names: list[str] = []
+        self._codebooks: dict = {}
+        self.setHorizontalHeaderLabels(list(COLUMNS))
+        tips = {"Sparsity": "fraction of the layer's parameters that are exactly zero",
+                "Near 0": "fraction of weights with |w| at most 1% of the layer's largest |w|",
+                "Fires": "mean over units of how often a unit's output is positive on the data set",
+                "Dead": "units that never fired on the data set",
+                "Bits": "bits per weight: the codebook's index width for a quantized layer, else the dtype's",
+                "Status": "pruned (has zeros), shared (quantized to a codebook), dead units"}
+        for section, column in enumerate(COLUMNS):
+            if column in tips:
+                self.setHeaderData(section, Qt.Orientation.Horizontal, tips[column], Qt.ItemDataRole.ToolTipRole)
 
-    def set_measurements(self, measurements: Measurements) -> None:
-        rows_before = self.rowCount()
+    def set_measurements(self, measurements: Measurements, codebooks: dict | None = None) -> None:
+        """Show ``measurements``; ``codebooks`` (layer -> levels) are the current variant's quantized layers."""
         self._m = measurements
-        if self.rowCount() != rows_before:
-            self.beginResetModel()
-            self.endResetModel()
-        elif self.rowCount():
-            self.dataChanged.emit(self.index(0, 0), self.index(self.rowCount() - 1, len(COLUMNS) - 1))
+        self._codebooks = codebooks or {}
+        layers = measurements.inventory.layers if measurements.inventory else ()
+        names = [info.name for info in layers]
+        if names != self._names:
+            self.setRowCount(0)
+            self.setRowCount(len(names))
+            self._names = names
+        for row in range(len(names)):
+            for col, value in enumerate(self._values(row)):
+                self._set_cell(row, col, value)
+
+    def _set_cell(self, row: int, col: int, value) -> None:
+        item = self.item(row, col)
+        if item is None:
+            item = QStandardItem()
+            item.setEditable(False)
+            if col >= 3:
+                item.setData(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
+                             Qt.ItemDataRole.TextAlignmentRole)
+            self.setItem(row, col, item)
+        text = "—" if value is None and col in (7, 8) and self._m.activations else self._text(col, value)
+        # "—": measured, but this layer has no neurons of its own (BatchNorm, LayerNorm, ...)
+        if col == 2:
+            sort = len(value) and value[0]
+        elif col == 8:
+            sort = -1 if value is None else value[0]
+        elif col == 10:
+            sort = value
+        else:
+            sort = -1 if value is None else value
+        colour = (theme.DANGER if (col == 8 and value and value[0]) or (col == 10 and "dead" in value) else
+                  theme.GOOD if col == 10 and value != "—" else theme.MUTED if col in (1, 2) else None)
+        for role, data in ((Qt.ItemDataRole.DisplayRole, text), (SORT_ROLE, sort),
+                           (Qt.ItemDataRole.ForegroundRole, QColor(colour) if colour else None)):
+            if item.data(role) != data:
+                item.setData(data, role)
 
     def layer_name(self, row: int) -> str:
-        return self._m.inventory.layers[row].name
+        return self._names[row]
 
     def row_of(self, name: str) -> int:
-        for i, info in enumerate(self._m.inventory.layers if self._m.inventory else ()):
-            if info.name == name:
-                return i
-        return -1
-
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() or self._m.inventory is None else len(self._m.inventory.layers)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return {"Sparsity": "fraction of the layer's parameters that are exactly zero",
-                    "Near 0": "fraction of weights with |w| at most 1% of the layer's largest |w|",
-                    "Fires": "mean over units of how often a unit's output is positive on the data set",
-                    "Dead": "units that never fired on the data set"}.get(COLUMNS[section])
-        return None
+        try:
+            return self._names.index(name)
+        except ValueError:
+            return -1
 
     def _values(self, row: int) -> tuple:
         info = self._m.inventory.layers[row]
         ws = self._m.weights.get(info.name)
         act = self._m.activations.get(info.name)
+        levels = self._codebooks.get(info.name)
+        bits = max(1, math.ceil(math.log2(len(levels)))) if levels is not None and len(levels) > 1 else \
+            DTYPE_BITS.get(info.dtype.replace("torch.", ""))
+        status = [mark for mark, on in (("pruned", info.sparsity >= 0.01), ("shared", levels is not None),
+                                        ("dead units", act is not None and len(act.dead) > 0)) if on]
         return (info.name, info.type, info.shape, info.params, info.bytes, info.sparsity,
                 ws.near_zero if ws else None, float(act.nonzero_fraction.mean()) if act else None,
-                (len(act.dead), act.units) if act else None)
-
-    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        values = self._values(index.row())
-        col, value = index.column(), values[index.column()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            if value is None and col in (7, 8) and self._m.activations:
-                return "—"  # measured, but this layer has no neurons of its own (BatchNorm, LayerNorm, ...)
-            return self._text(col, value)
-        if role == SORT_ROLE:
-            if col == 2:
-                return len(value) and value[0]
-            if col == 8:
-                return -1 if value is None else value[0]
-            return -1 if value is None else value
-        if role == Qt.ItemDataRole.TextAlignmentRole and col >= 3:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ForegroundRole:
-            if col == 8 and value and value[0]:
-                return QColor(theme.DANGER)
-            if col in (1, 2):
-                return QColor(theme.MUTED)
-        return None
+                (len(act.dead), act.units) if act else None, bits, " · ".join(status) or "—")
 
     @staticmethod
     def _text(col: int, value) -> str:
@@ -103,6 +118,10 @@ class LayerTableModel(QAbstractTableModel):
         if col == 8:
             return f"{value[0]}/{value[1]}"
         return str(value)
+
+
+DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "qint8": 8, "quint8": 8,
+              "uint8": 8}
 
 
 class LayerSortProxy(QSortFilterProxyModel):

@@ -118,6 +118,8 @@ class ActivationView(QWidget):
         self.summary = QLabel("")
         self.summary.setObjectName("caption")
         self.summary.setWordWrap(True)  # a long line must not set the panel's minimum width
+        theme.steady(self.summary, 3)
+        theme.steady(self.title)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
@@ -138,7 +140,7 @@ class ActivationView(QWidget):
             self.selected = set()
         self._name, self._stats, self._waiting, self._unit, self._source = name, stats, waiting, unit, source
         self.removable = removable
-        self.title.setText(f"How often each {unit[:-1]} of {name or '(model)'} fires" if name else "Activations")
+        self.title.setText(f"How often {name or 'the model'}'s {unit} fire" if name else "Activations")
         self._redraw()
 
     def displayed(self) -> np.ndarray:

@@ -53,13 +53,15 @@ class HistogramView(QWidget):
         self.plot.setLabel("left", "weights")
         for axis in ("left", "bottom"):
             self.plot.getAxis(axis).enableAutoSIPrefix(False)
+        # steps are axis-aligned: antialiasing them costs paint time and changes nothing
         self.curve = pg.PlotDataItem(stepMode="center", fillLevel=0, pen=pg.mkPen(theme.ACCENT, width=1.5),
-                                     brush=pg.mkBrush(*theme.ACCENT_FILL))
+                                     brush=pg.mkBrush(*theme.ACCENT_FILL), antialias=False)
         self.plot.addItem(self.curve)
         self.message = pg.TextItem("", color=theme.MUTED, anchor=(0.5, 0.5))
         self.plot.addItem(self.message, ignoreBounds=True)
         # the original's distribution, once a compressed variant is shown
-        self.overlay = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(theme.MUTED, width=1, style=Qt.PenStyle.DashLine))
+        self.overlay = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(theme.MUTED, width=1, style=Qt.PenStyle.DashLine),
+                                       antialias=False)
         self.plot.addItem(self.overlay)
         # the prune threshold: draggable line(s) and the shaded part that would be pruned
         self.pruned_region = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(239, 83, 80, 45),
@@ -81,6 +83,8 @@ class HistogramView(QWidget):
         self.summary.setObjectName("caption")
         self.summary.setWordWrap(True)  # a long line must not set the panel's minimum width
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        theme.steady(self.summary, 2)
+        theme.steady(self.title)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)

@@ -61,7 +61,7 @@ class LayersPage(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.inspector)
-        self.splitter.setSizes([700, 700])
+        self.splitter.setSizes([560, 840])  # the inspector's plots get the room
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.splitter)
@@ -71,6 +71,10 @@ class LayersPage(QWidget):
         session.sig_model_changed.connect(self._on_model_changed)
         session.sig_measured.connect(self._on_measured)
         session.variants.sig_current_changed.connect(self._on_current_variant)
+
+    def _codebooks(self) -> dict:
+        current = self.session.variants.current
+        return current.codebooks if current is not None else {}
 
     def _on_current_variant(self, _variant_id: int) -> None:
         self._show_layer(self.current_layer())
@@ -102,19 +106,21 @@ class LayersPage(QWidget):
 
     # ------------------------------------------------------------------------------------------ session
     def _on_model_changed(self) -> None:
-        self.table_model.set_measurements(self.session.measurements)
+        self.table_model.set_measurements(self.session.measurements, self._codebooks())
         self.size_view.show_inventory(None)
         self._show_layer(None)
 
     def _on_measured(self, key: str) -> None:
         selected = self.current_layer()
-        self.table_model.set_measurements(self.session.measurements)
+        self.table_model.set_measurements(self.session.measurements, self._codebooks())
         if key == "inventory" and self.table_model.rowCount():
             self.size_view.show_inventory(self.session.measurements.inventory, selected)
             self.select_layer(selected if self.table_model.row_of(selected or "") >= 0
                               else self.table_model.layer_name(0))
         elif key in ("weights", "activations", "notes"):
-            self._show_layer(selected)
+            # redraw only the plot the new result belongs to: every plot repaint runs Python paint code
+            # that competes with the background task for the interpreter
+            self._show_layer(selected, weights=key == "weights", units=key != "weights")
             if key == "weights":
                 self.sig_layer_changed.emit(selected or "")
 
@@ -150,7 +156,7 @@ class LayersPage(QWidget):
         except KeyError:
             return False
 
-    def _show_layer(self, name: str | None) -> None:
+    def _show_layer(self, name: str | None, weights: bool = True, units: bool = True) -> None:
         s, m = self.session, self.session.measurements
         if name is None or m.inventory is None:
             self.histogram.show_layer(None, None, "Loading…" if s.runner.busy else "Open a model")
@@ -158,12 +164,22 @@ class LayersPage(QWidget):
             return
         info = m.inventory.layer(name)
         busy = s.runner.busy
+        if weights:
+            self._show_weights(name, info, busy)
+        if units:
+            self._show_units(name, info, busy)
+
+    def _show_weights(self, name: str, info, busy: bool) -> None:
+        s, m = self.session, self.session.measurements
         current, original = s.variants.current, s.variants.original
         self.histogram.set_levels(list(current.codebooks.get(name, ())) if current is not None else [])
         compressed = current is not None and not current.is_original and original is not None
         self.histogram.set_overlay(original.weights.get(name) if compressed else None)
         self.histogram.show_layer(info, m.weights.get(name), "computing statistics…" if busy else "not measured")
         self._draw_plan()
+
+    def _show_units(self, name: str, info, busy: bool) -> None:
+        s, m = self.session, self.session.measurements
         act = m.activations.get(name)
         if act is None:
             if m.notes:

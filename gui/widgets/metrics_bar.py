@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from core.report import human_bytes
+from gui import theme
 from gui.session import Session
 
 
@@ -17,6 +18,8 @@ class Card(QFrame):
         self.value = QLabel("—", objectName="cardValue")
         self.detail = QLabel("", objectName="cardDetail")
         self.detail.setWordWrap(True)
+        for label, lines in ((self.value, None), (self.detail, 2)):
+            theme.steady(label, lines)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 8, 14, 8)
         layout.setSpacing(1)
@@ -25,6 +28,7 @@ class Card(QFrame):
 
     def set(self, value: str, detail: str = "") -> None:
         self.value.setText(value)
+        self.value.setToolTip(value)  # a long value is clipped to the card's width
         self.detail.setText(detail)
 
 

@@ -14,6 +14,7 @@ from superqt import QLabeledDoubleSlider, QLabeledSlider
 
 from core.estimate import preview
 from core.report import human_bytes
+from gui import theme
 from gui.recipe_draft import IMPORTANCE, PRUNE_METHODS, QUANT_METHODS, RecipeDraft
 
 PRUNE_LABELS = {"none": "No pruning", "magnitude": "Magnitude (weights)", "iterative": "Iterative + fine-tune",
@@ -68,7 +69,7 @@ class RecipePanel(QWidget):
         self.huffman = QCheckBox("Huffman coding")
         self.epochs = QSpinBox(minimum=0, maximum=200, suffix=" epochs")
         self.lr = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=1.0, singleStep=0.001)
-        self.preview_label = QLabel("", objectName="previewLabel", wordWrap=True)
+        self.preview_label = theme.steady(QLabel("", objectName="previewLabel", wordWrap=True), 4)
         self.apply_button = QPushButton("Apply", objectName="applyButton")
         self.apply_button.setToolTip("Compress the current model with these settings (Ctrl+Return)")
         save, load = QPushButton("Save recipe…"), QPushButton("Load recipe…")

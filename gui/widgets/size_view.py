@@ -22,7 +22,7 @@ class SizeView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.title = QLabel("Where the bytes are", objectName="panelTitle")
+        self.title = theme.steady(QLabel("Where the bytes are", objectName="panelTitle"))
         self.plot = pg.PlotWidget()
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()

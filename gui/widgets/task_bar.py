@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from core.progress import Progress
+from gui import theme
 from gui.workers import TaskRunner
 
 
@@ -14,6 +15,7 @@ class TaskBar(QWidget):
         self.runner = runner
         self.label = QLabel("Ready")
         self.label.setObjectName("caption")
+        theme.steady(self.label)
         self.progress = QProgressBar()
         self.progress.setFixedWidth(240)
         self.progress.setTextVisible(True)

@@ -25,7 +25,9 @@ class TradeoffPlot(QWidget):
         self.plot.setLogMode(x=True, y=False)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         self.plot.setLabel("bottom", "size on disk (bytes, log scale)")
-        self.plot.setLabel("left", "test accuracy")
+        self.plot.setLabel("left", "test accuracy (%)")
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
+        self.plot.getPlotItem().getViewBox().setDefaultPadding(0.08)  # room for the points' names
         self.front = pg.PlotDataItem(pen=pg.mkPen(theme.ACCENT, width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
         self.points = pg.ScatterPlotItem(size=14, hoverable=True, hoverSize=18, tip=self._tip,
                                          pen=pg.mkPen(theme.BACKGROUND, width=1.5))
@@ -60,17 +62,17 @@ class TradeoffPlot(QWidget):
         spots = []
         for v in self.variants:
             colour = theme.WARM if v.is_original else theme.GOOD if v.id in self.front_ids else theme.ACCENT
-            spots.append({"pos": (np.log10(v.size_bytes), v.accuracy), "data": v.id,
+            spots.append({"pos": (np.log10(v.size_bytes), 100 * v.accuracy), "data": v.id,
                           "symbol": "star" if v.is_original else "o", "size": 22 if v.is_original else 14,
                           "brush": pg.mkBrush(colour),
                           "pen": pg.mkPen("#ffffff" if v.id == current_id else theme.BACKGROUND,
                                           width=3 if v.id == current_id else 1.5)})
             label = pg.TextItem(v.name if not v.is_original else "original", color=theme.MUTED, anchor=(0.5, 1.6))
-            label.setPos(np.log10(v.size_bytes), v.accuracy)
+            label.setPos(np.log10(v.size_bytes), 100 * v.accuracy)
             self.plot.addItem(label)
             self.labels.append(label)
         self.points.setData(spots)
-        self.front.setData([sizes[i] for i in front], [accuracy[i] for i in front])
+        self.front.setData([sizes[i] for i in front], [100 * accuracy[i] for i in front])
         original = next((v for v in self.variants if v.is_original), None)
         best = min((self.variants[i] for i in front if not self.variants[i].is_original),
                    key=lambda v: v.size_bytes, default=None)

@@ -45,10 +45,14 @@ def test_apply_adds_a_variant_to_the_tradeoff_plot_and_undo_removes_it(qtbot, wi
     store = window.session.variants
     assert not variant.is_original and variant.size_bytes < store.original.size_bytes / 10
     assert variant.accuracy > 0.9 and len(variant.codebooks["fc1"]) == 16
+    window.tabs.setCurrentWidget(window.tradeoff)  # pages off screen are redrawn when shown
     assert len(window.tradeoff.variants) == 2 and variant.id in [v.id for v in window.tradeoff.variants]
     qtbot.waitUntil(lambda: window.session.measurements.weights.get("fc1") is not None, timeout=60_000)
     assert window.session.loaded.format == "variant"
     assert window.table_model.data(window.table_model.index(0, 5)) == f"{0.8 * 235_200 / 235_500:.1%}"  # measured
+    qtbot.waitUntil(lambda: window.table_model.data(window.table_model.index(0, 10)).startswith("pruned · shared"),
+                    timeout=60_000)
+    assert window.table_model.data(window.table_model.index(0, 9)) == "4"  # 16 levels: 4-bit indices
     assert len(window.histogram.level_lines) > 0 and window.histogram.overlay.getData()[0] is not None
     window.undo_action.trigger()
     assert [v.id for v in store.variants] == [0] and store.current_id == 0
@@ -114,6 +118,7 @@ def test_compare_view_shows_the_diff_classes_and_changed_images(qtbot, window):
     quick_draft(window, sparsity=0.97, bits=2)  # harsh: some test images must change
     variant = apply_and_wait(qtbot, window)
     compare = window.compare
+    window.tabs.setCurrentWidget(compare)
     a, b = compare.pair()
     assert a.is_original and b.id == variant.id
     assert compare.table.rowCount() == 6 and compare.table.item(0, 0).text() == "fc1.weight"
@@ -129,6 +134,7 @@ def test_demo_headline_and_html_report(qtbot, window, tmp_path):
     variant = apply_and_wait(qtbot, window)
     original = window.session.variants.original
     ratio = original.size_bytes / variant.size_bytes
+    window.tabs.setCurrentWidget(window.demo)
     assert f"{ratio:.0f}x smaller" in window.demo.headline.text()
     assert window.demo.cards["ratio"][0].text() == f"{ratio:.0f}x"
     path = window.export_report_dialog(str(tmp_path / "report.html"))
