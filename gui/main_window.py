@@ -127,7 +127,7 @@ class MainWindow(QMainWindow):
         self.export_hist_action = QAction("Export weight histogram…", self,
                                           triggered=lambda: self.export_plot(self.histogram.plot))
         self.export_act_action = QAction("Export activation plot…", self,
-                                         triggered=lambda: self.export_plot(self.activations.plot))
+                                         triggered=lambda: self.export_plot(self.activations.shown_plot()))
         quit_action = QAction("Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
         for item in (self.open_action, self.zoo_menu, self.data_menu, None, self.inspect_action,
                      self.cancel_action, None, self.export_hist_action, self.export_act_action, None, quit_action):

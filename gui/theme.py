@@ -36,5 +36,5 @@ def steady(label, lines: int | None = None):
     if lines:
         label.ensurePolished()  # the stylesheet's font, not the default one
         margins = label.contentsMargins()
-        label.setFixedHeight(label.fontMetrics().lineSpacing() * lines + margins.top() + margins.bottom() + 2)
+        label.setFixedHeight(label.fontMetrics().lineSpacing() * lines + margins.top() + margins.bottom() + 6)
     return label

@@ -62,7 +62,8 @@ class LayerTableModel(QStandardItemModel):
                 item.setData(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
                              Qt.ItemDataRole.TextAlignmentRole)
             self.setItem(row, col, item)
-        text = "—" if value is None and col in (7, 8) and self._m.activations else self._text(col, value)
+        text = ("—" if value is None and ((col in (7, 8) and self._m.activations) or col == 9)
+                else self._text(col, value))
         # "—": measured, but this layer has no neurons of its own (BatchNorm, LayerNorm, ...)
         if col == 2:
             sort = len(value) and value[0]
@@ -93,8 +94,10 @@ class LayerTableModel(QStandardItemModel):
         ws = self._m.weights.get(info.name)
         act = self._m.activations.get(info.name)
         levels = self._codebooks.get(info.name)
-        bits = max(1, math.ceil(math.log2(len(levels)))) if levels is not None and len(levels) > 1 else \
-            DTYPE_BITS.get(info.dtype.replace("torch.", ""))
+        if levels is not None:
+            bits = max(1, math.ceil(math.log2(max(len(levels), 1))))
+        else:  # a layer mixing dtypes ("float16/float32") shows the widest; an unknown dtype shows "—"
+            bits = max((DTYPE_BITS.get(d.replace("torch.", ""), 0) for d in info.dtype.split("/")), default=0) or None
         status = [mark for mark, on in (("pruned", info.sparsity >= 0.01), ("shared", levels is not None),
                                         ("dead units", act is not None and len(act.dead) > 0)) if on]
         return (info.name, info.type, info.shape, info.params, info.bytes, info.sparsity,

@@ -118,7 +118,7 @@ class ActivationView(QWidget):
         self.summary = QLabel("")
         self.summary.setObjectName("caption")
         self.summary.setWordWrap(True)  # a long line must not set the panel's minimum width
-        theme.steady(self.summary, 3)
+        theme.steady(self.summary, 4)
         theme.steady(self.title)
 
         layout = QVBoxLayout(self)
@@ -173,7 +173,13 @@ class ActivationView(QWidget):
 
     def remove_selected(self) -> None:
         if self._stats is not None and self.selected and self.removable:
-            self.sig_remove_units.emit(self._name, sorted(self.selected))
+            units, self.selected = sorted(self.selected), set()  # a second Delete must not queue them again
+            self._redraw()
+            self.sig_remove_units.emit(self._name, units)
+
+    def shown_plot(self) -> pg.PlotWidget:
+        """The plot on screen (bars or heatmap), for exporting."""
+        return self.stack.currentWidget()
 
     def _bar_clicked(self, event) -> None:
         if self._stats is None or event.button() != Qt.MouseButton.LeftButton:

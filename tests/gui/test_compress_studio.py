@@ -161,6 +161,7 @@ def test_clicking_units_and_pressing_delete_removes_exactly_them(qtbot, window):
     view.plot.setFocus()
     store = window.session.variants
     qtbot.keyClick(view.plot, Qt.Key.Key_Delete)
+    assert view.selected == set()  # handed over: a second Delete does not queue the same removal again
     qtbot.waitUntil(lambda: len(store.variants) == 2 and not window.session.runner.busy, timeout=120_000)
     model = window.session.loaded.module
     assert model.fc2.out_features == 98 and model.fc3.in_features == 98  # the next layer's inputs follow
@@ -183,6 +184,14 @@ def test_heatmap_shows_every_unit_and_selects_on_click(qtbot, window):
     click_scene_point(qtbot, view.heatmap, view.scene_point_of_unit(40))
     assert view.selected == {40}
     assert (view.heatmap_image.image[2, 4, :3] == 255).all()  # unit 40 = row 2, column 4, drawn white
+    assert view.shown_plot() is view.heatmap  # File > Export takes the view on screen
+
+
+def test_heatmap_exports_as_png(window, tmp_path):
+    view = window.activations
+    view.view_box.setCurrentText("heatmap")
+    path = window.export_plot(view.shown_plot(), str(tmp_path / "heatmap.png"))
+    assert (tmp_path / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.endswith(".png")
 
 
 def test_output_layer_units_cannot_be_removed(qtbot, window):
