@@ -223,8 +223,11 @@ def encode(state: dict[str, torch.Tensor], codes: dict[str, WeightCode], model_i
         accounts.append(account)
     header = zlib.compress(json.dumps({"v": VERSION, "model": model_info, "tensors": entries},
                                       separators=(",", ":")).encode(), 9)
-    body = PREAMBLE.pack(MAGIC, VERSION, len(header)) + header + b"".join(payload)
-    data = body + CRC.pack(zlib.crc32(body))
+    parts = [PREAMBLE.pack(MAGIC, VERSION, len(header)), header, *payload]
+    crc = 0
+    for part in parts:  # the checksum part by part, then one copy into the file's bytes (each copy of a big
+        crc = zlib.crc32(part, crc)  # model holds the interpreter lock, and with it the studio's UI thread)
+    data = b"".join([*parts, CRC.pack(crc)])
     account = FileAccount(FRAMING_BYTES, len(header), accounts)
     assert account.total == len(data), (account.total, len(data))
     return data, account

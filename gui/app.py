@@ -38,8 +38,15 @@ def collect_garbage_on_ui_thread() -> None:
     """
     app = QApplication.instance()
     if app is not None and getattr(app, "_prunescope_gc", None) is None:
+        import gc
+
         from pyqtgraph.util.garbage_collector import GarbageCollector
 
+        # Everything alive now (the modules of torch, Qt, numpy, pyqtgraph: hundreds of thousands of
+        # objects) lives as long as the process: take it out of future collections, so that a full
+        # collection on the UI thread walks only what the session made since (one took 139 ms before).
+        gc.collect()
+        gc.freeze()
         app._prunescope_gc = GarbageCollector(interval=0.5)
         app._prunescope_gc.timer.setParent(app)
 

@@ -8,6 +8,7 @@ Exceptions are wrapped so that superqt never mistakes a torch ``RuntimeError`` f
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Generator
 
@@ -56,9 +57,33 @@ class _ClosingWorker(GeneratorWorker):
         self._finished.emit(self)
 
 
+PAUSE_AFTER_RESULT_S = 0.04
+"""After handing the UI a partial result, the task sleeps this long before going on. The UI thread draws
+the result (table, plots: pyqtgraph paints in Python) while the task would otherwise hold the interpreter
+lock between its compiled calls; without the pause, that drawing stalls the window for up to a tenth of a
+second on a large model (bench/bench_studio.py). The task also waits this long before it starts, since
+what starts a task (a variant landing, a click) comes with redrawing. About ten partial results per
+inspection: under half a second in all."""
+
+
+def _paced(task: Generator) -> Generator:
+    try:
+        time.sleep(PAUSE_AFTER_RESULT_S)  # a task is started by UI work (a result landing): let it draw first
+        item = next(task)
+        while True:
+            yield item
+            if isinstance(item, Partial):
+                time.sleep(PAUSE_AFTER_RESULT_S)  # releases the interpreter lock to the UI thread
+            item = next(task)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        task.close()  # on cancel too: the task's own cleanup runs on this (the worker's) thread
+
+
 def _guarded(task: Generator) -> Generator:
     try:
-        result = yield from task
+        result = yield from _paced(task)
     except GeneratorExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - everything must reach the UI as a message
