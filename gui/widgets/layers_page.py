@@ -114,6 +114,7 @@ class LayersPage(QWidget):
         selected = self.current_layer()
         self.table_model.set_measurements(self.session.measurements, self._codebooks())
         if key == "inventory" and self.table_model.rowCount():
+            self._fit_table()
             self.size_view.show_inventory(self.session.measurements.inventory, selected)
             self.select_layer(selected if self.table_model.row_of(selected or "") >= 0
                               else self.table_model.layer_name(0))
@@ -123,6 +124,15 @@ class LayersPage(QWidget):
             self._show_layer(selected, weights=key == "weights", units=key != "weights")
             if key == "weights":
                 self.sig_layer_changed.emit(selected or "")
+
+    def _fit_table(self) -> None:
+        """Give the table's empty rows to the bytes plot: a three-layer model should not sit above a
+        half-empty table. A table that needs more room than it has keeps what it has (it scrolls)."""
+        sizes = self.left_splitter.sizes()
+        needed = (self.table.horizontalHeader().height() + 2 * self.table.frameWidth() + 4
+                  + self.table.verticalHeader().length() + self.table.horizontalScrollBar().sizeHint().height())
+        if len(sizes) == 2 and sizes[0] > needed:
+            self.left_splitter.setSizes([needed, sizes[1] + sizes[0] - needed])
 
     # ------------------------------------------------------------------------------------------ drawing
     def _threshold_dragged(self, threshold: float) -> None:

@@ -75,7 +75,7 @@ class RecipePanel(QWidget):
         save, load = QPushButton("Save recipe…"), QPushButton("Load recipe…")
 
         prune_box = QGroupBox("Pruning")
-        form = QFormLayout(prune_box)
+        form = self.prune_form = QFormLayout(prune_box)
         form.addRow("Method", self.prune_method)
         form.addRow("Scope", self.scope)
         form.addRow("Ranked by", self.importance)
@@ -167,8 +167,10 @@ class RecipePanel(QWidget):
             for w in widgets:
                 w.blockSignals(False)
         pruning = d.prune_method != "none"
-        self.scope.setEnabled(d.prune_method in ("magnitude", "iterative"))
-        self.importance.setEnabled(d.prune_method == "structured")
+        # a control that does not apply to the method is hidden, not just greyed (the dark style barely
+        # tells the two apart)
+        self.prune_form.setRowVisible(self.scope, d.prune_method in ("magnitude", "iterative"))
+        self.prune_form.setRowVisible(self.importance, d.prune_method == "structured")
         self.sparsity.setEnabled(pruning)
         self.layer_sparsity.setEnabled(pruning and d.scope == "layer" and self.layer in self.stats)
         self.bits.setEnabled(d.quant_method in ("kmeans", "uniform"))
