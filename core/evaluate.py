@@ -57,10 +57,12 @@ class Latency:
 
 
 def accuracy(model: nn.Module, data: Split, batch_size: int = 1000, limit: int | None = None,
-             prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Task[Accuracy]:
+             prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             predicted: list | None = None) -> Task[Accuracy]:
     """Top-1 accuracy and mean loss of a classifier over ``data`` (or its first ``limit`` examples).
 
-    ``prepare`` reshapes each image batch into what the model takes (for instance, flat vectors).
+    ``prepare`` reshapes each image batch into what the model takes (for instance, flat vectors). With a
+    ``predicted`` list, each batch's predicted labels are appended to it (an int64 array per batch).
     """
     total = len(data) if limit is None else min(limit, len(data))
     correct, loss_sum, seen = 0, 0.0, 0
@@ -68,7 +70,10 @@ def accuracy(model: nn.Module, data: Split, batch_size: int = 1000, limit: int |
         for x, y in data.batches(batch_size, limit=limit):
             logits = logits_of(model(prepare(x) if prepare else x))
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
+            top = logits.argmax(1)
+            correct += int((top == y).sum())
+            if predicted is not None:
+                predicted.append(top.numpy())
             seen += len(y)
             yield Progress("evaluate", seen, total, "accuracy")
     return Accuracy(correct / max(seen, 1), loss_sum / max(seen, 1), seen, correct)

@@ -264,6 +264,7 @@ def stage_sizes(state: dict, codes: dict, model_info: dict, options: dict, final
         stages["pruned"] = len(container.encode(state, pruned, model_info, use_huffman=False,
                                                 index_bits=options["index_bits"], small_float="float32")[0])
     if any(c.codes is not None for c in codes.values()):
-        stages["quantized"] = len(container.encode(state, codes, model_info, **{**options, "use_huffman": False})[0])
+        stages["quantized"] = (len(container.encode(state, codes, model_info, **{**options, "use_huffman": False})[0])
+                               if options["use_huffman"] else len(final))  # without Huffman, that is the file
     stages["huffman" if options["use_huffman"] else "final"] = len(final)
     return stages

@@ -17,9 +17,9 @@ from torch import nn
 
 from core.container import FileAccount
 from core.data import Split
-from core.evaluate import evaluating, logits_of
+from core.evaluate import accuracy
 from core.inventory import inventory
-from core.progress import Progress, Task
+from core.progress import Task
 from core.recipe import Recipe
 
 
@@ -71,16 +71,14 @@ def layers_of_model(model: nn.Module) -> tuple[LayerSummary, ...]:
     return tuple(rows)
 
 
-def predictions(model: nn.Module, split: Split, batch_size: int = 1000,
-                prepare=None) -> Task[tuple[np.ndarray, np.ndarray]]:
-    """Predicted and true labels over a split, as int64 arrays."""
-    predicted, labels = [], []
-    with evaluating(model), torch.inference_mode():
-        for i, (x, y) in enumerate(split.batches(batch_size)):
-            predicted.append(logits_of(model(prepare(x) if prepare else x)).argmax(1).numpy())
-            labels.append(y.numpy())
-            yield Progress("predict", (i + 1) * batch_size, len(split), "test predictions")
-    return np.concatenate(predicted), np.concatenate(labels)
+def predictions(model: nn.Module, split: Split, batch_size: int = 1000, prepare=None,
+                with_loss: bool = False) -> Task[tuple]:
+    """Predicted and true labels over a split, as int64 arrays; with ``with_loss``, also the mean
+    cross-entropy. One pass of :func:`core.evaluate.accuracy`."""
+    predicted: list = []
+    measured = yield from accuracy(model, split, batch_size, prepare=prepare, predicted=predicted)
+    result = (np.concatenate(predicted), split.labels.numpy().astype(np.int64))
+    return (*result, measured.loss) if with_loss else result
 
 
 def pareto_front(sizes: list[float], scores: list[float]) -> list[int]:
@@ -141,17 +139,17 @@ def _flat_prepare(loaded):
 
 def describe_variant(variant_id: int, name: str, recipe: Recipe | None, model: nn.Module, loaded, data,
                      size_bytes: int, layers: tuple[LayerSummary, ...]) -> Task[Variant]:
-    """Measure a model as a variant: test predictions (accuracy, loss-free), latency, weight statistics."""
-    from core.evaluate import accuracy, latency
+    """Measure a model as a variant: test predictions (with accuracy and loss), latency, weight statistics."""
+    from core.evaluate import latency
     from core.inspection import model_inputs
     from core.stats import weight_stats
 
     acc = loss = lat = None
     predicted = labels = None
-    if data is not None:
-        measured = yield from accuracy(model, data.test, prepare=_flat_prepare(loaded))
-        acc, loss = measured.accuracy, measured.loss
-        predicted, labels = yield from predictions(model, data.test, prepare=_flat_prepare(loaded))
+    if data is not None:  # one pass over the test split gives predictions, accuracy and loss
+        predicted, labels, loss = yield from predictions(model, data.test, prepare=_flat_prepare(loaded),
+                                                         with_loss=True)
+        acc = float((predicted == labels).mean()) if len(labels) else 0.0
     example = next(model_inputs(loaded, data, 256, batch_size=256), None)
     if example is not None:
         lat = (yield from latency(model, example, runs=10)).median_ms

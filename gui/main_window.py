@@ -47,6 +47,7 @@ class MainWindow(QMainWindow):
         self.tradeoff = TradeoffPlot()
         self.compare = CompareView()
         self.demo = DemoView()
+        self._stale_pages: set[QWidget] = set()  # pages to redraw when next shown
         self.tabs = QTabWidget(objectName="pages")
         for page, title in ((self.layers, "Layers"), (self.tradeoff, "Trade-off"), (self.compare, "Compare"),
                             (self.demo, "Demo")):
@@ -225,7 +226,7 @@ class MainWindow(QMainWindow):
         self._refresh_page(self.tabs.currentWidget())
 
     def _refresh_page(self, page) -> None:
-        if page not in getattr(self, "_stale_pages", ()):
+        if page not in self._stale_pages:
             return
         self._stale_pages.discard(page)
         store, data = self.session.variants, self.session.data
