@@ -11,8 +11,9 @@ the fraction below any pruning threshold. Large CPU float32 tensors are counted 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,8 @@ from core.progress import Progress, Task
 N_BUCKETS = 65536
 KERNEL_MIN_ELEMENTS = 1 << 21  # models (or tensors) smaller than this are counted by torch: no JIT to wait for
 CHUNK = 1 << 20  # elements per torch chunk: bounds temporary memory to a few MB
+KERNEL_PIECE = 1 << 23  # most values the kernel counts in one call (about 3 ms)
+AHEAD = 8  # most kernel pieces queued or running ahead of the layer being summarised
 NEAR_ZERO_TOL = 0.01  # "near zero": |w| <= 1% of the layer's largest |w|
 
 
@@ -53,25 +56,37 @@ def _magnitude_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def _signed_table() -> tuple[np.ndarray, np.ndarray]:
-    """Value ranges [lo, hi) of the 2 * FINITE signed buckets in ascending order (see :func:`_split`)."""
+def _magnitude_midpoints() -> np.ndarray:
+    """Each magnitude bucket's midpoint: the value every weight in it is taken at."""
     lo, hi = _magnitude_table()
-    return np.concatenate([-hi[::-1], lo]), np.concatenate([-lo[::-1], hi])
+    return (lo + hi) / 2
 
 
-def _split(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Raw counts -> (signed counts in value order, |w| counts), finite values only."""
-    positive, negative = raw[:FINITE], raw[SIGN:SIGN + FINITE]
-    return np.concatenate([negative[::-1], positive]), positive + negative
+def _first_last(counts: np.ndarray) -> tuple[int, int] | None:
+    """Indices of the first and the last non-zero count, or None when all are zero."""
+    used = counts != 0
+    first = int(used.argmax())
+    if not used[first]:
+        return None
+    return first, len(used) - 1 - int(used[::-1].argmax())
+
+
+def _locate(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each ``x``: the bucket of [lo, hi) (ascending) it falls in, and how far into it (0 to 1)."""
+    i = np.clip(np.searchsorted(hi, x, side="right"), 0, len(hi) - 1)
+    inside = np.clip((x - lo[i]) / np.maximum(hi[i] - lo[i], 1e-300), 0.0, 1.0)
+    return i, np.where(x >= hi[-1], 1.0, inside)
+
+
+def _below(i: np.ndarray, inside: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
+    """Count below the points located by :func:`_locate`, mass uniform within a bucket."""
+    before = np.where(i > 0, cumulative[np.maximum(i - 1, 0)], 0)
+    return before + (cumulative[i] - before) * inside
 
 
 def _cdf(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
     """Count of values below each ``x``: buckets [lo, hi) ascending, mass uniform within a bucket."""
-    i = np.clip(np.searchsorted(hi, x, side="right"), 0, len(hi) - 1)
-    inside = np.clip((x - lo[i]) / np.maximum(hi[i] - lo[i], 1e-300), 0.0, 1.0)
-    before = np.where(i > 0, cumulative[np.maximum(i - 1, 0)], 0)
-    within = cumulative[i] - before
-    return np.where(x >= hi[-1], cumulative[-1], before + within * inside)
+    return _below(*_locate(x, lo, hi), cumulative)
 
 
 def _histogram(edges: np.ndarray, lo: np.ndarray, hi: np.ndarray, cumulative: np.ndarray,
@@ -105,13 +120,6 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()), thread_name_prefix="buckets")
 
 
-def _kernel_counts(kernel, bits: np.ndarray) -> np.ndarray:
-    workers = _pool()._max_workers
-    if workers == 1 or bits.size < CHUNK // 4:
-        return kernel(bits)
-    return sum(_pool().map(kernel, np.array_split(bits, workers)))
-
-
 def _dense(t: torch.Tensor) -> bool:
     """Whether ``t`` covers one gap-free block of its storage (any dimension order, no overlap)."""
     expected = 1
@@ -123,6 +131,34 @@ def _dense(t: torch.Tensor) -> bool:
     return True
 
 
+def _flat(tensor: torch.Tensor) -> torch.Tensor | None:
+    """``tensor``'s values as a 1-D view of its storage (no copy), or None for a view with gaps."""
+    t = tensor.detach()
+    if t.is_contiguous():
+        return t.reshape(-1)
+    if _dense(t):  # e.g. channels_last: the same values, stored in another order
+        return t.as_strided((t.numel(),), (1,), t.storage_offset())
+    return None
+
+
+def _kernel_pieces(flat: torch.Tensor, use_kernel: bool | None) -> list[np.ndarray] | None:
+    """uint32 views of ``flat``'s values in pieces for the pool's threads; None when torch counts it.
+
+    Pieces hold at most ``KERNEL_PIECE`` values, so counting ahead stays fine-grained and a cancelled pass
+    stops soon; a large tensor gives every thread a share.
+    """
+    if use_kernel is None:
+        use_kernel = flat.numel() >= KERNEL_MIN_ELEMENTS
+    if not use_kernel or flat.device.type != "cpu" or flat.dtype != torch.float32 or _kernel() is None:
+        return None
+    bits = flat.numpy().view(np.uint32)
+    workers = _pool()._max_workers
+    if bits.size < CHUNK // 4 or workers == 1 and bits.size <= KERNEL_PIECE:
+        return [bits]
+    parts = -(-bits.size // KERNEL_PIECE)
+    return np.array_split(bits, -(-parts // workers) * workers)
+
+
 def raw_bucket_counts(tensor: torch.Tensor, use_kernel: bool | None = None) -> np.ndarray:
     """Exact counts ``(65536,)`` of ``tensor``'s values by the top 16 bits of their float32 bit pattern.
 
@@ -130,21 +166,67 @@ def raw_bucket_counts(tensor: torch.Tensor, use_kernel: bool | None = None) -> n
     forbids (False) the compiled kernel; by default it runs for tensors of ``KERNEL_MIN_ELEMENTS`` or more.
     It only ever runs on contiguous CPU float32 tensors; torch counts all others, on their own device.
     """
-    t = tensor.detach()
-    if not t.is_contiguous():
-        if _dense(t):  # e.g. channels_last: the same values, stored in another order
-            t = t.as_strided((t.numel(),), (1,), t.storage_offset())
-        else:  # a strided view: count contiguous copies of bounded slices
-            rows = max(1, CHUNK // max(1, t[0].numel())) if t.ndim else 1
-            return sum((raw_bucket_counts(t[i:i + rows].contiguous(), use_kernel) for i in range(0, len(t), rows)),
-                       np.zeros(N_BUCKETS, np.int64))
-    flat = t.reshape(-1)
-    if use_kernel is None:
-        use_kernel = flat.numel() >= KERNEL_MIN_ELEMENTS
-    kernel = _kernel() if use_kernel and flat.device.type == "cpu" and flat.dtype == torch.float32 else None
-    if kernel is None:
+    flat = _flat(tensor)
+    if flat is None:  # a strided view: count contiguous copies of bounded slices
+        t = tensor.detach()
+        rows = max(1, CHUNK // max(1, t[0].numel())) if t.ndim else 1
+        return sum((raw_bucket_counts(t[i:i + rows].contiguous(), use_kernel) for i in range(0, len(t), rows)),
+                   np.zeros(N_BUCKETS, np.int64))
+    pieces = _kernel_pieces(flat, use_kernel)
+    if pieces is None:
         return _torch_counts(flat)
-    return _kernel_counts(kernel, flat.numpy().view(np.uint32))
+    if len(pieces) == 1:
+        return _kernel()(pieces[0])
+    return sum(_pool().map(_kernel(), pieces))
+
+
+def _counted_ahead(tensors: dict[str, list[torch.Tensor]], use_kernel: bool) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, raw counts)`` per layer, in order, while the pool already counts the next layers.
+
+    At most ``AHEAD`` pieces wait or run at a time (each result is 512 KB); when the consumer stops early,
+    those not started are cancelled. Tensors the kernel does not take are counted here, in turn.
+    """
+    pool = _pool()
+    queue = iter(tensors.items())
+    waiting: deque[tuple[str, list]] = deque()
+    in_flight = 0
+
+    def start() -> bool:
+        nonlocal in_flight
+        item = next(queue, None)
+        if item is None:
+            return False
+        name, ts = item
+        jobs: list = []
+        for t in ts:
+            flat = _flat(t)
+            pieces = _kernel_pieces(flat, use_kernel) if flat is not None else None
+            if pieces is None:
+                jobs.append(raw_bucket_counts(t, use_kernel))
+            else:
+                jobs += [pool.submit(_kernel(), piece) for piece in pieces]
+                in_flight += len(pieces)
+        waiting.append((name, jobs))
+        return True
+
+    try:
+        while waiting or start():
+            while in_flight < AHEAD and start():
+                pass
+            name, jobs = waiting.popleft()
+            counts = None  # the first result, a fresh array, takes the others in place: no allocation here
+            for job in jobs:
+                if isinstance(job, Future):
+                    job = job.result()
+                    in_flight -= 1
+                counts = job if counts is None else np.add(counts, job, out=counts)
+            yield name, counts if counts is not None else np.zeros(N_BUCKETS, np.int64)
+    finally:
+        for _, jobs in waiting:
+            for job in jobs:
+                if isinstance(job, Future):
+                    job.cancel()
+
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -209,40 +291,48 @@ def stats_from_counts(name: str, raw_counts: np.ndarray, bins: int = 128, log_bi
 
     Histogram bins split a bucket that straddles their edge in proportion to the overlap. The log10|w|
     histogram spans at most ``log_decades`` decades below the largest |w|; its first bin holds the rest.
-    Every step works on fixed 65,536-long arrays, whatever the layer's size.
+    Everything after locating the occupied buckets works on that span of magnitude buckets only (a few
+    thousand for trained weights), positive and negative values apart: a value's sign flips its position
+    in the w histogram, not its magnitude bucket.
     """
     raw = np.asarray(raw_counts, dtype=np.int64)
-    signed, magnitude = _split(raw)
-    total, n = int(raw.sum()), int(magnitude.sum())
-    zeros = int(magnitude[0])  # +0 and -0 (and denormals below 1e-40, which weights never are)
-    # work only on the span of occupied magnitude buckets (a few thousand), not all 65,536
-    occupied = np.flatnonzero(magnitude)
-    first, last = (int(occupied[0]), int(occupied[-1]) + 1) if n else (0, 1)
+    positive, negative = raw[:FINITE], raw[SIGN:SIGN + FINITE]
+    total = int(raw.sum())
+    occupied = _first_last(positive | negative)  # counts are never negative
+    first, last = (occupied[0], occupied[1] + 1) if occupied else (0, 1)
+    positive, negative = positive[first:last], negative[first:last]
+    magnitude = positive + negative
     m_lo, m_hi = (a[first:last] for a in _magnitude_table())
-    magnitude = magnitude[first:last]
-    s_lo, s_hi = (a[FINITE - last:FINITE + last] for a in _signed_table())
-    signed = signed[FINITE - last:FINITE + last]
+    pos_cumulative, neg_cumulative = np.cumsum(positive), np.cumsum(negative)
+    magnitude_cumulative = pos_cumulative + neg_cumulative
+    n_neg, n = int(neg_cumulative[-1]), int(magnitude_cumulative[-1])
+    zeros = int(magnitude[0]) if first == 0 else 0  # +0 and -0 (and denormals below 1e-40)
     if n:
-        mid = (s_lo + s_hi) / 2
-        mean = float(np.dot(mid, signed) / n)
-        std = float(np.sqrt(max(np.dot((mid - mean) ** 2, signed) / n, 0.0)))
-        nonempty = np.flatnonzero(signed)
-        vmin, vmax = float(mid[nonempty[0]]), float(mid[nonempty[-1]])
-        abs_max, edge = float((m_lo[-1] + m_hi[-1]) / 2), float(m_hi[-1])
+        mid = _magnitude_midpoints()[first:last]
+        mean = float(np.dot(mid, positive - negative) / n)
+        std = float(np.sqrt((np.dot((mid - mean) ** 2, positive) + np.dot((mid + mean) ** 2, negative)) / n))
+        neg_used, pos_used = _first_last(negative), _first_last(positive)
+        vmin = -float(mid[neg_used[1]]) if neg_used else float(mid[pos_used[0]])
+        vmax = float(mid[pos_used[1]]) if pos_used else -float(mid[neg_used[0]])
+        abs_max, edge = float(mid[-1]), float(m_hi[-1])
     else:
         mean = std = vmin = vmax = abs_max = 0.0
         edge = 1.0
     half = bins // 2
-    signed_cumulative, magnitude_cumulative = np.cumsum(signed), np.cumsum(magnitude)
-    hist = _histogram(np.linspace(-edge, edge, 2 * half + 1), s_lo, s_hi, signed_cumulative)
-    abs_hist = _histogram(np.linspace(0.0, edge, half + 1), m_lo, m_hi, magnitude_cumulative)
+    # w histogram: below -x lie the negatives of |w| > x; below +x all negatives and the positives < x
+    x = np.linspace(0.0, edge, half + 1)
+    i, inside = _locate(x, m_lo, m_hi)
+    neg_below, pos_below = _below(i, inside, neg_cumulative), _below(i, inside, pos_cumulative)
+    signed_at = np.concatenate([(n_neg - neg_below)[:0:-1], n_neg + pos_below])
+    hist = Histogram(np.concatenate([-x[:0:-1], x]), np.diff(np.rint(signed_at)).astype(np.int64))
+    abs_hist = Histogram(x, np.diff(np.rint(neg_below + pos_below)).astype(np.int64))
     nonzero = n - zeros
     top_exp = np.ceil(np.log10(edge))
     if nonzero:
-        smallest = m_lo[int(np.flatnonzero(magnitude[1:] if first == 0 else magnitude)[0]) + (first == 0)]
+        smallest = m_lo[_first_last(magnitude[1:])[0] + 1 if first == 0 else 0]
         bottom = max(np.floor(np.log10(smallest)), top_exp - log_decades)
-        log_hist = _histogram(np.linspace(bottom, top_exp, log_bins + 1), m_lo, m_hi, magnitude_cumulative,
-                              log=True)
+        log_edges = np.linspace(bottom, top_exp, log_bins + 1)
+        log_hist = _histogram(log_edges, m_lo, m_hi, magnitude_cumulative, log=True)
         log_hist.counts[0] += nonzero - int(log_hist.counts.sum())  # everything below the range
     else:
         log_hist = Histogram(np.linspace(top_exp - 8, top_exp, log_bins + 1), np.zeros(log_bins, np.int64), True)
@@ -281,12 +371,10 @@ def weight_stats(model: nn.Module, names: Iterable[str] | None = None, bins: int
         use_kernel = total >= KERNEL_MIN_ELEMENTS
     done = 0
     results: dict[str, WeightStats] = {}
-    for name, ts in tensors.items():
-        counts = np.zeros(N_BUCKETS, np.int64)
-        for t in ts:
-            counts += raw_bucket_counts(t, use_kernel)
-            done += t.numel()
-        results[name] = stats_from_counts(name, counts, bins_for(int(counts.sum()), bins))
+    for name, counts in _counted_ahead(tensors, use_kernel):
+        count = int(counts.sum())
+        done += count
+        results[name] = stats_from_counts(name, counts, bins_for(count, bins))
         yield Progress("weights", done, total, name)
     return results
 

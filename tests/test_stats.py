@@ -130,3 +130,57 @@ def test_weight_stats_of_a_layer_without_weight_uses_its_parameters():
 
     result = run(weight_stats(torch.nn.Sequential(Scale())))
     assert result["0"].count == 7 and result["0"].max == pytest.approx(1.0, rel=4e-3)
+
+
+def _mixed_model() -> torch.nn.Module:
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(600, 1000), torch.nn.LayerNorm(1000), torch.nn.Linear(1000, 700),
+                                torch.nn.Conv2d(64, 64, 5).to(memory_format=torch.channels_last))
+    with torch.no_grad():
+        model[1].weight.normal_()
+        model[2].weight[:, ::3] = 0.0
+    return model
+
+
+def test_counting_ahead_on_the_pool_gives_the_serial_counts(monkeypatch):
+    """Small pieces and a short queue: layers are split across calls and counted ahead of their turn."""
+    import core.stats as stats
+
+    model = _mixed_model()
+    serial = run(weight_stats(model, use_kernel=False))
+    monkeypatch.setattr(stats, "KERNEL_PIECE", 100_000)
+    monkeypatch.setattr(stats, "CHUNK", 1 << 16)
+    monkeypatch.setattr(stats, "AHEAD", 3)
+    pooled = run(weight_stats(model, use_kernel=True))
+    assert list(pooled) == list(serial) == ["0", "1", "2", "3"]
+    for name, s in serial.items():
+        p = pooled[name]
+        np.testing.assert_array_equal(p.magnitude_counts, s.magnitude_counts)
+        np.testing.assert_array_equal(p.hist.counts, s.hist.counts)
+        assert (p.count, p.zeros, p.mean, p.std, p.min, p.max) == (s.count, s.zeros, s.mean, s.std, s.min, s.max)
+
+
+def test_closing_the_pass_early_cancels_the_counting_queued_ahead(monkeypatch):
+    import time
+
+    import core.stats as stats
+
+    kernel, calls = stats._kernel(), []
+
+    def slow_kernel(bits):
+        calls.append(bits.size)
+        time.sleep(0.02)
+        return kernel(bits)
+
+    monkeypatch.setattr(stats, "_kernel", lambda: slow_kernel)
+    monkeypatch.setattr(stats, "KERNEL_PIECE", 50_000)
+    monkeypatch.setattr(stats, "CHUNK", 1 << 16)
+    monkeypatch.setattr(stats, "AHEAD", 64)  # every layer's pieces are queued at once
+    task = weight_stats(_mixed_model(), use_kernel=True)
+    first = next(task)
+    assert first.done == 600 * 1000 and first.total > first.done
+    task.close()  # what a cancel does
+    stats._pool().submit(lambda: None).result(timeout=10)  # the pool has done whatever it still had
+    workers = stats._pool()._max_workers
+    assert sum(calls) < first.total  # the later layers were not all counted
+    assert len(calls) <= 12 + 2 * workers  # layer 0's 12 pieces, and those already running or just taken
