@@ -94,47 +94,67 @@ class FileAccount:
 
 # --------------------------------------------------------------------------------------------- encoding
 
+def symbol_counts(symbols: np.ndarray, alphabet: int) -> np.ndarray:
+    """``np.bincount(symbols, minlength=alphabet)``, counted by torch: numpy holds the interpreter lock for
+    the whole count (tens of ms on a large layer's stream) and the studio's UI thread would wait for it."""
+    t = torch.from_numpy(np.ascontiguousarray(symbols))
+    if t.dtype not in (torch.int64, torch.int32):
+        t = t.to(torch.int64)
+    return torch.bincount(t, minlength=alphabet).numpy()
+
+
 def _stream(symbols: np.ndarray, alphabet: int, use_huffman: bool) -> tuple[bytes, bytes, int]:
     """(table, stream, fixed width) for a symbol sequence."""
     if use_huffman:
-        lengths = huffman.code_lengths(np.bincount(symbols, minlength=alphabet))
+        lengths = huffman.code_lengths(symbol_counts(symbols, alphabet))
         return huffman.pack_lengths(lengths), huffman.encode(symbols, lengths)[0], 0
     width = max(1, int(np.ceil(np.log2(max(alphabet, 2)))))
     return b"", huffman.pack_bits(symbols, width)[0], width
 
 
-def _stream_cost(symbols: np.ndarray, alphabet: int, use_huffman: bool) -> int:
-    """Bytes :func:`_stream` would produce (without producing them)."""
+def _counts_cost(counts: np.ndarray, alphabet: int, use_huffman: bool) -> int:
+    """Bytes :func:`_stream` would produce for symbols with these ``counts`` (without producing them)."""
     if use_huffman:
-        counts = np.bincount(symbols, minlength=alphabet)
         lengths = huffman.code_lengths(counts)
         return (alphabet * 4 + 7) // 8 + (int((counts * lengths).sum()) + 7) // 8
     width = max(1, int(np.ceil(np.log2(max(alphabet, 2)))))
-    return (len(symbols) * width + 7) // 8
+    return (int(counts.sum()) * width + 7) // 8
 
 
 def relative_indices(positions: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gap symbols (gap - 1, in ``bits`` bits) and a filler flag per entry, for ascending ``positions``."""
+    """Gap symbols (gap - 1, in ``bits`` bits) and a filler flag per entry, for ascending ``positions``.
+
+    Computed with torch, which lets other threads (the studio's UI) run meanwhile; numpy's scattered
+    stores hold the interpreter lock for tens of milliseconds on a large layer.
+    """
     span = 1 << bits
-    gaps = np.diff(np.concatenate([[-1], positions]))
-    fillers = (gaps - 1) // span
-    entries = fillers + 1
-    is_filler = np.ones(int(entries.sum()), bool)
-    last = np.cumsum(entries) - 1
-    is_filler[last] = False
-    symbols = np.full(len(is_filler), span - 1, np.int64)
-    symbols[last] = gaps - 1 - fillers * span
-    return symbols, is_filler
+    p = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64))
+    gaps = torch.diff(p, prepend=torch.tensor([-1], dtype=torch.int64))
+    fillers = torch.div(gaps - 1, span, rounding_mode="floor")
+    last = torch.cumsum(fillers + 1, 0) - 1
+    total = int(last[-1]) + 1 if len(last) else 0
+    is_filler = torch.ones(total, dtype=torch.bool).index_fill_(0, last, False)
+    symbols = torch.full((total,), span - 1, dtype=torch.int64).index_copy_(0, last, gaps - 1 - fillers * span)
+    return symbols.numpy(), is_filler.numpy()
 
 
 def choose_index_bits(positions: np.ndarray, use_huffman: bool, fixed: int = 0) -> int:
-    """The index width (1..16) that makes the index stream plus fillers' weight symbols smallest."""
+    """The index width (1..16) that makes the index stream plus fillers' weight symbols smallest.
+
+    Costs come from the gaps alone: a gap g takes (g - 1) >> bits fillers (each the symbol span - 1) and
+    one entry with symbol (g - 1) mod span, so no stream is built for the widths not chosen.
+    """
     if fixed:
         return fixed
+    p = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64))
+    gaps = torch.diff(p, prepend=torch.tensor([-1], dtype=torch.int64)) - 1
     best, best_bits = None, 1
     for bits in range(1, MAX_INDEX_BITS + 1):
-        symbols, is_filler = relative_indices(positions, bits)
-        cost = _stream_cost(symbols, 1 << bits, use_huffman) + int(is_filler.sum())  # fillers cost a symbol too
+        span = 1 << bits
+        fillers = int((gaps >> bits).sum())
+        counts = torch.bincount(gaps & (span - 1), minlength=span).numpy()
+        counts[span - 1] += fillers
+        cost = _counts_cost(counts, span, use_huffman) + fillers  # fillers cost a weight symbol too
         if best is None or cost < best:
             best, best_bits = cost, bits
     return best_bits

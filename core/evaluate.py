@@ -174,12 +174,15 @@ def latency(model: nn.Module, example, runs: int = 20, warmup: int = 3,
     return Latency(statistics.median(times), min(times), batch, runs)
 
 
-def saved_size_bytes(model: nn.Module, name: str = "model.pt") -> int:
-    """Bytes on disk of ``model``'s state_dict saved with ``torch.save`` as ``name`` in a temporary folder.
+def saved_size_bytes(model: nn.Module) -> int:
+    """Bytes on disk of ``model``'s state_dict saved with ``torch.save``, as an export writes it.
 
-    The name matters by a few bytes: ``torch.save`` writes it into the archive's entry names.
+    It is written through a Python file object, as :func:`core.export.export` writes one (torch then names
+    the archive's entries ``archive/...``): saving to a path instead holds the interpreter lock for the
+    whole write (50 ms for 100 MB), which the studio's UI thread would wait out.
     """
     with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, name)
-        torch.save(model.state_dict(), path)
+        path = os.path.join(folder, "model.pt")
+        with open(path, "wb") as f:
+            torch.save(model.state_dict(), f)
         return os.path.getsize(path)

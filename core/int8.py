@@ -11,7 +11,6 @@ their deprecation warning silenced here.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from contextlib import contextmanager
 
@@ -22,6 +21,7 @@ from torch.ao.quantization.observer import HistogramObserver, default_per_channe
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from core.data import Dataset
+from core.modelcopy import clone_module
 from core.progress import Progress, Task
 
 BACKEND = "x86"
@@ -46,7 +46,7 @@ def convert(model: nn.Module, mode: str, example: torch.Tensor, data: Dataset | 
             calibration_batches: int = 8) -> Task[nn.Module]:
     """An int8 copy of ``model`` (which is left as it was)."""
     torch.backends.quantized.engine = BACKEND
-    model = copy.deepcopy(model).eval()
+    model = clone_module(model).eval()
     if mode == "dynamic":
         yield Progress("int8", 1, 1, "dynamic quantization")
         with _quiet_deprecation():

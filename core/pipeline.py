@@ -7,7 +7,6 @@ and measures *that* model: what the report says is what the file holds.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +17,7 @@ from core.data import Dataset
 from core.evaluate import Accuracy, Fidelity, accuracy, fidelity, saved_size_bytes
 from core.inspection import model_inputs
 from core.model_io import LoadedModel
+from core.modelcopy import clone_module
 from core.progress import Partial, Progress, Task
 from core.pruning import apply_masks, bake, current_mask, magnitude_masks, prunable_layers, weight_of
 from core.quantization import fake_quantize_layer, quantize_layer, shared_of
@@ -184,7 +184,7 @@ def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = Non
     original = loaded.module
     example = next(model_inputs(loaded, data, 2, batch_size=2))
     before = (yield from measure(original, loaded, data, None)) if measure_before else Measured()
-    model = copy.deepcopy(original)
+    model = clone_module(original)
     run = _Run(recipe, model, data, example)
     total = len(recipe.steps)
     encode_step = Encode()
@@ -209,7 +209,7 @@ def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = Non
         yield Partial("step", i)
     yield Progress("compress", total, total, "encoding")
     codes = weight_codes(model)
-    plain = copy.deepcopy(model)
+    plain = clone_module(model)
     bake(plain)
     state = plain.state_dict()
     model_info = describe(loaded, run.history)
@@ -247,7 +247,7 @@ def describe(loaded: LoadedModel, history: list) -> dict:
 
 def rebuild_like(original: nn.Module, history: list, model_info: dict, state: dict) -> nn.Module:
     """A copy of ``original`` with this run's structural ``history`` replayed and the decoded weights."""
-    model = copy.deepcopy(original)
+    model = clone_module(original)
     if history:
         example = torch.zeros(model_info["input_shape"]) if model_info.get("input_shape") else None
         replay(model, example, history)

@@ -153,3 +153,26 @@ def test_fuzzed_files_never_crash_or_hang():
                 container.decode(candidate)
             except CodingError:
                 pass
+
+
+def test_index_width_choice_is_the_smallest_real_stream():
+    """choose_index_bits prices each width from the gaps alone; building every stream agrees with it."""
+    rng = np.random.default_rng(3)
+    for n, k in ((5_000, 400), (200_000, 3_000), (60_000, 59_000)):
+        positions = np.sort(rng.choice(n, k, replace=False))
+        for use_huffman in (True, False):
+            costs = {}
+            for bits in range(1, container.MAX_INDEX_BITS + 1):
+                symbols, is_filler = container.relative_indices(positions, bits)
+                table, stream, _ = container._stream(symbols, 1 << bits, use_huffman)
+                costs[bits] = len(table) + len(stream) + int(is_filler.sum())
+            chosen = container.choose_index_bits(positions, use_huffman)
+            assert costs[chosen] == min(costs.values()), (n, k, use_huffman)
+
+
+def test_symbol_counts_match_numpy():
+    symbols = np.random.default_rng(4).integers(0, 40, 10_000)
+    np.testing.assert_array_equal(container.symbol_counts(symbols, 64), np.bincount(symbols, minlength=64))
+    np.testing.assert_array_equal(container.symbol_counts(symbols.astype(np.uint8), 64),
+                                  np.bincount(symbols, minlength=64))
+    assert container.symbol_counts(np.zeros(0, np.int64), 8).tolist() == [0] * 8
