@@ -56,6 +56,7 @@ class StallMeter:
         self.stages: list[str] = []  # the background task's stage when each gap ended
         self.stage = ""
         self._last = None
+        self.long_gaps: list[tuple[float, float]] = []
 
     def on_progress(self, progress) -> None:
         self.stage = progress.stage
@@ -65,6 +66,8 @@ class StallMeter:
         if self._last is not None:
             self.gaps.append(now - self._last)
             self.stages.append(self.stage)
+            if now - self._last > 25:  # for --explain: when (perf_counter) the long gaps were
+                self.long_gaps.append((time.perf_counter() - (now - self._last) / 1e3, time.perf_counter()))
         self._last = now
 
     def __enter__(self):
@@ -93,6 +96,66 @@ class StallMeter:
         return max(0.0, gaps[int(0.99 * (len(gaps) - 1))] - self.period_ms) if gaps else 0.0
 
 
+class StackSampler:
+    """``--explain``: samples the UI thread's Python stack every millisecond from another thread, so the
+    longest stalls can be attributed to what the UI thread was doing (or waiting in) meanwhile."""
+
+    def __init__(self) -> None:
+        import threading
+        self.thread_id = threading.get_ident()
+        self.native_id = threading.get_native_id()
+        self.sched: list[tuple[float, int, int]] = []
+        self.samples: list[tuple[float, str, tuple[str, ...]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.clock0 = time.perf_counter()
+
+    def _run(self) -> None:
+        import threading
+        me = threading.get_ident()
+        schedstat = Path(f"/proc/self/task/{self.native_id}/schedstat")
+        while not self._stop.is_set():
+            frames = sys._current_frames()
+            now = time.perf_counter()
+            if schedstat.exists():  # the UI thread's time on a CPU and waiting for one, in ns (Linux)
+                on_cpu, waiting = (int(x) for x in schedstat.read_text().split()[:2])
+                self.sched.append((now, on_cpu, waiting))
+            for ident, frame in frames.items():
+                if ident == me:
+                    continue
+                stack = []
+                while frame is not None and len(stack) < 12:
+                    code = frame.f_code
+                    stack.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+                    frame = frame.f_back
+                if ident == self.thread_id or "threading.py" not in stack[0]:  # idle pool threads: left out
+                    self.samples.append((now, ("UI: " if ident == self.thread_id else "bg: ") + stack[0],
+                                         tuple(stack)))
+            time.sleep(0.001)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self, windows: list[tuple[float, float]], top: int = 5) -> None:
+        from collections import Counter
+        for start, end in windows:
+            inside = Counter((head, stack) for t, head, stack in self.samples if start <= t <= end)
+            sched = [s for s in self.sched if start - 0.002 <= s[0] <= end + 0.002]
+            split = ""
+            if len(sched) >= 2:
+                cpu, queued = (sched[-1][1] - sched[0][1]) / 1e6, (sched[-1][2] - sched[0][2]) / 1e6
+                span = (sched[-1][0] - sched[0][0]) * 1e3
+                split = (f" (UI thread over {span:.0f} ms: {cpu:.0f} ms on a CPU, {queued:.0f} ms waiting for one, "
+                         f"{max(0.0, span - cpu - queued):.0f} ms blocked)")
+            print(f"  stall of {(end - start) * 1e3:.0f} ms, {sum(inside.values())} samples{split}:")
+            for (head, stack), n in inside.most_common(top):
+                print(f"    {n:3d}x {head[:4]}" + " <- ".join(stack[:7]))
+
+
 def slider_moves(app, window, slider, moves: int) -> list[float]:
     times = []
     low = 0.50
@@ -111,7 +174,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--explain", action="store_true", help="print what the UI thread did in stalls over 25 ms")
     args = parser.parse_args()
+    sampler = StackSampler() if args.explain else None
+    if sampler:
+        sampler.start()
 
     from bench.models import wide_mlp
     from gui.app import apply_style, create_window
@@ -177,6 +244,10 @@ def main() -> int:
     print(f"  of which during the fine-tune epochs: longest UI stall {train_stall:.1f} ms")
     for label, stages in (("statistics", stats_stages), ("apply", tune_stages)):
         print(f"  {label}, longest stall by stage: " + ", ".join(f"{k} {v:.0f} ms" for k, v in stages.items()))
+    if sampler:
+        sampler.stop()
+        print("what the UI thread was doing in the stalls over 25 ms (most frequent stacks, innermost first):")
+        sampler.report(sorted(meter.long_gaps, key=lambda w: w[0] - w[1])[:8], top=8)
     return 0
 
 

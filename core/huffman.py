@@ -186,6 +186,15 @@ except ImportError:  # pragma: no cover
     _walk, _pack = _walk_py, _pack_numpy
 
 
+def warm_up() -> None:
+    """Load the compiled packer and decoder now, for each kind of argument they get (see
+    :func:`core.stats.warm_up`)."""
+    lengths = code_lengths(np.array([3, 1, 1]))
+    data, _ = encode(np.array([0, 1, 2, 0]), lengths)
+    decode(data, 4, lengths)
+    unpack_lengths(pack_lengths(lengths), 3)
+
+
 def pack_lengths(lengths: np.ndarray) -> bytes:
     """A table of code lengths as 4-bit values."""
     return pack_bits(np.asarray(lengths, dtype=np.int64), 4)[0]

@@ -115,6 +115,17 @@ def _kernel():
     return top16_counts
 
 
+def warm_up() -> None:
+    """Load the compiled kernel now (numba: from its on-disk cache, or compiling it the first time).
+
+    Loading holds the interpreter lock for up to a tenth of a second; the studio does it before its
+    window shows, so that the first statistics pass does not stall the UI.
+    """
+    kernel = _kernel()
+    if kernel is not None:
+        kernel(np.zeros(1, np.uint32))
+
+
 @functools.lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()), thread_name_prefix="buckets")

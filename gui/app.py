@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QColor, QPalette
@@ -62,9 +63,33 @@ def share_the_interpreter() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
+_warm_up: threading.Thread | None = None
+
+
+def _prepare_engine() -> None:
+    import core.pipeline  # noqa: F401 - imported by the first Apply otherwise (torch.ao, Torch-Pruning: 70 ms)
+    from core import huffman, stats
+
+    stats.warm_up()
+    huffman.warm_up()
+
+
+def prepare_engine() -> threading.Thread:
+    """Load the engine's numba kernels (statistics, bit packing, decoding) and import the modules that
+    compressing needs, in a background thread, once per process. Loading the kernels (0.5 s from numba's
+    on-disk cache) holds the interpreter lock for up to 100 ms at a time: done while the window is built
+    and before it shows, it never stalls a window in use."""
+    global _warm_up
+    if _warm_up is None:
+        _warm_up = threading.Thread(target=_prepare_engine, name="prepare-engine", daemon=True)
+        _warm_up.start()
+    return _warm_up
+
+
 def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
                   settings: QSettings | None = None):
     """The main window with its session; starts opening ``model`` in the background (None: nothing)."""
+    warm_up = prepare_engine()
     from gui.main_window import MainWindow
     from gui.session import Session
 
@@ -73,6 +98,7 @@ def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
     session = Session()
     window = MainWindow(session, settings)
     session.setParent(window)
+    warm_up.join()
     if model:
         session.open_model(model, data)
     return window

@@ -8,11 +8,14 @@ Exceptions are wrapped so that superqt never mistakes a torch ``RuntimeError`` f
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from superqt.utils import GeneratorWorker, create_worker
 
 from core.progress import Partial, Progress
@@ -57,23 +60,68 @@ class _ClosingWorker(GeneratorWorker):
         self._finished.emit(self)
 
 
-PAUSE_AFTER_RESULT_S = 0.04
-"""After handing the UI a partial result, the task sleeps this long before going on. The UI thread draws
-the result (table, plots: pyqtgraph paints in Python) while the task would otherwise hold the interpreter
-lock between its compiled calls; without the pause, that drawing stalls the window for up to a tenth of a
-second on a large model (bench/bench_studio.py). The task also waits this long before it starts, since
-what starts a task (a variant landing, a click) comes with redrawing. About ten partial results per
-inspection: under half a second in all."""
+UI_TURN_TIMEOUT_S = 0.5
+"""The longest a task waits for the UI thread to finish drawing (see :class:`UiTurn`)."""
 
 
-def _paced(task: Generator) -> Generator:
+class UiTurn:
+    """A handshake that keeps a task off the interpreter while the UI thread draws what the task caused.
+
+    A task starts because of UI work (a variant landing, a click) and hands the UI partial results; the UI
+    thread then updates tables and repaints plots, and pyqtgraph paints in Python, so a task running
+    meanwhile (its Python between compiled calls) makes every step of that drawing wait for the
+    interpreter lock. So before it starts, and after each partial result, the task waits until the UI
+    thread has come back to its event loop and run a short timer: by then the handlers have run and the
+    repaint they asked for is done. The wait ends after :data:`UI_TURN_TIMEOUT_S` whatever happens.
+    """
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+
+    def give(self) -> None:
+        """On the UI thread: the UI's turn ends once its event loop runs a 1 ms timer after this."""
+        QTimer.singleShot(1, self._done.set)
+
+    def take(self) -> None:
+        """On the task's thread, before handing the UI something: the UI's turn starts."""
+        self._done.clear()
+
+    def wait(self) -> None:
+        """On the task's thread: until the UI's turn has ended."""
+        self._done.wait(UI_TURN_TIMEOUT_S)
+
+
+BACKGROUND_NICE = 10
+"""Scheduling priority (Unix nice) of the threads that run tasks. With the engine on every core (torch's
+threads, the statistics pool), the UI thread competes for a core; at nice 10 a task's threads yield to it
+at once, and take the whole machine whenever the UI is idle."""
+
+
+def run_in_background_priority() -> None:
+    """Lower the calling thread's scheduling priority to :data:`BACKGROUND_NICE` (Linux: nice is per
+    thread, and the threads it starts afterwards, torch's and the statistics pool's, inherit it).
+    Elsewhere, or where the system refuses, nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
     try:
-        time.sleep(PAUSE_AFTER_RESULT_S)  # a task is started by UI work (a result landing): let it draw first
+        if os.getpriority(os.PRIO_PROCESS, tid) < BACKGROUND_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE)
+    except OSError:
+        pass
+
+
+def _paced(task: Generator, turn: UiTurn) -> Generator:
+    try:
+        run_in_background_priority()
+        turn.wait()  # a task is started by UI work (a result landing): let it draw first
         item = next(task)
         while True:
+            if isinstance(item, Partial):
+                turn.take()
             yield item
             if isinstance(item, Partial):
-                time.sleep(PAUSE_AFTER_RESULT_S)  # releases the interpreter lock to the UI thread
+                turn.wait()
             item = next(task)
     except StopIteration as stop:
         return stop.value
@@ -81,9 +129,9 @@ def _paced(task: Generator) -> Generator:
         task.close()  # on cancel too: the task's own cleanup runs on this (the worker's) thread
 
 
-def _guarded(task: Generator) -> Generator:
+def _guarded(task: Generator, turn: UiTurn) -> Generator:
     try:
-        result = yield from _paced(task)
+        result = yield from _paced(task, turn)
     except GeneratorExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - everything must reach the UI as a message
@@ -140,10 +188,12 @@ class TaskRunner(QObject):
             self._worker.quit()
 
     def _launch(self, title: str, make_task: Callable[[], Generator], on_done=None) -> None:
-        task = _guarded(make_task())
+        turn = UiTurn()
+        turn.give()
+        task = _guarded(make_task(), turn)
         worker = create_worker(lambda: (yield from task), _start_thread=False, _ignore_errors=True,
                                _worker_class=_ClosingWorker)
-        relay = _Relay(self, worker, task, title, self._generation, on_done)
+        relay = _Relay(self, worker, task, title, self._generation, turn, on_done)
         worker.yielded.connect(relay.on_yield)
         worker.returned.connect(relay.on_return)
         worker.errored.connect(relay.on_error)
@@ -172,10 +222,10 @@ class _Relay(QObject):
     late signals once the runner is gone (a closure would outlive it and emit into a deleted object)."""
 
     def __init__(self, runner: TaskRunner, worker: GeneratorWorker, task: Generator, title: str,
-                 generation: int, on_done=None) -> None:
+                 generation: int, turn: UiTurn, on_done=None) -> None:
         super().__init__(runner)
         self.runner, self.worker, self.task, self.title, self.generation = runner, worker, task, title, generation
-        self.on_done = on_done
+        self.turn, self.on_done = turn, on_done
 
     def _current(self) -> bool:
         return self.generation == self.runner._generation
@@ -183,6 +233,8 @@ class _Relay(QObject):
     def on_yield(self, item) -> None:
         if self._current():
             (self.runner.sig_partial if isinstance(item, Partial) else self.runner.sig_progress).emit(item)
+        if isinstance(item, Partial):
+            self.turn.give()
 
     def on_return(self, value) -> None:
         if self._current():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -215,3 +217,64 @@ def test_garbage_is_collected_on_the_ui_thread_only(window):
 
     assert not gc.isenabled()
     assert QApplication.instance()._prunescope_gc.timer.isActive()
+
+
+def test_a_task_waits_for_the_ui_to_draw_its_partial_result(qtbot):
+    """After handing the UI a partial result, a task goes on only once the UI thread has handled it (and
+    the repaint it asked for): the two never compete for the interpreter while the window draws."""
+    import time
+
+    from core.progress import Partial
+
+    events = []
+
+    def task():
+        events.append("task starts")
+        yield Partial("test", 1)
+        events.append("task goes on")
+        return None
+
+    def draw(_partial):
+        time.sleep(0.15)  # a slow redraw, on the UI thread
+        events.append("UI drew")
+
+    from PySide6.QtCore import QThreadPool
+
+    from gui.workers import TaskRunner
+
+    runner = TaskRunner()  # not the session's: its partial results go to the measurements
+    runner.sig_partial.connect(draw)
+    with qtbot.waitSignal(runner.sig_idle, timeout=30_000):
+        runner.start("paced", task)
+    QThreadPool.globalInstance().waitForDone(30_000)  # the worker's thread is done with the runner's objects
+    qtbot.wait(10)
+    assert events == ["task starts", "UI drew", "task goes on"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_tasks_run_at_background_priority(qtbot, window):
+    import os
+    import threading
+
+    from gui.workers import BACKGROUND_NICE
+
+    seen = []
+
+    def task():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return None
+        yield
+
+    window.session.runner.start("nice", task)
+    wait_idle(qtbot, window)
+    assert seen == [BACKGROUND_NICE]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < BACKGROUND_NICE  # the UI thread's is not
+
+
+def test_the_engine_is_ready_before_the_window_shows(window):
+    """The compiled kernels load, and the compressing modules import, while the window is built."""
+    from gui.app import prepare_engine
+
+    thread = prepare_engine()
+    assert thread is prepare_engine() and not thread.is_alive()
+    assert "core.pipeline" in sys.modules
