@@ -63,33 +63,44 @@ def share_the_interpreter() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
-_warm_up: threading.Thread | None = None
+class _EnginePreparation(threading.Thread):
+    """Loads what the engine would otherwise load on first use, in the middle of a task: imports and numba
+    kernels hold the interpreter lock for up to a tenth of a second at a time, which the UI thread would
+    wait out. ``ready`` is set once what the window's first tasks need is loaded; what only compressing
+    needs (torch._dynamo, which torch.optim imports: 1.4 s) follows while the window is already up."""
+
+    def __init__(self) -> None:
+        super().__init__(name="prepare-engine", daemon=True)
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        try:
+            import core.pipeline  # noqa: F401 - torch.ao and Torch-Pruning: 70 ms at the first Apply otherwise
+            from core import huffman, stats
+
+            stats.warm_up()  # 0.5 s from numba's cache: at the first statistics pass otherwise
+            huffman.warm_up()
+        finally:
+            self.ready.set()
+        import torch._dynamo  # noqa: F401 - at the first fine-tune otherwise (torch.optim imports it)
 
 
-def _prepare_engine() -> None:
-    import core.pipeline  # noqa: F401 - imported by the first Apply otherwise (torch.ao, Torch-Pruning: 70 ms)
-    from core import huffman, stats
-
-    stats.warm_up()
-    huffman.warm_up()
+_preparation: _EnginePreparation | None = None
 
 
-def prepare_engine() -> threading.Thread:
-    """Load the engine's numba kernels (statistics, bit packing, decoding) and import the modules that
-    compressing needs, in a background thread, once per process. Loading the kernels (0.5 s from numba's
-    on-disk cache) holds the interpreter lock for up to 100 ms at a time: done while the window is built
-    and before it shows, it never stalls a window in use."""
-    global _warm_up
-    if _warm_up is None:
-        _warm_up = threading.Thread(target=_prepare_engine, name="prepare-engine", daemon=True)
-        _warm_up.start()
-    return _warm_up
+def prepare_engine() -> _EnginePreparation:
+    """Start preparing the engine in the background, once per process (see :class:`_EnginePreparation`)."""
+    global _preparation
+    if _preparation is None:
+        _preparation = _EnginePreparation()
+        _preparation.start()
+    return _preparation
 
 
 def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
                   settings: QSettings | None = None):
     """The main window with its session; starts opening ``model`` in the background (None: nothing)."""
-    warm_up = prepare_engine()
+    preparation = prepare_engine()
     from gui.main_window import MainWindow
     from gui.session import Session
 
@@ -98,7 +109,7 @@ def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
     session = Session()
     window = MainWindow(session, settings)
     session.setParent(window)
-    warm_up.join()
+    preparation.ready.wait()  # the window shows once the first tasks' kernels are loaded
     if model:
         session.open_model(model, data)
     return window

@@ -275,6 +275,8 @@ def test_the_engine_is_ready_before_the_window_shows(window):
     """The compiled kernels load, and the compressing modules import, while the window is built."""
     from gui.app import prepare_engine
 
-    thread = prepare_engine()
-    assert thread is prepare_engine() and not thread.is_alive()
+    preparation = prepare_engine()
+    assert preparation is prepare_engine() and preparation.ready.is_set()
     assert "core.pipeline" in sys.modules
+    preparation.join(60)
+    assert not preparation.is_alive() and "torch._dynamo" in sys.modules
