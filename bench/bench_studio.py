@@ -19,8 +19,9 @@ would open it. Two measures, both in one run:
    the background task: ``load`` (reading the file, then drawing the model for the first time),
    ``compress`` (pruning, k-means, encoding), and the statistics stages (``inventory``, ``weights``,
    ``activations``, ``evaluate``, ``latency``), which run on opening and again for each new variant.
-   The model is opened once the studio has finished preparing its engine in the background (the first
-   second or so after launch: torch._dynamo imports); the stalls of that period are reported apart.
+   The studio finishes preparing its engine in the background in the first second or so after launch
+   (torch._dynamo imports; tasks start once it is done); the stalls of that period are reported apart,
+   and the model is opened after it.
 
 ``--explain`` samples every thread's Python stack each millisecond and prints, for the longest stalls,
 what the threads were doing and how the UI thread spent the time (on a CPU, waiting for one, blocked:
@@ -205,7 +206,7 @@ def main() -> int:
         window.show()
         session = window.session
         meter = StallMeter()
-        from gui.app import prepare_engine
+        from gui.workers import prepare_engine
         with meter:  # the rest of the engine (torch._dynamo) imports in the background at start-up
             wait_until(app, lambda: not prepare_engine().is_alive())
         startup_stall = meter.longest_stall_ms()

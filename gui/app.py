@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 
 from core.resources import resource_path
 from gui import theme
+from gui.workers import prepare_engine
 
 
 def apply_style(app: QApplication) -> None:
@@ -66,44 +67,6 @@ def share_the_interpreter() -> None:
     paint in Python) and each call waits for the lock, so the default interval multiplies into visible
     stalls while a task trains or measures."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-
-
-class _EnginePreparation(threading.Thread):
-    """Loads what the engine would otherwise load on first use, in the middle of a task: imports and numba
-    kernels hold the interpreter lock for up to a tenth of a second at a time, which the UI thread would
-    wait out. ``ready`` is set once what the window's first tasks need is loaded; what only compressing
-    needs (torch._dynamo, which torch.optim imports: 1.4 s) follows while the window is already up."""
-
-    def __init__(self) -> None:
-        super().__init__(name="prepare-engine", daemon=True)
-        self.ready = threading.Event()
-
-    def run(self) -> None:
-        try:
-            import core.pipeline  # noqa: F401 - torch.ao and Torch-Pruning: 70 ms at the first Apply otherwise
-            from core import huffman, stats
-
-            stats.warm_up()  # 0.5 s from numba's cache: at the first statistics pass otherwise
-            huffman.warm_up()
-        finally:
-            self.ready.set()
-        import torch._dynamo  # noqa: F401 - at the first fine-tune otherwise (torch.optim imports it)
-
-        # Its 100,000-odd objects live as long as the process: out of the collections the UI thread runs
-        # (see collect_garbage_on_ui_thread). Freezing collects nothing, so it is safe on this thread.
-        gc.freeze()
-
-
-_preparation: _EnginePreparation | None = None
-
-
-def prepare_engine() -> _EnginePreparation:
-    """Start preparing the engine in the background, once per process (see :class:`_EnginePreparation`)."""
-    global _preparation
-    if _preparation is None:
-        _preparation = _EnginePreparation()
-        _preparation.start()
-    return _preparation
 
 
 def create_window(model: str | None = "zoo:lenet300", data: str | None = None,

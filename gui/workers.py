@@ -8,6 +8,7 @@ Exceptions are wrapped so that superqt never mistakes a torch ``RuntimeError`` f
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -111,9 +112,49 @@ def run_in_background_priority() -> None:
         pass
 
 
+class _EnginePreparation(threading.Thread):
+    """Loads what the engine would otherwise load on first use, in the middle of a task: imports and numba
+    kernels hold the interpreter lock for up to a tenth of a second at a time, which the UI thread would
+    wait out. ``ready`` is set once the kernels and the compressing modules are loaded (the studio shows
+    its window then); torch._dynamo (which torch.optim imports: 1.4 s) follows while the window is up,
+    and tasks start once all of it is done (:func:`_paced`)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="prepare-engine", daemon=True)
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        try:
+            import core.pipeline  # noqa: F401 - torch.ao and Torch-Pruning: 70 ms at the first Apply otherwise
+            from core import huffman, stats
+
+            stats.warm_up()  # 0.5 s from numba's cache: at the first statistics pass otherwise
+            huffman.warm_up()
+        finally:
+            self.ready.set()
+        import torch._dynamo  # noqa: F401 - at the first fine-tune otherwise (torch.optim imports it)
+
+        # Its 100,000-odd objects live as long as the process: out of the collections the UI thread runs
+        # (gui.app.collect_garbage_on_ui_thread). Freezing collects nothing, so it is safe on this thread.
+        gc.freeze()
+
+
+_preparation: _EnginePreparation | None = None
+
+
+def prepare_engine() -> _EnginePreparation:
+    """Start preparing the engine in the background, once per process (see :class:`_EnginePreparation`)."""
+    global _preparation
+    if _preparation is None:
+        _preparation = _EnginePreparation()
+        _preparation.start()
+    return _preparation
+
+
 def _paced(task: Generator, turn: UiTurn) -> Generator:
     try:
         run_in_background_priority()
+        prepare_engine().join()  # once per process: the first task waits for the imports (see above)
         turn.wait()  # a task is started by UI work (a result landing): let it draw first
         item = next(task)
         while True:

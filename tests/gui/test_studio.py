@@ -273,7 +273,7 @@ def test_tasks_run_at_background_priority(qtbot, window):
 
 def test_the_engine_is_ready_before_the_window_shows(window):
     """The compiled kernels load, and the compressing modules import, while the window is built."""
-    from gui.app import prepare_engine
+    from gui.workers import prepare_engine
 
     preparation = prepare_engine()
     assert preparation is prepare_engine() and preparation.ready.is_set()
