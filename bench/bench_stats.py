@@ -8,7 +8,9 @@ Measures, in a fresh process with the model built in place (no transient copies)
 - memory: (model bytes + the most the process grew during the statistics pass) / model bytes; goal at
   most 1.3x. Growth is the larger of ``ru_maxrss`` and a 1 ms RSS sampler, against the RSS before the pass;
 - for reference: ``torch.histc`` of |w| per layer (what a straightforward implementation does);
-- the one-off cost of compiling the numba kernel (cached on disk afterwards), reported apart.
+- the one-off cost of compiling the numba kernel (cached on disk afterwards), reported apart;
+- with ``--breakdown``: the two parts timed apart (counting every layer's buckets on the pool; deriving
+  the figures from counts already made), and the kernel's time per value on one thread and on the pool.
 """
 
 from __future__ import annotations
@@ -106,11 +108,34 @@ def peak_growth(fn) -> int:
     return max(0, growth_sampled, growth_maxrss)
 
 
+def breakdown(model: nn.Module, repeats: int) -> None:
+    import numpy as np
+
+    from core import stats
+
+    modules = dict(model.named_modules())
+    tensors = {n: stats.layer_weights(m) for n, m in modules.items() if next(m.parameters(recurse=False), None)
+               is not None}
+    counts = list(stats._counted_ahead(tensors, True))
+    count_s = best_time(lambda: list(stats._counted_ahead(tensors, True)), repeats)
+    derive_s = best_time(lambda: [stats.stats_from_counts(n, c, stats.bins_for(int(c.sum()))) for n, c in counts],
+                         repeats)
+    bits = [stats._flat(t).numpy().view(np.uint32) for ts in tensors.values() for t in ts]
+    values = sum(b.size for b in bits)
+    one_thread = best_time(lambda: [stats._kernel()(b) for b in bits], repeats)
+    print(f"counting alone, on the pool ({stats._pool()._max_workers} threads): {count_s * 1e3:.1f} ms "
+          f"({count_s / values * 1e9:.2f} ns per value); on one thread: {one_thread * 1e3:.1f} ms "
+          f"({one_thread / values * 1e9:.2f} ns per value)")
+    print(f"deriving every layer's figures from its counts alone: {derive_s * 1e3:.1f} ms "
+          f"({derive_s / len(counts) * 1e3:.2f} ms per layer)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params-scale", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--breakdown", action="store_true", help="also time counting and deriving apart")
     args = parser.parse_args()
 
     model = build(args.params_scale)
@@ -145,6 +170,8 @@ def main() -> None:
     print(f"peak memory / model size: {result['memory_ratio']:.3f}x (goal <= 1.3x; grew "
           f"{memory_growth / 1e6:.1f} MB)")
     print(f"kernel first call (compile or cache load): {first_call:.1f} s")
+    if args.breakdown:
+        breakdown(model, args.repeats)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
