@@ -7,7 +7,7 @@ variant, the original's distribution is overlaid and the layer's codebook levels
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSplitter, QTableView, QVBoxLayout, QWidget
 
 from gui.models.layer_table import LayerSortProxy, LayerTableModel
@@ -24,6 +24,7 @@ class LayersPage(QWidget):
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
+        self._landing = False  # a new inventory is being drawn: see _on_measured
         self.table_model = LayerTableModel(self)
         self.proxy = LayerSortProxy(self)
         self.proxy.setSourceModel(self.table_model)
@@ -100,8 +101,11 @@ class LayersPage(QWidget):
 
     def _on_row_changed(self, current, _previous) -> None:
         name = self.current_layer() if current.isValid() else None
-        self._show_layer(name)
-        self.size_view.show_inventory(self.session.measurements.inventory, name)
+        if self._landing:  # the unit plots and the bytes plot follow in a later pass (_after_landing)
+            self._show_layer(name, units=False)
+        else:
+            self._show_layer(name)
+            self.size_view.show_inventory(self.session.measurements.inventory, name)
         self.sig_layer_changed.emit(name or "")
 
     # ------------------------------------------------------------------------------------------ session
@@ -114,16 +118,28 @@ class LayersPage(QWidget):
         selected = self.current_layer()
         self.table_model.set_measurements(self.session.measurements, self._codebooks())
         if key == "inventory" and self.table_model.rowCount():
+            # A new model's layers: every plot on the page redraws, and each pyqtgraph scene repaints in
+            # Python (16-24 ms on a large model). Drawn in one pass they froze the window for 50-60 ms, so
+            # the histogram goes now and the unit plots and the bytes plot in the next event-loop pass.
             self._fit_table()
-            self.size_view.show_inventory(self.session.measurements.inventory, selected)
-            self.select_layer(selected if self.table_model.row_of(selected or "") >= 0
-                              else self.table_model.layer_name(0))
+            self._landing = True
+            try:
+                self.select_layer(selected if self.table_model.row_of(selected or "") >= 0
+                                  else self.table_model.layer_name(0))
+            finally:
+                self._landing = False
+            QTimer.singleShot(1, self, self._after_landing)
         elif key in ("weights", "activations", "notes"):
             # redraw only the plot the new result belongs to: every plot repaint runs Python paint code
             # that competes with the background task for the interpreter
             self._show_layer(selected, weights=key == "weights", units=key != "weights")
             if key == "weights":
                 self.sig_layer_changed.emit(selected or "")
+
+    def _after_landing(self) -> None:
+        name = self.current_layer()
+        self.size_view.show_inventory(self.session.measurements.inventory, name)
+        self._show_layer(name, weights=False)
 
     def _fit_table(self) -> None:
         """Give the table's empty rows to the bytes plot: a three-layer model should not sit above a
