@@ -118,7 +118,8 @@ def breakdown(model: nn.Module, repeats: int) -> None:
                is not None}
     counts = list(stats._counted_ahead(tensors, True))
     count_s = best_time(lambda: list(stats._counted_ahead(tensors, True)), repeats)
-    derive_s = best_time(lambda: [stats.stats_from_counts(n, c, stats.bins_for(int(c.sum()))) for n, c in counts],
+    derive_s = best_time(lambda: [stats.stats_from_counts(n, c, stats.bins_for(int(c.sum())), compiled=True)
+                                       for n, c in counts],
                          repeats)
     bits = [stats._flat(t).numpy().view(np.uint32) for ts in tensors.values() for t in ts]
     values = sum(b.size for b in bits)
