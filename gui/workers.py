@@ -80,8 +80,10 @@ class UiTurn:
         self._done = threading.Event()
 
     def give(self) -> None:
-        """On the UI thread: the UI's turn ends once its event loop runs a 1 ms timer after this."""
-        QTimer.singleShot(1, self._done.set)
+        """On the UI thread: the UI's turn ends two event-loop passes after this (a 1 ms timer that starts
+        another): a handler may defer part of its drawing to a 1 ms timer of its own (the layers page
+        does), and the repaint that asks for is done only in the pass after it."""
+        QTimer.singleShot(1, lambda: QTimer.singleShot(1, self._done.set))
 
     def take(self) -> None:
         """On the task's thread, before handing the UI something: the UI's turn starts."""

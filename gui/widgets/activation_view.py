@@ -87,7 +87,7 @@ class ActivationView(QWidget):
             header.addWidget(w)
 
         self.plot = pg.PlotWidget()
-        self.plot.showGrid(x=False, y=True, alpha=0.15)
+        theme.grid(self.plot, x=False)
         self.plot.setLabel("left", "fires on")
         self.plot.getAxis("left").setTicks([[(v, f"{v:.0%}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)]])
         # one bar item per colour: a brush per unit is slow for layers with tens of thousands of units

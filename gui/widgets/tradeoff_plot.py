@@ -23,7 +23,7 @@ class TradeoffPlot(QWidget):
         self.setObjectName("panel")
         self.plot = pg.PlotWidget()
         self.plot.setLogMode(x=True, y=False)
-        self.plot.showGrid(x=True, y=True, alpha=0.15)
+        theme.grid(self.plot)
         self.plot.setLabel("bottom", "size on disk (bytes, log scale)")
         self.plot.setLabel("left", "test accuracy (%)")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
