@@ -42,8 +42,9 @@ def steady(label, lines: int | None = None):
 
 def grid(plot, x: bool = True, y: bool = True) -> None:
     """Faint grid lines at a plot's major and minor ticks. pyqtgraph draws a line for every tick level it
-    computes, sub-minor ticks too (36 translucent lines on a histogram's left axis): Qt's raster engine
-    spent 7 of a histogram's 11 ms per repaint on them. Two levels look the same at this alpha."""
+    computes, sub-minor ticks too (36 translucent lines on a histogram's count axis), and Qt's raster
+    engine spends about half of a histogram's repaint on them (bench/bench_paint.py). Two levels look the
+    same at this alpha."""
     plot.showGrid(x=x, y=y, alpha=0.15)
     for name in ("left", "bottom"):
         plot.getAxis(name).setStyle(maxTickLevel=1)

@@ -214,22 +214,12 @@ class HistogramView(QWidget):
             self.overlay.setData([], [])
         else:
             self.overlay.setData(overlay.edges, np.maximum(overlay.counts, 1) if log_y else overlay.counts)
-        self._fit_range(hist, counts, overlay, log_y)
+        # fit the view to the data now: auto-range settles at paint time, and the axes it moves then ask
+        # for a second repaint (a re-layout too when the tick labels change width)
+        self.plot.autoRange()
+        self.plot.getViewBox().updateMatrix()
         self._draw_threshold()
         self._draw_levels()
         self.summary.setText(
             f"{stats.count:,} weights   min {stats.min:.3g}   max {stats.max:.3g}   mean {stats.mean:.3g}   "
             f"std {stats.std:.3g}   near zero {stats.near_zero:.1%}   exactly zero {stats.sparsity:.1%}")
-
-    def _fit_range(self, hist: Histogram, counts: np.ndarray, overlay: Histogram | None, log_y: bool) -> None:
-        """Set the view to the data now, as auto-range would at paint time: there it moves the axes, which
-        asks for a second repaint (and re-lays out the plot when the tick labels change width)."""
-        x0, x1 = float(hist.edges[0]), float(hist.edges[-1])
-        top = float(counts.max()) if counts.size else 1.0
-        if overlay is not None:
-            x0, x1 = min(x0, float(overlay.edges[0])), max(x1, float(overlay.edges[-1]))
-            top = max(top, float(overlay.counts.max()) if overlay.counts.size else 0.0)
-        top = max(top, 1.0)
-        y_range = (0.0, np.log10(top)) if log_y else (0.0, top)
-        self.plot.setRange(xRange=(x0, x1) if x1 > x0 else (x0 - 0.5, x0 + 0.5), yRange=y_range, padding=0.02)
-        self.plot.getViewBox().updateMatrix()

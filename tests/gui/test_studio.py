@@ -219,6 +219,21 @@ def test_garbage_is_collected_on_the_ui_thread_only(window):
     assert QApplication.instance()._prunescope_gc.timer.isActive()
 
 
+def run_paced(qtbot, task, on_partial) -> None:
+    """Run ``task`` on a runner of its own (not the session's: its partial results go to the measurements)
+    with ``on_partial`` handling its partial results on the UI thread, until it is done."""
+    from PySide6.QtCore import QThreadPool
+
+    from gui.workers import TaskRunner
+
+    runner = TaskRunner()
+    runner.sig_partial.connect(on_partial)
+    with qtbot.waitSignal(runner.sig_idle, timeout=30_000):
+        runner.start("paced", task)
+    QThreadPool.globalInstance().waitForDone(30_000)  # the worker's thread is done with the runner's objects
+    qtbot.wait(10)
+
+
 def test_a_task_waits_for_the_ui_to_draw_its_partial_result(qtbot):
     """After handing the UI a partial result, a task goes on only once the UI thread has handled it (and
     the repaint it asked for): the two never compete for the interpreter while the window draws."""
@@ -238,16 +253,7 @@ def test_a_task_waits_for_the_ui_to_draw_its_partial_result(qtbot):
         time.sleep(0.15)  # a slow redraw, on the UI thread
         events.append("UI drew")
 
-    from PySide6.QtCore import QThreadPool
-
-    from gui.workers import TaskRunner
-
-    runner = TaskRunner()  # not the session's: its partial results go to the measurements
-    runner.sig_partial.connect(draw)
-    with qtbot.waitSignal(runner.sig_idle, timeout=30_000):
-        runner.start("paced", task)
-    QThreadPool.globalInstance().waitForDone(30_000)  # the worker's thread is done with the runner's objects
-    qtbot.wait(10)
+    run_paced(qtbot, task, draw)
     assert events == ["task starts", "UI drew", "task goes on"]
 
 
@@ -256,11 +262,10 @@ def test_a_task_waits_for_the_repaint_of_work_the_ui_deferred(qtbot):
     inventory); the task still waits until that drawing is painted."""
     import time
 
-    from PySide6.QtCore import QThreadPool, QTimer
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QWidget
 
     from core.progress import Partial
-    from gui.workers import TaskRunner
 
     events = []
 
@@ -285,27 +290,14 @@ def test_a_task_waits_for_the_repaint_of_work_the_ui_deferred(qtbot):
         events.append("UI deferred a redraw")
         canvas.update()
 
-    runner = TaskRunner()
-    runner.sig_partial.connect(lambda _partial: QTimer.singleShot(1, later))
-    with qtbot.waitSignal(runner.sig_idle, timeout=30_000):
-        runner.start("paced", task)
-    QThreadPool.globalInstance().waitForDone(30_000)
-    qtbot.wait(10)
+    run_paced(qtbot, task, lambda _partial: QTimer.singleShot(1, later))
     assert events == ["task starts", "UI deferred a redraw", "UI painted it", "task goes on"]
 
 
 def test_changing_layer_repaints_the_histogram_once(qtbot, window):
     """One layer change, one repaint of the histogram: a view range or an axis width settled at paint time
     would ask for a second (each costs 5-15 ms of the UI thread on a large layer)."""
-    from PySide6.QtCore import QEvent, QObject
-
-    class PaintCounter(QObject):
-        count = 0
-
-        def eventFilter(self, _obj, event) -> bool:  # noqa: N802 - Qt's name
-            if event.type() == QEvent.Type.Paint:
-                self.count += 1
-            return False
+    from bench.bench_paint import PaintCounter
 
     counter = PaintCounter()
     viewport = window.histogram.plot.viewport()
