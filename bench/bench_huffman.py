@@ -2,9 +2,10 @@
 
     python bench/bench_huffman.py
 
-Streams: the codebook-index and relative-index streams of LeNet-300-100 and LeNet-5 pruned by magnitude
-(92%; 66% of conv1 kept) and shared by k-means (6 bits; 8 for convolutions), exactly as the compressed file
-stores them. For each stream: its Shannon entropy H (bits), the table the file stores (4 bits per symbol of
+Streams: the symbol streams of LeNet-300-100 and LeNet-5 pruned by magnitude (92%; 66% of conv1 kept) and
+shared by k-means (6 bits; 8 for convolutions), exactly as the compressed file stores them
+(``container.quantized_streams``): codebook indices and relative indices for a sparse layer, one codebook
+index or zero symbol per position for a layer that keeps most of its weights. For each stream: its Shannon entropy H (bits), the table the file stores (4 bits per symbol of
 the alphabet), and the Huffman stream's bits; goal: coded <= 1.01 x (H + table).
 """
 
@@ -33,14 +34,9 @@ def streams(name: str):
     for n, layer in layers.items():
         quantize_layer(layer, "kmeans", 8 if n.startswith("conv") else 6)
     for tensor, code in weight_codes(model).items():
-        positions = np.flatnonzero(code.mask.reshape(-1).numpy())
-        bits = container.choose_index_bits(positions, True)
-        gaps, is_filler = container.relative_indices(positions, bits)
-        k = code.codebook.shape[-1]
-        symbols = np.full(len(is_filler), k)
-        symbols[~is_filler] = code.codes.reshape(-1).numpy()[positions]
-        yield f"{name}.{tensor} weights", symbols, k + 1
-        yield f"{name}.{tensor} indices", gaps, 1 << bits
+        encoding, _bits, layer_streams = container.quantized_streams(code, code.values.numel(), True)
+        for kind, (symbols, alphabet) in zip(("weights", "indices"), layer_streams):
+            yield f"{name}.{tensor} {kind} ({encoding})", symbols, alphabet
 
 
 def main() -> None:

@@ -11,6 +11,9 @@ of its sections; sections follow in the same order. Encodings:
   kept weight) in ``b`` bits; a gap too long for ``b`` bits is bridged by filler entries (Deep Compression,
   section 2). Values are codebook indices (a ``filler`` symbol marks fillers) or raw floats. Both streams
   are Huffman-coded (canonical codes, 4-bit length tables) or fixed-width.
+- ``masked``: a codebook index for every position of a pruned, quantized layer, with one more symbol for a
+  pruned position. Chosen instead of ``sparse`` when it takes fewer bytes: for a layer that keeps most of
+  its weights (LeNet-5's conv1 keeps 66%), positions cost less as a zero symbol than as gaps.
 - ``dense``: codebook indices for every weight of an unpruned quantized layer.
 - ``raw``: the tensor's bytes (float16 or float32 for floats; biases, BatchNorm, unquantized layers).
 
@@ -32,7 +35,8 @@ from core import huffman
 from core.huffman import CodingError
 
 MAGIC = b"PSCZ"
-VERSION = 1
+VERSION = 2  # 2: the ``masked`` encoding
+READS = (1, 2)  # version 1 files hold no ``masked`` tensors and read as they always did
 PREAMBLE = struct.Struct("<4sHI")
 CRC = struct.Struct("<I")
 FRAMING_BYTES = PREAMBLE.size + CRC.size
@@ -178,6 +182,41 @@ def _codebook_bytes(codebook: torch.Tensor, dtype: str) -> bytes:
     return codebook.detach().cpu().to(torch.float16 if dtype == "f16" else torch.float32).numpy().tobytes()
 
 
+def quantized_streams(code: WeightCode, numel: int, use_huffman: bool,
+                      index_bits: int = 0) -> tuple[str, int, list[tuple[np.ndarray, int]]]:
+    """How a quantized layer is stored: (encoding, index bits, [(symbols, alphabet), ...]), the symbol
+    streams in file order (each one Huffman-coded or fixed-width).
+
+    ``dense`` (no mask): one codebook index per weight. A pruned layer is ``sparse`` (codebook indices of
+    the kept weights, ``k`` for fillers, then relative indices) or ``masked`` (a codebook index per
+    position, ``k`` where pruned), whichever takes fewer bytes; both are priced from symbol counts.
+    """
+    k = int(code.codebook.shape[-1])
+    codes = code.codes.reshape(-1).cpu().numpy().astype(np.int64)
+    if code.mask is None:
+        return "dense", 0, [(codes, k)]
+    positions = np.flatnonzero(code.mask.reshape(-1).cpu().numpy())
+    bits = choose_index_bits(positions, use_huffman, index_bits)
+    gaps, is_filler = relative_indices(positions, bits)
+    kept = codes[positions]
+    symbols = np.full(len(is_filler), k, np.int64)  # k: the filler symbol
+    symbols[~is_filler] = kept
+    sparse = (_counts_cost(symbol_counts(symbols, k + 1), k + 1, use_huffman)
+              + _counts_cost(symbol_counts(gaps, 1 << bits), 1 << bits, use_huffman))
+    if not index_bits and _masked_cost(kept, k, numel, use_huffman) < sparse:  # a width asked for: indices
+        masked = np.full(numel, k, np.int64)
+        masked[positions] = kept
+        return "masked", 0, [(masked, k + 1)]
+    return "sparse", bits, [(symbols, k + 1), (gaps, 1 << bits)]
+
+
+def _masked_cost(kept_symbols: np.ndarray, k: int, numel: int, use_huffman: bool) -> int:
+    """Bytes of the ``masked`` encoding's table and stream, from the symbol counts alone."""
+    counts = symbol_counts(kept_symbols, k + 1)
+    counts[k] += numel - len(kept_symbols)
+    return _counts_cost(counts, k + 1, use_huffman)
+
+
 def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_huffman: bool,
                   index_bits: int, small_float: str) -> tuple[dict, list[bytes], TensorAccount]:
     """One tensor's header entry, its sections, and their accounting."""
@@ -192,41 +231,40 @@ def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_
     k = 0 if code.codebook is None else int(code.codebook.shape[-1])
     entry: dict = {"s": list(tensor.shape), "out": _dtype_name(tensor.dtype), "huff": use_huffman, "k": k,
                    "pc": int(code.codebook.shape[0]) if per_channel else 0, "cb": cb_dtype}
-    sections: list[bytes] = []
     codebook = b"" if code.codebook is None else _codebook_bytes(code.codebook, cb_dtype)
-    if code.mask is None:  # dense codes
-        symbols = code.codes.reshape(-1).cpu().numpy().astype(np.int64)
-        table, stream, width = _stream(symbols, k, use_huffman)
-        entry.update(e="dense", n=len(symbols), w=width)
-        sections = [codebook, table, stream]
-        account.encoding, account.kept = "dense", len(symbols)
-        account.codebook_bytes, account.table_bytes, account.weight_bytes = len(codebook), len(table), len(stream)
+    account.codebook_bytes = len(codebook)
+    if code.codes is not None:
+        encoding, bits, streams = quantized_streams(code, tensor.numel(), use_huffman, index_bits)
+        coded = [_stream(symbols, alphabet, use_huffman) for symbols, alphabet in streams]
+        w_table, w_stream, width = coded[0]
+        entry.update(e=encoding, n=len(streams[0][0]), w=width)
+        sections = [codebook, w_table, w_stream]
+        account.encoding = encoding
+        account.kept = len(streams[0][0]) if code.mask is None else int(code.mask.sum())
         account.weight_bits = int(np.ceil(np.log2(max(k, 2))))  # codebook bits; the stream may be Huffman-coded
-    else:
+        account.table_bytes, account.weight_bytes = len(w_table), len(w_stream)
+        if encoding == "sparse":
+            i_table, i_stream, _ = coded[1]
+            sections += [i_table, i_stream]
+            entry["b"] = bits
+            account.index_bits, account.fillers = bits, int(np.sum(streams[0][0] == k))
+            account.table_bytes += len(i_table)
+            account.index_bytes = len(i_stream)
+    else:  # pruned, not quantized: float values, zeros for fillers
         positions = np.flatnonzero(code.mask.reshape(-1).cpu().numpy())
         bits = choose_index_bits(positions, use_huffman, index_bits)
         gap_symbols, is_filler = relative_indices(positions, bits)
         i_table, i_stream, _ = _stream(gap_symbols, 1 << bits, use_huffman)
-        if code.codes is not None:
-            kept_symbols = code.codes.reshape(-1).cpu().numpy().astype(np.int64)[positions]
-            symbols = np.full(len(is_filler), k, np.int64)  # k: the filler symbol
-            symbols[~is_filler] = kept_symbols
-            w_table, w_stream, width = _stream(symbols, k + 1, use_huffman)
-            entry.update(e="sparse")
-        else:  # pruned, not quantized: float values, zeros for fillers
-            values = np.zeros(len(is_filler), np.float32)
-            values[~is_filler] = code.values.detach().reshape(-1).cpu().float().numpy()[positions]
-            raw_dtype = np.float16 if small_float == "float16" else np.float32
-            w_table, w_stream, width = b"", values.astype(raw_dtype).tobytes(), 16 if raw_dtype == np.float16 else 32
-            entry.update(e="sparse_raw", dt="f16" if raw_dtype == np.float16 else "f32")
-        entry.update(n=len(is_filler), b=bits, w=width)
-        sections = [codebook, w_table, w_stream, i_table, i_stream]
-        account.encoding, account.kept, account.fillers = entry["e"], len(positions), int(is_filler.sum())
-        account.index_bits = bits
-        account.weight_bits = width if code.codes is None else int(np.ceil(np.log2(max(k, 2))))
-        account.codebook_bytes = len(codebook)
-        account.table_bytes = len(w_table) + len(i_table)
-        account.weight_bytes, account.index_bytes = len(w_stream), len(i_stream)
+        values = np.zeros(len(is_filler), np.float32)
+        values[~is_filler] = code.values.detach().reshape(-1).cpu().float().numpy()[positions]
+        raw_dtype = np.float16 if small_float == "float16" else np.float32
+        width = 16 if raw_dtype == np.float16 else 32
+        entry.update(e="sparse_raw", dt="f16" if raw_dtype == np.float16 else "f32", n=len(is_filler), b=bits,
+                     w=width)
+        sections = [codebook, b"", values.astype(raw_dtype).tobytes(), i_table, i_stream]
+        account.encoding, account.kept, account.fillers = "sparse_raw", len(positions), int(is_filler.sum())
+        account.index_bits, account.weight_bits = bits, width
+        account.table_bytes, account.weight_bytes, account.index_bytes = len(i_table), len(sections[2]), len(i_stream)
     entry["z"] = [len(s) for s in sections]
     return entry, sections, account
 
@@ -269,7 +307,8 @@ def read_header(data: bytes) -> tuple[dict, int]:
     _require(len(data) >= FRAMING_BYTES, f"file too short ({len(data)} bytes) to be a Prunescope compressed file")
     magic, version, header_length = PREAMBLE.unpack_from(data, 0)
     _require(magic == MAGIC, "not a Prunescope compressed file (bad magic bytes)")
-    _require(version == VERSION, f"compressed file format version {version}; this Prunescope reads version {VERSION}")
+    _require(version in READS, f"compressed file format version {version}; this Prunescope reads versions "
+             f"{', '.join(map(str, READS))}")
     (stored,) = CRC.unpack_from(data, len(data) - CRC.size)
     _require(zlib.crc32(data[:-CRC.size]) == stored, "checksum mismatch: the file is corrupt or truncated")
     start = PREAMBLE.size
@@ -350,6 +389,14 @@ def decode_tensor(entry: dict, sections: list[bytes]) -> torch.Tensor:
         codebook = _codebook(sections[0], entry, k)
         codes = _symbols(sections[1], sections[2], numel, k, entry)
         return _values(codes, np.arange(numel), codebook, shape, numel).reshape(shape).to(out_dtype)
+    if kind == "masked":
+        _require(len(sections) == 3 and _int(entry, "n", 0, MAX_ELEMENTS) == numel, "masked tensor count mismatch")
+        codebook = _codebook(sections[0], entry, k)
+        symbols = _symbols(sections[1], sections[2], numel, k + 1, entry)
+        positions = np.flatnonzero(symbols < k)
+        dense = torch.zeros(numel, dtype=torch.float32)
+        dense[torch.from_numpy(positions)] = _values(symbols[positions], positions, codebook, shape, numel).float()
+        return dense.reshape(shape).to(out_dtype)
     _require(kind in ("sparse", "sparse_raw") and len(sections) == 5, f"unknown tensor encoding {kind!r}")
     n = _int(entry, "n", 0, MAX_ELEMENTS)
     bits = _int(entry, "b", 1, MAX_INDEX_BITS)

@@ -261,7 +261,8 @@ class QuantizeActivations(Step):
 @dataclass(frozen=True)
 class Encode(Step):
     """How the compressed file stores the result: Huffman coding on or off, relative-index bits per layer
-    (0: chosen per layer to minimise bytes), and how biases and other small tensors are kept."""
+    (0: chosen per layer to minimise bytes, a layer that keeps most of its weights may then mark pruned
+    positions with a zero symbol instead), and how biases and other small tensors are kept."""
 
     kind: ClassVar[str] = "encode"
     huffman: bool = True

@@ -68,10 +68,14 @@ def sample_state():
     codebook = torch.linspace(-3, 3, 16)
     codes = torch.bucketize(weight, (codebook[1:] + codebook[:-1]) / 2)
     dense_codes = torch.randint(0, 4, (8, 9))
+    dense_kept = torch.randn(20, 1, 5, 5)  # keeps 66%, as LeNet-5's conv1 does
+    levels = torch.linspace(-2, 2, 64)
     state = {"a.weight": weight, "a.bias": torch.randn(40), "b.weight": torch.randn(8, 9),
-             "c.weight": torch.randn(30, 30), "bn.num_batches_tracked": torch.tensor(7)}
+             "c.weight": torch.randn(30, 30), "d.weight": dense_kept, "bn.num_batches_tracked": torch.tensor(7)}
     codes_by_tensor = {
         "a.weight": WeightCode(mask, codes, codebook, weight),
+        "d.weight": WeightCode(dense_kept.abs() > 0.44, torch.bucketize(dense_kept, (levels[1:] + levels[:-1]) / 2),
+                               levels, dense_kept),
         "b.weight": WeightCode(None, dense_codes, torch.tensor([-1.0, -0.25, 0.25, 1.0]), state["b.weight"]),
         "c.weight": WeightCode(state["c.weight"].abs() > 1, None, None, state["c.weight"]),
     }
@@ -93,6 +97,39 @@ def test_encode_decode_and_account_every_byte(use_huffman):
     assert torch.equal(decoded["a.bias"], state["a.bias"]) and decoded["bn.num_batches_tracked"].item() == 7
     sparse = next(t for t in account.tensors if t.name == "a.weight")
     assert sparse.kept == int(codes["a.weight"].mask.sum()) and sparse.index_bits >= 1
+    d = codes["d.weight"]
+    torch.testing.assert_close(decoded["d.weight"], torch.where(d.mask, d.codebook[d.codes], torch.zeros(())))
+    masked = next(t for t in account.tensors if t.name == "d.weight")
+    assert masked.encoding == ("masked" if use_huffman else "sparse") and masked.kept == int(d.mask.sum())
+
+
+@pytest.mark.parametrize("use_huffman", [True, False])
+def test_a_mostly_kept_layer_stores_its_positions_the_smaller_way(use_huffman, monkeypatch):
+    """Huffman-coded, a layer keeping 66% of its weights takes fewer bytes with a zero symbol per pruned
+    position than with relative indices, and is stored so; a layer keeping 23%, or any layer in fixed-width
+    codes (where a zero symbol costs a whole codebook index), is smaller with relative indices."""
+    state, codes = sample_state()
+    _, chosen = container.encode(state, codes, {}, use_huffman=use_huffman)
+    monkeypatch.setattr(container, "_masked_cost", lambda *a: 1 << 62)  # relative indices for every layer
+    sparse_data, sparse_only = container.encode(state, codes, {}, use_huffman=use_huffman)
+    monkeypatch.setattr(container, "_masked_cost", lambda *a: -1)  # a zero symbol for every layer
+    masked_data, masked_only = container.encode(state, codes, {}, use_huffman=use_huffman)
+    assert torch.equal(container.decode(masked_data)[1]["a.weight"], container.decode(sparse_data)[1]["a.weight"])
+    for name in ("a.weight", "d.weight"):
+        picked, sparse, masked = (next(t for t in a.tensors if t.name == name)
+                                  for a in (chosen, sparse_only, masked_only))
+        assert (sparse.encoding, masked.encoding) == ("sparse", "masked")
+        assert picked.bytes == min(sparse.bytes, masked.bytes) and sparse.bytes != masked.bytes
+        assert picked.encoding == ("masked" if use_huffman and name == "d.weight" else "sparse")
+
+
+def test_version_1_files_still_load():
+    state, codes = sample_state()
+    del codes["d.weight"]  # version 1 had no masked tensors
+    data = container.encode(state, codes, {})[0]
+    magic, _version, header_length = struct.unpack_from("<4sHI", data)
+    old = refresh_crc(struct.pack("<4sHI", magic, 1, header_length) + data[10:-4])
+    torch.testing.assert_close(container.decode(old)[1]["a.bias"], container.decode(data)[1]["a.bias"])
 
 
 def test_float16_small_tensors_halve_their_bytes():
@@ -129,7 +166,8 @@ def test_valid_checksum_but_inconsistent_contents():
     magic, version, header_length = struct.unpack_from("<4sHI", body)
     header = zlib.decompress(body[10:10 + header_length])
     for old, new in ((b'"k":16', b'"k":15'), (b'"n":', b'"n":9'), (b'"s":[40,50]', b'"s":[4,5]'),
-                     (b'"b":', b'"b":9'), (b'"e":"sparse"', b'"e":"spars"')):
+                     (b'"b":', b'"b":9'), (b'"e":"sparse"', b'"e":"spars"'),
+                     (b'"e":"masked"', b'"e":"sparse"'), (b'"e":"masked"', b'"e":"dense"')):
         bad = zlib.compress(header.replace(old, new, 1))
         forged = refresh_crc(struct.pack("<4sHI", magic, version, len(bad)) + bad + body[10 + header_length:])
         with pytest.raises(CodingError):
