@@ -26,7 +26,8 @@ def _progress_printer(enabled: bool):
         if not enabled:
             return
         pct = int(p.fraction * 100)
-        if p.stage != last["stage"] or pct >= last["pct"] + 10:
+        # a stage that starts again (the next round of an iterative prune trains again) prints from its start
+        if p.stage != last["stage"] or pct >= last["pct"] + 10 or pct < last["pct"]:
             print(f"  {p.stage}: {pct}% {p.message}", file=sys.stderr, flush=True)
             last.update(stage=p.stage, pct=pct)
     return show

@@ -105,3 +105,16 @@ def test_help_and_zoo_listing():
     assert result.returncode == 0 and "inspect" in result.stdout and "train-zoo" in result.stdout
     result = prunescope("zoo")
     assert result.returncode == 0 and "zoo:lenet300" in result.stdout and "zoo:resnet8-fashion" in result.stdout
+
+
+def test_progress_prints_each_tenth_and_every_restart_of_a_stage(capsys):
+    from core.cli import _progress_printer
+    from core.progress import Progress
+
+    show = _progress_printer(True)
+    for round_ in range(2):  # an iterative prune trains once per round: the second round is shown too
+        for done in range(0, 101, 5):
+            show(Progress("train", done, 100, f"round {round_ + 1}"))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[1] for line in lines] == [f"{p}%" for p in range(0, 101, 10)] * 2
+    assert lines[-1].endswith("round 2")
