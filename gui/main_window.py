@@ -359,6 +359,9 @@ class MainWindow(QMainWindow):
         state = self.settings.value("window/state")
         if state is not None:
             self.restoreState(state)
+        columns = self.settings.value("view/layer_columns")
+        if isinstance(columns, str) and columns:
+            self.layers.set_visible_columns(columns.split(","))
         mode = str(self.settings.value("view/histogram_mode", "abs"))
         self.histogram.set_mode(mode if mode in ("abs", "signed", "log") else "abs")
 
@@ -380,5 +383,6 @@ class MainWindow(QMainWindow):
         for key, splitter in self._splitters():
             self.settings.setValue(key, splitter.saveState())
         self.settings.setValue("view/histogram_mode", self.histogram.mode)
+        self.settings.setValue("view/layer_columns", ",".join(self.layers.visible_columns()))
         self.session.cancel()
         super().closeEvent(event)

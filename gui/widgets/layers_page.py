@@ -7,14 +7,20 @@ variant, the original's distribution is overlaid and the layer's codebook levels
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSplitter, QTableView, QVBoxLayout, QWidget
+from PySide6.QtCore import QItemSelectionModel, QPoint, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QSplitter, QTableView, QVBoxLayout,
+                               QWidget)
 
-from gui.models.layer_table import LayerSortProxy, LayerTableModel
+from gui.models.layer_table import COLUMNS, LayerSortProxy, LayerTableModel
 from gui.session import Session
 from gui.widgets.activation_view import ActivationView
 from gui.widgets.histogram_view import HistogramView
 from gui.widgets.size_view import SizeView
+
+
+DEFAULT_COLUMNS = ("Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Bits")
+"""The columns shown until the user picks others (right-click the header): the rest fit in the pane's
+width only on a wide screen, and each is one click away."""
 
 
 class LayersPage(QWidget):
@@ -39,6 +45,10 @@ class LayersPage(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.horizontalHeader().customContextMenuRequested.connect(self._column_menu)
+        self.table.horizontalHeader().setToolTip("Right-click to choose the columns")
+        self.set_visible_columns(DEFAULT_COLUMNS)
         self.table.selectionModel().currentRowChanged.connect(self._on_row_changed)
         self.histogram = HistogramView()
         self.activations = ActivationView()
@@ -62,7 +72,7 @@ class LayersPage(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.inspector)
-        self.splitter.setSizes([560, 840])  # the inspector's plots get the room
+        self.splitter.setSizes([650, 750])  # the table shows its default columns; the plots get the rest
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.splitter)
@@ -83,6 +93,33 @@ class LayersPage(QWidget):
     def splitters(self) -> list[tuple[str, QSplitter]]:
         return [("window/splitter", self.splitter), ("window/inspector", self.inspector),
                 ("window/left", self.left_splitter)]
+
+    # ------------------------------------------------------------------------------------------ columns
+    def visible_columns(self) -> list[str]:
+        return [name for section, name in enumerate(COLUMNS) if not self.table.isColumnHidden(section)]
+
+    def set_visible_columns(self, names) -> None:
+        """Show the columns named in ``names`` (unknown names are ignored; the Layer column always shows)."""
+        wanted = set(names) | {COLUMNS[0]}
+        for section, name in enumerate(COLUMNS):
+            self.table.setColumnHidden(section, name not in wanted)
+
+    def column_menu(self) -> QMenu:
+        """A menu with a check box per column (the header's context menu)."""
+        menu = QMenu(self)
+        for section, name in enumerate(COLUMNS[1:], start=1):
+            action = menu.addAction(name)
+            action.setCheckable(True)
+            action.setChecked(not self.table.isColumnHidden(section))
+            action.toggled.connect(lambda shown, s=section: self.table.setColumnHidden(s, not shown))
+        menu.addSeparator()
+        menu.addAction("Default columns", lambda: self.set_visible_columns(DEFAULT_COLUMNS))
+        return menu
+
+    def _column_menu(self, pos: QPoint) -> None:
+        menu = self.column_menu()
+        menu.exec(self.table.horizontalHeader().mapToGlobal(pos))
+        menu.deleteLater()
 
     # ------------------------------------------------------------------------------------------ selection
     def current_layer(self) -> str | None:

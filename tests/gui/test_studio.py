@@ -164,11 +164,28 @@ def test_window_layout_is_remembered(qtbot, qapp, window, settings):
 
     window.histogram.set_mode("signed")
     window.resize(window.width(), 600)  # the offscreen screen is small; the height is free to change
+    menu = window.layers.column_menu()  # the table header's context menu
+    for action in menu.actions():
+        if action.text() in ("Dead", "Bits"):
+            action.trigger()  # Dead was hidden, Bits shown
+    assert "Dead" in window.layers.visible_columns() and "Bits" not in window.layers.visible_columns()
     window.close()
     assert settings.value("view/histogram_mode") == "signed"
     again = create_window(None, settings=settings)
     qtbot.addWidget(again)
     assert again.histogram.mode == "signed" and again.size().height() == 600
+    assert again.layers.visible_columns() == ["Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Dead"]
+
+
+def test_layer_table_shows_the_default_columns_and_any_chosen(window):
+    from gui.widgets.layers_page import DEFAULT_COLUMNS
+
+    assert window.layers.visible_columns() == list(DEFAULT_COLUMNS)
+    window.layers.set_visible_columns(["Status", "no such column"])
+    assert window.layers.visible_columns() == ["Layer", "Status"]  # Layer always shows
+    defaults = [a for a in window.layers.column_menu().actions() if a.text() == "Default columns"]
+    defaults[0].trigger()
+    assert window.layers.visible_columns() == list(DEFAULT_COLUMNS)
 
 
 def test_size_view_shows_each_layers_share_and_selects_on_click(qtbot, window):
