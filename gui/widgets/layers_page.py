@@ -47,7 +47,11 @@ class LayersPage(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.horizontalHeader().setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.horizontalHeader().customContextMenuRequested.connect(self._column_menu)
-        self.table.horizontalHeader().setToolTip("Right-click to choose the columns")
+        self.table.horizontalHeader().setToolTip("Click to sort; right-click to choose the columns")
+        # Qt widens every column by a sort arrow's room while arrows are shown; show them only while sorted
+        self.table.horizontalHeader().setSortIndicatorShown(False)
+        self.table.horizontalHeader().sortIndicatorChanged.connect(
+            lambda section, _order: self.table.horizontalHeader().setSortIndicatorShown(section >= 0))
         self.set_visible_columns(DEFAULT_COLUMNS)
         self.table.selectionModel().currentRowChanged.connect(self._on_row_changed)
         self.histogram = HistogramView()
@@ -72,7 +76,7 @@ class LayersPage(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.inspector)
-        self.splitter.setSizes([650, 750])  # the table shows its default columns; the plots get the rest
+        self.splitter.setSizes([560, 840])  # the inspector's plots get the room
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.splitter)

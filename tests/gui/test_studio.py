@@ -188,6 +188,17 @@ def test_layer_table_shows_the_default_columns_and_any_chosen(window):
     assert window.layers.visible_columns() == list(DEFAULT_COLUMNS)
 
 
+def test_sort_arrows_take_room_only_while_sorted(window):
+    """Qt widens every column by an arrow's room while sort arrows show: until a column is sorted, none do."""
+    header = window.layers.table.horizontalHeader()
+    unsorted = header.length()
+    assert not header.isSortIndicatorShown()
+    window.layers.table.sortByColumn(3, Qt.SortOrder.DescendingOrder)
+    assert header.isSortIndicatorShown() and window.layers.current_layer() == "fc1"
+    window.layers.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+    assert not header.isSortIndicatorShown() and header.length() <= unsorted
+
+
 def test_size_view_shows_each_layers_share_and_selects_on_click(qtbot, window):
     shares = window.size_view.shares
     assert len(shares) == 3 and shares.sum() == pytest.approx(1.0)
