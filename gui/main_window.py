@@ -69,7 +69,7 @@ class MainWindow(QMainWindow):
         self.recipe_dock = self._dock("Compress", self.recipe_panel, "recipeDock")
         self.variants_dock = self._dock("Variants", self.variant_list, "variantsDock")
         self.splitDockWidget(self.recipe_dock, self.variants_dock, Qt.Orientation.Vertical)
-        self.resizeDocks([self.recipe_dock, self.variants_dock], [640, 180], Qt.Orientation.Vertical)
+        self.resizeDocks([self.recipe_dock, self.variants_dock], [600, 220], Qt.Orientation.Vertical)
         self.resizeDocks([self.recipe_dock], [340], Qt.Orientation.Horizontal)
         self._build_actions()
 
