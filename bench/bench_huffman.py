@@ -35,7 +35,7 @@ def streams(name: str):
         quantize_layer(layer, "kmeans", 8 if n.startswith("conv") else 6)
     for tensor, code in weight_codes(model).items():
         encoding, _bits, layer_streams = container.quantized_streams(code, code.values.numel(), True)
-        for kind, (symbols, alphabet) in zip(("weights", "indices"), layer_streams):
+        for kind, (symbols, alphabet, _counts) in zip(("weights", "indices"), layer_streams):
             yield f"{name}.{tensor} {kind} ({encoding})", symbols, alphabet
 
 

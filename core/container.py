@@ -107,10 +107,11 @@ def symbol_counts(symbols: np.ndarray, alphabet: int) -> np.ndarray:
     return torch.bincount(t, minlength=alphabet).numpy()
 
 
-def _stream(symbols: np.ndarray, alphabet: int, use_huffman: bool) -> tuple[bytes, bytes, int]:
-    """(table, stream, fixed width) for a symbol sequence."""
+def _stream(symbols: np.ndarray, alphabet: int, use_huffman: bool,
+            counts: np.ndarray | None = None) -> tuple[bytes, bytes, int]:
+    """(table, stream, fixed width) for a symbol sequence (``counts``: its symbol counts, if known)."""
     if use_huffman:
-        lengths = huffman.code_lengths(symbol_counts(symbols, alphabet))
+        lengths = huffman.code_lengths(symbol_counts(symbols, alphabet) if counts is None else counts)
         return huffman.pack_lengths(lengths), huffman.encode(symbols, lengths)[0], 0
     width = max(1, int(np.ceil(np.log2(max(alphabet, 2)))))
     return b"", huffman.pack_bits(symbols, width)[0], width
@@ -183,9 +184,9 @@ def _codebook_bytes(codebook: torch.Tensor, dtype: str) -> bytes:
 
 
 def quantized_streams(code: WeightCode, numel: int, use_huffman: bool,
-                      index_bits: int = 0) -> tuple[str, int, list[tuple[np.ndarray, int]]]:
-    """How a quantized layer is stored: (encoding, index bits, [(symbols, alphabet), ...]), the symbol
-    streams in file order (each one Huffman-coded or fixed-width).
+                      index_bits: int = 0) -> tuple[str, int, list[tuple[np.ndarray, int, np.ndarray]]]:
+    """How a quantized layer is stored: (encoding, index bits, [(symbols, alphabet, counts), ...]), the
+    symbol streams in file order (each one Huffman-coded or fixed-width) with their symbol counts.
 
     ``dense`` (no mask): one codebook index per weight. A pruned layer is ``sparse`` (codebook indices of
     the kept weights, ``k`` for fillers, then relative indices) or ``masked`` (a codebook index per
@@ -194,27 +195,27 @@ def quantized_streams(code: WeightCode, numel: int, use_huffman: bool,
     k = int(code.codebook.shape[-1])
     codes = code.codes.reshape(-1).cpu().numpy().astype(np.int64)
     if code.mask is None:
-        return "dense", 0, [(codes, k)]
+        return "dense", 0, [(codes, k, symbol_counts(codes, k))]
     positions = np.flatnonzero(code.mask.reshape(-1).cpu().numpy())
     bits = choose_index_bits(positions, use_huffman, index_bits)
     gaps, is_filler = relative_indices(positions, bits)
     kept = codes[positions]
     symbols = np.full(len(is_filler), k, np.int64)  # k: the filler symbol
     symbols[~is_filler] = kept
-    sparse = (_counts_cost(symbol_counts(symbols, k + 1), k + 1, use_huffman)
-              + _counts_cost(symbol_counts(gaps, 1 << bits), 1 << bits, use_huffman))
-    if not index_bits and _masked_cost(kept, k, numel, use_huffman) < sparse:  # a width asked for: indices
+    weight_counts, gap_counts = symbol_counts(symbols, k + 1), symbol_counts(gaps, 1 << bits)
+    masked_counts = weight_counts.copy()
+    masked_counts[k] = numel - len(kept)  # the pruned positions instead of the fillers
+    sparse = _counts_cost(weight_counts, k + 1, use_huffman) + _counts_cost(gap_counts, 1 << bits, use_huffman)
+    if not index_bits and _masked_cost(masked_counts, use_huffman) < sparse:  # a width asked for: indices
         masked = np.full(numel, k, np.int64)
         masked[positions] = kept
-        return "masked", 0, [(masked, k + 1)]
-    return "sparse", bits, [(symbols, k + 1), (gaps, 1 << bits)]
+        return "masked", 0, [(masked, k + 1, masked_counts)]
+    return "sparse", bits, [(symbols, k + 1, weight_counts), (gaps, 1 << bits, gap_counts)]
 
 
-def _masked_cost(kept_symbols: np.ndarray, k: int, numel: int, use_huffman: bool) -> int:
-    """Bytes of the ``masked`` encoding's table and stream, from the symbol counts alone."""
-    counts = symbol_counts(kept_symbols, k + 1)
-    counts[k] += numel - len(kept_symbols)
-    return _counts_cost(counts, k + 1, use_huffman)
+def _masked_cost(counts: np.ndarray, use_huffman: bool) -> int:
+    """Bytes of the ``masked`` encoding's table and stream (its own function so tests can force a choice)."""
+    return _counts_cost(counts, len(counts), use_huffman)
 
 
 def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_huffman: bool,
@@ -235,7 +236,7 @@ def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_
     account.codebook_bytes = len(codebook)
     if code.codes is not None:
         encoding, bits, streams = quantized_streams(code, tensor.numel(), use_huffman, index_bits)
-        coded = [_stream(symbols, alphabet, use_huffman) for symbols, alphabet in streams]
+        coded = [_stream(symbols, alphabet, use_huffman, counts) for symbols, alphabet, counts in streams]
         w_table, w_stream, width = coded[0]
         entry.update(e=encoding, n=len(streams[0][0]), w=width)
         sections = [codebook, w_table, w_stream]
@@ -247,7 +248,7 @@ def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_
             i_table, i_stream, _ = coded[1]
             sections += [i_table, i_stream]
             entry["b"] = bits
-            account.index_bits, account.fillers = bits, int(np.sum(streams[0][0] == k))
+            account.index_bits, account.fillers = bits, int(streams[0][2][k])
             account.table_bytes += len(i_table)
             account.index_bytes = len(i_stream)
     else:  # pruned, not quantized: float values, zeros for fillers
