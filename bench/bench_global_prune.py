@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.utils import prune as torch_prune  # noqa: E402
 
-from core.pruning import magnitude_masks  # noqa: E402
+from core.methods.masks import magnitude_masks  # noqa: E402
 
 
 def build(total: int) -> nn.Module:

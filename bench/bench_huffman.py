@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from core import container, huffman  # noqa: E402
-from core.model_io import load_model  # noqa: E402
-from core.pipeline import weight_codes  # noqa: E402
-from core.pruning import apply_masks, magnitude_masks, prunable_layers  # noqa: E402
-from core.quantization import quantize_layer  # noqa: E402
+from core.format import container, huffman  # noqa: E402
+from core.io import load_model  # noqa: E402
+from core.pipeline.apply import weight_codes  # noqa: E402
+from core.methods.masks import apply_masks, magnitude_masks, prunable_layers  # noqa: E402
+from core.methods.codebooks import quantize_layer  # noqa: E402
 
 
 def streams(name: str):

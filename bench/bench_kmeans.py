@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from core import zoo  # noqa: E402
-from core.quantization import kmeans_1d  # noqa: E402
+from core.eval import zoo  # noqa: E402
+from core.methods.codebooks import kmeans_1d  # noqa: E402
 
 
 def trained_weights(count: int = 1_000_000) -> np.ndarray:

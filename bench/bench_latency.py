@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from core import int8  # noqa: E402
-from core.data import dataset_available, load_dataset  # noqa: E402
-from core.model_io import load_model  # noqa: E402
+from core.methods import int8  # noqa: E402
+from core.eval.data import dataset_available, load_dataset  # noqa: E402
+from core.io import load_model  # noqa: E402
 from core.progress import run  # noqa: E402
-from core.structured import prune_structured  # noqa: E402
+from core.methods.structured import prune_structured  # noqa: E402
 
 
 def median_ms(model, x, runs: int = 30, warmup: int = 5) -> float:

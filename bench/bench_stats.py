@@ -3,7 +3,7 @@
     python bench/bench_stats.py [--params-scale 1.0] [--repeats 5] [--json out.json]
 
 Measures, in a fresh process with the model built in place (no transient copies):
-- time: all per-layer histograms and summaries (``core.stats.weight_stats``) / one plain pass over the same
+- time: all per-layer histograms and summaries (``core.analysis.stats.weight_stats``) / one plain pass over the same
   weights (``p.sum()`` for every parameter), best of ``--repeats`` each; goal at most 3x;
 - memory: (model bytes + the most the process grew during the statistics pass) / model bytes; goal at
   most 1.3x. Growth is the larger of ``ru_maxrss`` and a 1 ms RSS sampler, against the RSS before the pass;
@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from core.progress import run  # noqa: E402
-from core.stats import weight_stats  # noqa: E402
+from core.analysis.stats import weight_stats  # noqa: E402
 
 
 class Block(nn.Module):
@@ -111,7 +111,7 @@ def peak_growth(fn) -> int:
 def breakdown(model: nn.Module, repeats: int) -> None:
     import numpy as np
 
-    from core import stats
+    from core.analysis import stats
 
     modules = dict(model.named_modules())
     tensors = {n: stats.layer_weights(m) for n, m in modules.items() if next(m.parameters(recurse=False), None)

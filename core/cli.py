@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 from core import __version__
+from core.errors import PrunescopeError
 
 EXIT_BAD_INPUT = 2
 
 
-class UsageError(ValueError):
+class UsageError(PrunescopeError):
     """A command-line argument that cannot work."""
 
 
@@ -87,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_inspect(args) -> int:
-    from core.inspection import InspectOptions, inspect_model, open_for_inspection
-    from core.model_io import LoadOptions, load_model, parse_input_shape
+    from core.analysis.inspection import InspectOptions, inspect_model, open_for_inspection
+    from core.io import LoadOptions, load_model, parse_input_shape
     from core.progress import run
-    from core.report import layer_table, write_json
+    from core.report.reports import layer_table, write_json
 
     options = LoadOptions(trust=args.trust, arch=args.arch,
                           input_shape=parse_input_shape(args.input_shape) if args.input_shape else None)
@@ -137,14 +138,14 @@ def protect_inputs(outputs: list[str | Path], args) -> None:
 def cmd_compress(args) -> int:
     import torch
 
-    from core.data import load_dataset
-    from core.export import FORMATS, SUFFIX, export
+    from core.eval.data import load_dataset
+    from core.io.export import FORMATS, SUFFIX, export
     from core.fileio import atomic_write
-    from core.model_io import LoadOptions, load_model, parse_input_shape
-    from core.pipeline import apply_recipe
+    from core.io import LoadOptions, load_model, parse_input_shape
+    from core.pipeline.apply import apply_recipe
     from core.progress import run
     from core.recipe import Recipe
-    from core.report import compression_summary, compression_to_dict, write_json_file
+    from core.report.reports import compression_summary, compression_to_dict, write_json_file
 
     formats = [f for f in args.export.split(",") if f]
     unknown = [f for f in formats if f not in FORMATS]
@@ -185,9 +186,9 @@ def cmd_compress(args) -> int:
 
 
 def cmd_train_zoo(args) -> int:
-    from core import zoo
+    from core.eval import zoo
     from core.progress import run
-    from core.training import train_zoo_model
+    from core.eval.training import train_zoo_model
 
     for name in args.names or list(zoo.ZOO):
         meta = run(train_zoo_model(name, seed=args.seed), on_progress=_progress_printer(True))
@@ -198,7 +199,7 @@ def cmd_train_zoo(args) -> int:
 
 
 def cmd_zoo(args) -> int:
-    from core import zoo
+    from core.eval import zoo
 
     for name, entry in zoo.ZOO.items():
         try:
@@ -212,23 +213,13 @@ def cmd_zoo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a headless command; returns the exit status. (The studio is started by ``main.py``.)"""
-    from core.activations import ActivationError
-    from core.data import DataError
-    from core.inspection import InputMismatchError
-    from core.export import ExportError
-    from core.model_io import ModelLoadError
-    from core.pipeline import CompressionError
     from core.progress import Cancelled
-    from core.recipe import RecipeError
-    from core.structured import StructureError
-    from core.zoo import ZooError
 
     args = build_parser().parse_args(argv)
     commands = {"inspect": cmd_inspect, "compress": cmd_compress, "train-zoo": cmd_train_zoo, "zoo": cmd_zoo}
     try:
         return commands[args.command](args)
-    except (ModelLoadError, DataError, ZooError, ActivationError, InputMismatchError, UsageError, RecipeError,
-            CompressionError, StructureError, ExportError) as exc:
+    except PrunescopeError as exc:
         print(f"prunescope: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import sys
-import threading
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QColor, QPalette

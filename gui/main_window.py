@@ -11,8 +11,8 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox, QScrollArea, QTabWidget,
                                QToolButton, QVBoxLayout, QWidget)
 
-from core import zoo
-from core.data import BUILTIN_DATASETS, FASHION_HELP, dataset_available
+from core.eval import zoo
+from core.eval.data import BUILTIN_DATASETS, FASHION_HELP, dataset_available
 from core.fileio import atomic_write
 from gui.exporting import export_plot_to, plot_png
 from gui.session import Session
@@ -241,8 +241,8 @@ class MainWindow(QMainWindow):
 
     def export_report_dialog(self, path: str | None = None) -> str | None:
         """Write the HTML report of the current variant against the original, plots embedded."""
-        from core.html_report import build_html
-        from core.variants import changed_predictions
+        from core.report.html_report import build_html
+        from core.pipeline.variants import changed_predictions
 
         store = self.session.variants
         original, current = store.original, store.current

@@ -12,16 +12,16 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from core.activations import ActivationStats
-from core.data import Dataset
-from core.evaluate import Accuracy, Fidelity, Latency
-from core.inspection import InspectOptions, inspect_model, open_for_inspection
-from core.inventory import Inventory
-from core.model_io import LoadedModel, LoadOptions
+from core.analysis.activations import ActivationStats
+from core.eval.data import Dataset
+from core.eval.evaluate import Accuracy, Fidelity, Latency
+from core.analysis.inspection import InspectOptions, inspect_model, open_for_inspection
+from core.analysis.inventory import Inventory
+from core.io import LoadedModel, LoadOptions
 from core.progress import Partial
 from core.recipe import Recipe
-from core.stats import WeightStats
-from core.variants import compress_variant, original_variant
+from core.analysis.stats import WeightStats
+from core.pipeline.variants import compress_variant, original_variant
 from gui.recipe_draft import RecipeDraft
 from gui.variant_store import VariantStore
 from gui.workers import TaskRunner
@@ -90,8 +90,8 @@ class Session(QObject):
         loaded = self.variants.models.get(0, self.loaded)
 
         def task():
-            from core.data import load_dataset
-            from core.inspection import check_inputs
+            from core.eval.data import load_dataset
+            from core.analysis.inspection import check_inputs
 
             data = load_dataset(data_name)
             check_inputs(loaded, data)
@@ -133,7 +133,7 @@ class Session(QObject):
     def apply(self, recipe: Recipe | None = None) -> bool:
         """Compress the current variant with ``recipe`` (default: the draft) in the background. Returns
         False, with a message and nothing changed, when the recipe cannot run on this model."""
-        from core.pipeline import check
+        from core.pipeline.apply import check
 
         if self.loaded is None or self.opening or not self.variants.variants:
             return False
@@ -168,7 +168,7 @@ class Session(QObject):
         return self.apply(recipe)
 
     def _compressed(self, value, base: LoadedModel) -> None:
-        from core.report import compression_to_dict
+        from core.report.reports import compression_to_dict
 
         variant, result = value
         model = LoadedModel(result.model, f"{base.name.split(' · ')[0]} · {variant.name}", base.source, "variant",
@@ -194,7 +194,7 @@ class Session(QObject):
     def save_variant(self, variant_id: int, folder: str | Path) -> Path:
         """Write a variant's compressed file and its report.json into ``folder`` (atomically)."""
         from core.fileio import atomic_write
-        from core.report import write_json_file
+        from core.report.reports import write_json_file
 
         report = self.variants.reports[variant_id]
         target = Path(folder) / report["file"]
@@ -214,7 +214,7 @@ class Session(QObject):
         self.opening = False
 
     def _on_failed(self, title: str, error: BaseException) -> None:
-        from core.model_io import UntrustedPickleError
+        from core.io import UntrustedPickleError
 
         self.opening = False
         if isinstance(error, UntrustedPickleError):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from core.model_io import LoadedModel
-from core.variants import Variant
+from core.io import LoadedModel
+from core.pipeline.variants import Variant
 
 
 class VariantStore(QObject):

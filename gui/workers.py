@@ -12,14 +12,13 @@ import gc
 import os
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Generator
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from superqt.utils import GeneratorWorker, create_worker
 
-from core.progress import Partial, Progress
+from core.progress import Partial
 
 
 class TaskFailed(Exception):
@@ -127,8 +126,9 @@ class _EnginePreparation(threading.Thread):
 
     def run(self) -> None:
         try:
-            import core.pipeline  # noqa: F401 - torch.ao and Torch-Pruning: 70 ms at the first Apply otherwise
-            from core import huffman, stats
+            import core.pipeline.apply  # noqa: F401 - torch.ao and Torch-Pruning: 70 ms at the first Apply otherwise
+            from core.format import huffman
+            from core.analysis import stats
 
             stats.warm_up()  # 0.5 s from numba's cache: at the first statistics pass otherwise
             huffman.warm_up()

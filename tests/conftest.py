@@ -15,8 +15,8 @@ if str(ROOT) not in sys.path:
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from core.data import load_dataset  # noqa: E402
-from core.model_io import load_model  # noqa: E402
+from core.eval.data import load_dataset  # noqa: E402
+from core.io import load_model  # noqa: E402
 from tests import factories  # noqa: E402
 
 

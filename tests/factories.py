@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.zoo import LeNet300, load_zoo_model
+from core.eval.zoo import LeNet300, load_zoo_model
 
 MARKER_NAME = "pickle-code-ran.txt"
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.activations import ActivationError, activation_stats, forward_hooks
+from core.analysis.activations import ActivationError, activation_stats, forward_hooks
 from core.progress import Cancelled, run
-from core.zoo import ResNet8
+from core.eval.zoo import ResNet8
 
 
 def hooks_left(model: nn.Module) -> int:
@@ -113,7 +113,7 @@ def test_forward_hooks_context_removes_on_exception():
 
 
 def test_compiled_graphs_get_a_clear_message(model_files):
-    from core.model_io import LoadOptions, load_model
+    from core.io import LoadOptions, load_model
 
     loaded = load_model(model_files["torchscript"], LoadOptions(trust=True))
     with pytest.raises(ActivationError, match="compiled graph"):

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import container, huffman
-from core.container import WeightCode
-from core.huffman import CodingError
+from core.format import container
+
+from core.format import huffman
+from core.format.container import WeightCode
+from core.format.huffman import CodingError
 
 
 def test_huffman_round_trip_and_entropy():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import data as data_module
-from core.data import DataError, dataset_available, load_dataset, load_idx_folder, load_image_folder, load_npz, \
+from core.eval import data as data_module
+from core.eval.data import DataError, dataset_available, load_dataset, load_idx_folder, load_image_folder, load_npz, \
     read_idx
 
 

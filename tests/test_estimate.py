@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.estimate import estimate_layer_bytes, global_threshold, index_bits, preview
+from core.analysis.estimate import estimate_layer_bytes, global_threshold, index_bits, preview
 from core.progress import run
-from core.pruning import magnitude_masks, prunable_layers
-from core.stats import weight_stats
+from core.methods.masks import magnitude_masks, prunable_layers
+from core.analysis.stats import weight_stats
 
 
 @pytest.fixture(scope="module")

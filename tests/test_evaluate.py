@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.data import Split
-from core.evaluate import accuracy, fidelity, latency, saved_size_bytes
+from core.eval.data import Split
+from core.eval.evaluate import accuracy, fidelity, latency, saved_size_bytes
 from core.progress import run
 
 
@@ -53,7 +53,7 @@ def test_latency_uses_the_clock_it_is_given():
 
 
 def test_saved_size_is_the_size_of_the_exported_state_dict(tmp_path, lenet300):
-    from core.export import export
+    from core.io.export import export
 
     path = tmp_path / "model.pt"
     export(lenet300.module, torch.zeros(1, 1, 28, 28), "state_dict", path)
@@ -65,7 +65,7 @@ def test_saved_size_is_the_size_of_the_exported_state_dict(tmp_path, lenet300):
 
 def test_accuracy_of_an_exported_program(model_files, mnist):
     """torch.export graphs refuse eval(); measuring them must not try to switch modes."""
-    from core.model_io import LoadOptions, load_model
+    from core.io import LoadOptions, load_model
 
     loaded = load_model(model_files["export"], LoadOptions(trust=True))
     result = run(accuracy(loaded.module, mnist.test, limit=500))

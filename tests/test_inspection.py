@@ -9,12 +9,12 @@ import stat
 import numpy as np
 import torch
 
-from core.data import load_dataset
+from core.eval.data import load_dataset
 from core.fileio import atomic_write
-from core.inspection import inspect_model, open_for_inspection
-from core.model_io import load_model
+from core.analysis.inspection import inspect_model, open_for_inspection
+from core.io import load_model
 from core.progress import run
-from core.report import write_json
+from core.report.reports import write_json
 
 
 def test_a_data_set_too_small_for_a_validation_split(tmp_path):

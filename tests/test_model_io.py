@@ -7,13 +7,13 @@ import io
 import pytest
 import torch
 
-from core.model_io import LOADERS, LoadOptions, ModelLoadError, UntrustedPickleError, load_model, \
+from core.io import LOADERS, LoadOptions, ModelLoadError, UntrustedPickleError, load_model, \
     parse_input_shape
 from tests import factories
 
 
 def reference_logits(x):
-    from core.zoo import load_zoo_model
+    from core.eval.zoo import load_zoo_model
 
     model, _ = load_zoo_model("lenet300")
     with torch.inference_mode():
@@ -43,14 +43,14 @@ def test_zoo_loader_gives_the_trained_model():
 def test_each_format_loads_the_same_network(model_files, untouched, kind, fmt):
     path = model_files[kind]
     untouched(path)
-    loaded = load_model(path, LoadOptions(arch="core.zoo:LeNet300", trust=True))
+    loaded = load_model(path, LoadOptions(arch="core.eval.zoo:LeNet300", trust=True))
     assert loaded.format == fmt
     assert loaded.file_bytes == path.stat().st_size
     torch.testing.assert_close(logits(loaded), reference_logits(X), rtol=1e-5, atol=1e-5)
 
 
 def test_torchscript_and_export_keep_layer_types(model_files):
-    from core.inventory import inventory
+    from core.analysis.inventory import inventory
 
     for kind in ("torchscript", "export"):
         loaded = load_model(model_files[kind], TRUST)
@@ -242,7 +242,7 @@ def test_a_pt2_with_a_pickled_weight_runs_nothing_untrusted(model_files, tmp_pat
 
 def test_a_checkpoint_cannot_name_code_to_import(tmp_path):
     """A weights-only file may name a zoo architecture, never a factory: that would run code it chose."""
-    from core.zoo import CHECKPOINT_FORMAT
+    from core.eval.zoo import CHECKPOINT_FORMAT
 
     path = tmp_path / "named.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "arch": "tests.factories:leave_marker",

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from core import pruning
+from core.methods import masks as pruning
 from core.modelcopy import clone_module
 
 

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from core.model_io import LoadOptions, load_model
-from core.pipeline import CompressionError, apply_recipe
+from core.io import LoadOptions, load_model
+from core.pipeline.apply import CompressionError, apply_recipe
 from core.progress import run
 from core.recipe import Recipe, RecipeError
 
@@ -55,7 +55,7 @@ def test_recipe_compresses_without_touching_the_original(small_mnist):
 
 
 def test_the_file_loads_back_to_the_reported_accuracy(tmp_path, small_mnist):
-    from core.evaluate import accuracy
+    from core.eval.evaluate import accuracy
 
     loaded = load_model("zoo:lenet300")
     result = run(apply_recipe(FULL, loaded, small_mnist, measure_before=False))

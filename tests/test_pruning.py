@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from core.data import Split
+from core.eval.data import Split
 from core.progress import run
-from core.pruning import apply_masks, bake, current_mask, kth_smallest_magnitude, magnitude_masks, prunable_layers
-from core.training import TrainConfig, train
+from core.methods.masks import apply_masks, bake, current_mask, kth_smallest_magnitude, magnitude_masks, prunable_layers
+from core.eval.training import TrainConfig, train
 
 
 def random_layers(seed=0, sizes=((300, 784), (100, 300), (10, 100))):

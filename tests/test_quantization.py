@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.pruning import apply_masks, magnitude_masks
-from core.quantization import assign, kmeans_1d, quantize_layer, shared_of
+from core.methods.masks import apply_masks, magnitude_masks
+from core.methods.codebooks import assign, kmeans_1d, quantize_layer, shared_of
 
 
 def lloyd_reference(x, centroids, iterations):

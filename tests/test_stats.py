@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.progress import run
-from core.stats import N_BUCKETS, raw_bucket_counts, stats_from_counts, weight_stats
+from core.analysis.stats import N_BUCKETS, raw_bucket_counts, stats_from_counts, weight_stats
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def _mixed_model() -> torch.nn.Module:
 
 def test_counting_ahead_on_the_pool_gives_the_serial_counts(monkeypatch):
     """Small pieces and a short queue: layers are split across calls and counted ahead of their turn."""
-    import core.stats as stats
+    import core.analysis.stats as stats
 
     model = _mixed_model()
     serial = run(weight_stats(model, use_kernel=False))
@@ -194,7 +194,7 @@ def test_compiled_derivation_gives_numpys_figures(bins):
 def test_closing_the_pass_early_cancels_the_counting_queued_ahead(monkeypatch):
     import time
 
-    import core.stats as stats
+    import core.analysis.stats as stats
 
     kernel, calls = stats._kernel(), []
 

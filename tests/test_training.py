@@ -8,9 +8,9 @@ import gc
 import torch
 from torch import nn
 
-from core.data import Split
+from core.eval.data import Split
 from core.progress import run
-from core.training import TrainConfig, train
+from core.eval.training import TrainConfig, train
 
 
 def test_training_frees_its_optimizer_state_and_gradients_at_once():

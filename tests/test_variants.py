@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.progress import run
-from core.variants import (LayerSummary, Variant, changed_predictions, compare_layers, confusion_matrix,
+from core.pipeline.variants import (LayerSummary, Variant, changed_predictions, compare_layers, confusion_matrix,
                            layers_of_model, pareto_front, per_class_accuracy, predictions)
 
 

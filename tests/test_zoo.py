@@ -7,11 +7,11 @@ import time
 import pytest
 import torch
 
-from core import zoo
-from core.data import dataset_available, load_dataset
-from core.evaluate import accuracy
+from core.eval import zoo
+from core.eval.data import dataset_available, load_dataset
+from core.eval.evaluate import accuracy
 from core.progress import run
-from core.training import TrainConfig, random_shift, train
+from core.eval.training import TrainConfig, random_shift, train
 
 
 def n_params(model):

@@ -1,4 +1,4 @@
-"""The layer table: a Qt table model over the engine's :class:`~core.inventory.LayerInfo` and measurements."""
+"""The layer table: a Qt table model over the engine's :class:`~core.analysis.inventory.LayerInfo` and measurements."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from PySide6.QtCore import QSortFilterProxyModel, Qt
 from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
 
-from core.report import human_bytes
+from core.report.reports import human_bytes
 from gui import theme
 from gui.session import Measurements
 

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QStackedWidget, QVBoxLayout, QWidget
 
-from core.activations import ActivationStats
+from core.analysis.activations import ActivationStats
 from gui import theme
 
 RARE = 0.05  # units firing on fewer than 5% of observations are drawn in the warning colour
@@ -49,7 +49,7 @@ def heatmap_rgba(rates: np.ndarray, selected: set[int] | frozenset[int] = frozen
 
 
 class ActivationView(QWidget):
-    """Shows one layer's :class:`~core.activations.ActivationStats`; units can be selected and removed."""
+    """Shows one layer's :class:`~core.analysis.activations.ActivationStats`; units can be selected and removed."""
 
     sig_remove_units = Signal(str, list)
     """Remove these units (indices) of this layer."""

@@ -10,8 +10,8 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
-from core.report import human_bytes
-from core.variants import Variant, changed_predictions, compare_layers, per_class_accuracy
+from core.report.reports import human_bytes
+from core.pipeline.variants import Variant, changed_predictions, compare_layers, per_class_accuracy
 from gui import theme
 
 MAX_IMAGES = 24

@@ -5,9 +5,9 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from core.html_report import summary_line
-from core.report import human_bytes
-from core.variants import Variant, changed_predictions
+from core.report.html_report import summary_line
+from core.report.reports import human_bytes
+from core.pipeline.variants import Variant, changed_predictions
 from gui.widgets.tradeoff_plot import TradeoffPlot
 
 

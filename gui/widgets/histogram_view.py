@@ -7,15 +7,15 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QButtonGroup, QCheckBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
-from core.inventory import LayerInfo
-from core.stats import Histogram, WeightStats
+from core.analysis.inventory import LayerInfo
+from core.analysis.stats import Histogram, WeightStats
 from gui import theme
 
 MODES = {"abs": "|w|", "signed": "w", "log": "log₁₀ |w|"}
 
 
 class HistogramView(QWidget):
-    """Shows one layer's :class:`~core.stats.WeightStats`; redraws from them, never from the model."""
+    """Shows one layer's :class:`~core.analysis.stats.WeightStats`; redraws from them, never from the model."""
 
     sig_mode_changed = Signal(str)
     """The x axis changed: ``abs``, ``signed`` or ``log``."""

@@ -207,7 +207,7 @@ class LayersPage(QWidget):
             self.histogram.set_threshold(None)
             return
         if draft.scope == "global":
-            from core.estimate import global_threshold
+            from core.analysis.estimate import global_threshold
 
             prunable = {n: s for n, s in self.session.measurements.weights.items() if self._prunable(n)}
             self.histogram.set_threshold(global_threshold(prunable, draft.sparsity))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from core.report import human_bytes
+from core.report.reports import human_bytes
 from gui import theme
 from gui.session import Session
 

@@ -12,8 +12,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 
-from core.estimate import preview
-from core.report import human_bytes
+from core.analysis.estimate import preview
+from core.report.reports import human_bytes
 from gui import theme
 from gui.recipe_draft import IMPORTANCE, PRUNE_METHODS, QUANT_METHODS, RecipeDraft
 

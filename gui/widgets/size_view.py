@@ -7,8 +7,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from core.inventory import Inventory
-from core.report import human_bytes
+from core.analysis.inventory import Inventory
+from core.report.reports import human_bytes
 from gui import theme
 
 MAX_BARS = 10  # beyond this, the smallest layers are summed into one "others" bar

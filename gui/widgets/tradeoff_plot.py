@@ -7,8 +7,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from core.report import human_bytes
-from core.variants import Variant, pareto_front
+from core.report.reports import human_bytes
+from core.pipeline.variants import Variant, pareto_front
 from gui import theme
 
 

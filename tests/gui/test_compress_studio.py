@@ -85,7 +85,7 @@ def test_save_variant_and_close_asks_about_unsaved(qtbot, window, tmp_path):
     assert path.stat().st_size == variant.size_bytes
     report = json.loads((tmp_path / f"{path.stem}.report.json").read_text())
     assert report["compressed_bytes"] == variant.size_bytes and report["recipe"]["name"] == "studio"
-    from core.model_io import load_model
+    from core.io import load_model
 
     reloaded = load_model(path)
     x = torch.rand(3, 1, 28, 28)

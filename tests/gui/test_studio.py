@@ -11,7 +11,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QMessageBox
 
-from core.inspection import InspectOptions
+from core.analysis.inspection import InspectOptions
 from tests.gui.conftest import wait_idle
 
 
@@ -371,6 +371,6 @@ def test_the_engine_is_ready_before_the_window_shows(window):
 
     preparation = prepare_engine()
     assert preparation is prepare_engine() and preparation.ready.is_set()
-    assert "core.pipeline" in sys.modules
+    assert "core.pipeline.apply" in sys.modules
     preparation.join(60)
     assert not preparation.is_alive() and "torch._dynamo" in sys.modules

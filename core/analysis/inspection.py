@@ -1,0 +1,177 @@
+"""Inspecting a loaded model on real data: one generator that the command line and the studio both run.
+
+:func:`inspect_model` runs, in order: the layer inventory, weight statistics, activation statistics (on the
+data set's validation split, or the loader's probe inputs), and evaluation (test accuracy for a classifier
+of the data set; fidelity to a reference model when one is given; latency of one batch; bytes on disk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from core.errors import PrunescopeError
+from core.analysis.activations import ActivationError, ActivationStats, activation_stats
+from core.eval.data import Dataset
+from core.eval.evaluate import Accuracy, Fidelity, Latency, accuracy, call_model, fidelity, latency, logits_of, \
+    saved_size_bytes
+from core.analysis.inventory import Inventory, inventory
+from core.io.base import LoadedModel
+from core.progress import Partial, Progress, Task
+from core.analysis.stats import WeightStats, weight_stats
+
+
+NO_INPUTS = ("no data set and no input shape, so the model was not run: activations, accuracy and latency "
+             "need --data NAME or --input-shape 1,1,28,28 (in the studio: the Data set menu)")
+
+
+class InputMismatchError(PrunescopeError):
+    """The model cannot be called on the inputs at hand; the message names the shapes involved."""
+
+
+@dataclass(frozen=True)
+class InspectOptions:
+    """What to measure: ``activation_limit`` examples for firing counts (from the validation split),
+    ``eval_limit`` test examples for accuracy (None: all), and ``latency_batch`` inputs per timed call."""
+
+    activations: bool = True
+    evaluate: bool = True
+    activation_limit: int = 5000
+    eval_limit: int | None = None
+    latency_batch: int = 256
+    latency_runs: int = 10
+
+
+@dataclass
+class Inspection:
+    """Everything measured about one model."""
+
+    loaded: LoadedModel
+    dataset: str | None
+    inventory: Inventory
+    weights: dict[str, WeightStats]
+    activations: dict[str, ActivationStats] = field(default_factory=dict)
+    test: Accuracy | None = None
+    fidelity: Fidelity | None = None
+    latency: Latency | None = None
+    saved_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def model_inputs(loaded: LoadedModel, data: Dataset | None, limit: int, batch_size: int = 500) -> Iterator:
+    """Inputs to run the model on: the validation split's images (the test split's, for a data set too
+    small to have one), or else the loader's probe inputs."""
+    if data is not None:
+        split = data.val if len(data.val) else data.test
+        for x, _ in split.batches(batch_size, limit=limit):
+            yield x.reshape(x.shape[0], *loaded.input_shape[1:]) if _flat_input(loaded, data) else x
+    else:
+        yield from loaded.probe_inputs
+
+
+def _flat_input(loaded: LoadedModel, data: Dataset) -> bool:
+    shape = loaded.input_shape
+    return shape is not None and len(shape) == 2 and shape[1] == int(torch.tensor(data.input_shape).prod())
+
+
+def check_inputs(loaded: LoadedModel, data: Dataset | None) -> None:
+    """Call the model once on one example so that a shape mismatch gets a clear message before real work."""
+    example = next(model_inputs(loaded, data, 1), None)
+    if example is None:
+        return
+    try:
+        with torch.inference_mode():
+            out = logits_of(call_model(loaded.module, example))
+    except Exception as exc:
+        where = f"data set {data.name} (examples shaped {tuple(data.input_shape)})" if data is not None \
+            else f"probe inputs shaped {tuple(loaded.input_shape or ())}"
+        raise InputMismatchError(f"{loaded.name} cannot run on {where}: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if data is not None and (out.ndim != 2 or out.shape[1] != data.num_classes):
+        raise InputMismatchError(f"{loaded.name} outputs shape {tuple(out.shape)}, not scores for the "
+                                 f"{data.num_classes} classes of {data.name}")
+
+
+def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: InspectOptions | None = None,
+                  reference: LoadedModel | None = None) -> Task[Inspection]:
+    """Inventory, weight and activation statistics, and evaluation of ``loaded`` (see module docstring)."""
+    options = options or InspectOptions()
+    model = loaded.module
+    runnable = data is not None or bool(loaded.probe_inputs)
+    if runnable and (options.activations or options.evaluate):
+        check_inputs(loaded, data)
+    yield Progress("inventory", 0, 1, "layers")
+    result = Inspection(loaded, data.name if data else None, inventory(model, loaded.module_types), {},
+                        notes=list(loaded.meta.get("notes", [])))
+    if not runnable:
+        result.notes.append(NO_INPUTS)
+        options = replace(options, activations=False, evaluate=False)
+    yield Partial("inventory", result.inventory)
+    result.weights = yield from weight_stats(model)
+    yield Partial("weights", result.weights)
+    if options.activations:
+        total = None if data is None else -(-min(options.activation_limit, len(data.val)) // 500)
+        try:
+            result.activations = yield from activation_stats(
+                model, model_inputs(loaded, data, options.activation_limit), total)
+            yield Partial("activations", result.activations)
+        except ActivationError as exc:
+            result.notes.append(f"activations not measured: {exc}")
+            yield Partial("notes", list(result.notes))
+    if options.evaluate:
+        if data is not None:
+            flat = (lambda x: x.reshape(x.shape[0], -1)) if _flat_input(loaded, data) else None
+            result.test = yield from accuracy(model, data.test, limit=options.eval_limit, prepare=flat)
+            yield Partial("test", result.test)
+        if reference is not None:
+            probes = list(model_inputs(loaded, data, 1000)) if data is not None else loaded.probe_inputs
+            result.fidelity = yield from fidelity(model, reference.module, probes)
+            yield Partial("fidelity", result.fidelity)
+        example = _latency_batch(loaded, data, options.latency_batch)
+        if example is not None:
+            result.latency = yield from latency(model, example, runs=options.latency_runs)
+            yield Partial("latency", result.latency)
+        result.saved_bytes = saved_size_bytes(model)
+        yield Partial("saved_bytes", result.saved_bytes)
+    return result
+
+
+def _latency_batch(loaded: LoadedModel, data: Dataset | None, size: int):
+    if data is not None:
+        return next(model_inputs(loaded, data, size, batch_size=size), None)
+    return loaded.probe_inputs[0] if loaded.probe_inputs else None
+
+
+def open_for_inspection(spec: str, options=None, data_name: str | None = None,
+                        fallback_data: str | None = None) -> Task[tuple[LoadedModel, Dataset | None]]:
+    """Load a model and its data set as one task: the data set named, else the model's own, else
+    ``fallback_data`` if the model runs on it, else none."""
+    from core.eval.data import load_dataset
+    from core.io.loading import load_model
+
+    from core.eval.data import DataError
+
+    yield Progress("load", 0, 2, f"loading {spec}")
+    loaded = load_model(spec, options)
+    name = data_name or loaded.dataset
+    yield Progress("load", 1, 2, f"reading data set {name or fallback_data}")
+    if data_name:
+        data = load_dataset(data_name)
+        check_inputs(loaded, data)
+    elif name:  # the model's own data set: without it, the model still inspects
+        try:
+            data = load_dataset(name)
+            check_inputs(loaded, data)
+        except DataError as exc:
+            data = None
+            loaded.meta.setdefault("notes", []).append(f"inspected without data: {exc}")
+    else:  # the data set in use before, if this model takes its inputs
+        data = load_dataset(fallback_data) if fallback_data else None
+        try:
+            check_inputs(loaded, data)
+        except InputMismatchError:
+            data = None
+    yield Progress("load", 2, 2, "loaded")
+    return loaded, data

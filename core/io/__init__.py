@@ -1,0 +1,13 @@
+"""Reading models: one loader per format, the trust policy for files that run code, and model export.
+
+``base`` holds the shared types; each format has its own module (``zoo``, ``compressed``, ``torchscript``,
+``exported``, ``state_dict``, ``hf``, ``pickled``), importing only ``base`` and the helpers in ``files`` and
+``architectures``; ``loading`` tries them in turn. ``export`` writes a model as a state_dict, TorchScript or
+ONNX file.
+"""
+
+from core.io.base import LoadedModel, LoadOptions, ModelLoadError, UntrustedPickleError
+from core.io.loading import LOADERS, load_model, parse_input_shape
+
+__all__ = ["LOADERS", "LoadOptions", "LoadedModel", "ModelLoadError", "UntrustedPickleError", "load_model",
+           "parse_input_shape"]

@@ -1,0 +1,55 @@
+"""Building an architecture to load weights into: a zoo architecture or a ``package.module:factory``.
+
+Importing a factory runs its code, so only factories the person names (``--arch``) are imported; a file
+may only ever name a zoo architecture by itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+from core.eval import zoo
+from core.io.base import ModelLoadError
+
+
+def import_factory(spec: str) -> nn.Module:
+    """Build a model from ``package.module:factory`` (a class or function taking no arguments)."""
+    if spec in zoo.ARCHITECTURES:
+        return zoo.build(spec)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ModelLoadError(f"architecture {spec!r} must look like package.module:factory "
+                             f"(or a zoo architecture: {', '.join(zoo.ARCHITECTURES)})")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelLoadError(f"cannot import architecture {spec!r}: {exc}") from exc
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ModelLoadError(f"architecture {spec!r} failed to build: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"architecture {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
+    """Load ``state`` into ``model`` strictly, with one readable message when it does not fit."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
+        if mismatched:
+            parts.append(f"shape (file vs model) {'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}")
+        raise ModelLoadError(f"the state_dict does not fit architecture {arch}: {'; '.join(parts)}")
+    model.load_state_dict(state)

@@ -1,0 +1,82 @@
+"""The types every loader shares: what a loaded model is, how to load, and the errors. Nothing else.
+
+Each format's loader (one module per format in this package) imports these and the small helpers in
+:mod:`core.io.files` and :mod:`core.io.architectures`, never another loader; :mod:`core.io.loading` tries them
+in turn. A loader that needs to load another model (a compressed file rebuilt on its source model) is
+handed :func:`~core.io.loading.load_model` as ``load`` instead of importing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import nn
+
+from core.errors import PrunescopeError
+
+
+class ModelLoadError(PrunescopeError):
+    """The model could not be loaded; the message says why, in one line, and what to do."""
+
+
+class UntrustedPickleError(ModelLoadError):
+    """The file can only be loaded by unpickling it, which can run code from it, and it is not trusted."""
+
+    def __init__(self, path: Path, needs: list[str], kind: str = "a pickled Python object") -> None:
+        self.path = path
+        self.needs = needs
+        names = ", ".join(needs[:6]) + (" ..." if len(needs) > 6 else "")
+        super().__init__(
+            f"{path.name} is {kind}: loading it runs code stored in the file (it needs "
+            f"{names or 'Python classes'}), which can do anything your user account can. Load it only if you "
+            "trust where it came from: pass --trust (command line) or confirm in the studio.")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load: ``trust`` allows unpickling code; ``arch`` is ``package.module:factory`` or a zoo
+    architecture for a bare state_dict; ``input_shape`` is a full input shape such as ``(1, 1, 28, 28)``."""
+
+    trust: bool = False
+    arch: str | None = None
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to inspect, with what is known about its inputs and provenance.
+
+    ``probe_inputs`` are batches to call the model with when no data set is given (tensors, tuples, or
+    keyword dicts); ``module_types`` overrides the type shown for a module (for graphs whose modules lost
+    their classes, such as ``torch.export`` programs).
+    """
+
+    module: nn.Module
+    name: str
+    source: str
+    format: str
+    dataset: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    classes: tuple[str, ...] | None = None
+    probe_inputs: list[Any] = field(default_factory=list)
+    module_types: dict[str, str] = field(default_factory=dict)
+    file_bytes: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+LoadFn = Callable[[str, LoadOptions], LoadedModel]
+"""``load_model`` as a loader receives it: ``load(spec, options)``."""
+
+
+class Loader(Protocol):
+    """One model format: whether a spec is of it, and how to load it."""
+
+    format: str
+    describes: str
+
+    def can_load(self, spec: str) -> bool: ...
+
+    def load(self, spec: str, options: LoadOptions, load: LoadFn) -> LoadedModel: ...

@@ -1,0 +1,91 @@
+"""Loading models: one loader per format, each recognising a file or passing it on.
+
+:func:`load_model` asks each loader in :data:`LOADERS` in turn whether it recognises the spec (a zoo name, a
+file, or a folder); the first that does loads it. A spec no loader accepts gets one message naming every
+format tried. Loaders only ever read: the user's file is opened read-only and never written.
+
+Pickles execute code. A whole pickled module is first read with ``torch.load(weights_only=True)``, which
+runs nothing; if that fails because the file needs arbitrary classes, it is only unpickled when the caller
+passes ``trust=True`` (``--trust`` on the command line, a confirmation naming the risk in the studio).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from core.io.base import Loader, LoadedModel, LoadOptions, ModelLoadError
+from core.io.compressed import CompressedLoader
+from core.io.exported import ExportedProgramLoader
+from core.io.files import head, is_pickle
+from core.io.hf import HuggingFaceLoader
+from core.io.pickled import PickledModuleLoader
+from core.io.state_dict import StateDictLoader
+from core.io.torchscript import TorchScriptLoader
+from core.io.zoo import ZooLoader
+
+LOADERS: tuple[Loader, ...] = (ZooLoader(), CompressedLoader(), TorchScriptLoader(), ExportedProgramLoader(),
+                               StateDictLoader(), HuggingFaceLoader(), PickledModuleLoader())
+"""Every format, in the order they are asked: the most specific signatures first, a whole pickle last."""
+
+
+def _diagnose(path: Path) -> str:
+    """Why no loader took an existing path, for the error message."""
+    if path.is_dir():
+        return "a folder without a Hugging Face config.json"
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file"
+    if head(path, 4).startswith(b"PK"):
+        return "a truncated or corrupt zip archive (PyTorch model files are zip archives)"
+    if is_pickle(path):
+        return "a pickle that is truncated or corrupt"
+    return "not a PyTorch model file"
+
+
+def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> LoadedModel:
+    """Load a model from a zoo name (``zoo:lenet300``), a file, or a folder.
+
+    Raises :class:`ModelLoadError` (one line, naming the formats tried when nothing fits) or its subclass
+    :class:`UntrustedPickleError`. The model comes back in eval mode on the CPU.
+    """
+    options = options or LoadOptions()
+    spec = str(spec)
+    if not spec.startswith("zoo:"):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"{spec}: no such file or folder")
+        if path.is_file() and not os.access(path, os.R_OK):
+            raise ModelLoadError(f"{spec}: not readable (permission denied)")
+        spec = str(path)
+    for loader in LOADERS:
+        if loader.can_load(spec):
+            loaded = loader.load(spec, options, load_model)
+            return _check_loaded(loaded)
+    tried = "; ".join(loader.describes for loader in LOADERS)
+    raise ModelLoadError(f"{Path(spec).name}: {_diagnose(Path(spec))}. Formats tried: {tried}")
+
+
+def _check_loaded(loaded: LoadedModel) -> LoadedModel:
+    if next(iter(loaded.module.parameters()), None) is None:
+        raise ModelLoadError(f"{loaded.name}: the model has no parameters, so there is nothing to inspect or "
+                             "compress")
+    if loaded.input_shape is not None and not loaded.probe_inputs:
+        loaded = replace(loaded, probe_inputs=[torch.rand(loaded.input_shape,
+                                                          generator=torch.Generator().manual_seed(0))])
+    return loaded
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"1,1,28,28"`` -> ``(1, 1, 28, 28)``, with a clear error for anything else."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise ModelLoadError(f"input shape {text!r} must be comma-separated positive integers, "
+                             "like 1,1,28,28") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise ModelLoadError(f"input shape {text!r} must be comma-separated positive integers, like 1,1,28,28")
+    return shape

@@ -1,0 +1,31 @@
+"""TorchScript archives (``torch.jit.save``): loading one unpickles it, so only with trust."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError, UntrustedPickleError
+from core.io.files import path_bytes, zip_names
+from core.io.pickle_scan import pickle_globals
+
+
+class TorchScriptLoader:
+    format = "torchscript"
+    describes = "TorchScript (torch.jit.save)"
+
+    def can_load(self, spec: str) -> bool:
+        return any("/code/" in n for n in zip_names(Path(spec)))
+
+    def load(self, spec: str, options: LoadOptions, load: LoadFn) -> LoadedModel:
+        path = Path(spec)
+        if not options.trust:  # torch.jit.load unpickles the archive (PyTorch's docs: never on untrusted files)
+            raise UntrustedPickleError(path, pickle_globals(path)[:6], "a TorchScript archive")
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise ModelLoadError(f"{path.name}: corrupt TorchScript file ({str(exc).splitlines()[0]})") from exc
+        types = {name: m.original_name for name, m in module.named_modules()}
+        return LoadedModel(module.eval(), path.stem, str(path), self.format, input_shape=options.input_shape,
+                           module_types=types, file_bytes=path_bytes(path))

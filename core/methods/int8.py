@@ -1,0 +1,63 @@
+"""int8 inference through PyTorch's own quantized backends (``torch.ao``), so latency gains are real.
+
+``static``: FX graph mode post-training quantization; observers calibrate activation ranges on training
+batches, then weights and activations run as int8 (x86 backend, ``onednn``/``fbgemm`` kernels).
+``dynamic``: Linear layers get int8 weights; activations are quantized on the fly per batch.
+torchao (0.18) is ``torch.ao``'s successor and imports beside torch 2.13, but its pt2e flow only runs
+int8 kernels once lowered by ``torch.compile`` (a C++ compiler at run time); run eagerly it simulates
+int8 in float and is slower. ``torch.ao``'s x86 kernels give the real speed-up, so they are used, with
+their deprecation warning silenced here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.ao.quantization import QConfig, QConfigMapping, quantize_dynamic
+from torch.ao.quantization.observer import HistogramObserver, default_per_channel_weight_observer
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+from core.eval.data import Dataset
+from core.modelcopy import clone_module
+from core.progress import Progress, Task
+
+BACKEND = "x86"
+
+
+def _qconfig_mapping() -> QConfigMapping:
+    # quint8 activations in 0..127 is what the x86 backend's default does with reduce_range=True (avoiding
+    # overflow in its VNNI-less kernels); spelled out here because reduce_range is deprecated
+    activation = HistogramObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=127)
+    return QConfigMapping().set_global(QConfig(activation=activation, weight=default_per_channel_weight_observer))
+
+
+@contextmanager
+def _quiet_deprecation():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions .* are deprecated")
+        yield
+
+
+def convert(model: nn.Module, mode: str, example: torch.Tensor, data: Dataset | None,
+            calibration_batches: int = 8) -> Task[nn.Module]:
+    """An int8 copy of ``model`` (which is left as it was)."""
+    torch.backends.quantized.engine = BACKEND
+    model = clone_module(model).eval()
+    if mode == "dynamic":
+        yield Progress("int8", 1, 1, "dynamic quantization")
+        with _quiet_deprecation():
+            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    if data is None:
+        raise ValueError("static int8 quantization calibrates on data: pass --data")
+    with _quiet_deprecation():
+        prepared = prepare_fx(model, _qconfig_mapping(), (example,))
+    with torch.inference_mode():
+        for i, (x, _) in enumerate(data.train.batches(256, limit=256 * calibration_batches)):
+            prepared(x)
+            yield Progress("int8", i + 1, calibration_batches, "calibrating activation ranges")
+    with _quiet_deprecation():
+        return convert_fx(prepared)

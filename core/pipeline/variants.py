@@ -1,0 +1,174 @@
+"""Variants: the original model and each compressed version of it, as plain data for comparing them.
+
+A :class:`Variant` holds what the trade-off plot, the compare view and the demo need: its size on disk,
+its measured accuracy (or fidelity), its latency, a per-layer summary, and its predictions on the test
+split (for the confusion matrix and the inputs whose prediction changed). No live tensors cross to the
+studio: the decoded model stays in the engine's hands for further work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from core.format.container import FileAccount
+from core.eval.data import Split
+from core.eval.evaluate import accuracy
+from core.analysis.inventory import inventory
+from core.progress import Task
+from core.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """One tensor of a variant: parameters, kept fraction, bits per stored weight and index, bytes."""
+
+    name: str
+    params: int
+    kept: float
+    weight_bits: int
+    index_bits: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: int
+    name: str
+    recipe: Recipe | None  # None: the original model
+    size_bytes: int  # on disk: the original's saved state_dict, or the compressed file
+    accuracy: float | None
+    loss: float | None
+    latency_ms: float | None
+    layers: tuple[LayerSummary, ...]
+    predictions: np.ndarray | None = field(default=None, compare=False, repr=False)
+    labels: np.ndarray | None = field(default=None, compare=False, repr=False)
+    weights: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> WeightStats
+    codebooks: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> quantization levels
+
+    @property
+    def is_original(self) -> bool:
+        return self.recipe is None
+
+
+def layers_from_account(account: FileAccount) -> tuple[LayerSummary, ...]:
+    return tuple(LayerSummary(t.name, t.numel, (t.kept / t.numel if t.numel else 0.0) if t.encoding != "raw" else 1.0,
+                              t.weight_bits or 32, t.index_bits, t.bytes) for t in account.tensors)
+
+
+def layers_of_model(model: nn.Module) -> tuple[LayerSummary, ...]:
+    """The original's layers: every parameter tensor stored densely in float32."""
+    rows = []
+    for info in inventory(model).layers:
+        for pname, p in dict(model.named_modules())[info.name].named_parameters(recurse=False):
+            rows.append(LayerSummary(f"{info.name}.{pname}" if info.name else pname, p.numel(),
+                                     1.0 - float((p == 0).sum()) / max(p.numel(), 1), p.element_size() * 8, 0,
+                                     p.numel() * p.element_size()))
+    return tuple(rows)
+
+
+def predictions(model: nn.Module, split: Split, batch_size: int = 1000, prepare=None,
+                with_loss: bool = False) -> Task[tuple]:
+    """Predicted and true labels over a split, as int64 arrays; with ``with_loss``, also the mean
+    cross-entropy. One pass of :func:`core.eval.evaluate.accuracy`."""
+    predicted: list = []
+    measured = yield from accuracy(model, split, batch_size, prepare=prepare, predicted=predicted)
+    result = (np.concatenate(predicted), split.labels.numpy().astype(np.int64))
+    return (*result, measured.loss) if with_loss else result
+
+
+def pareto_front(sizes: list[float], scores: list[float]) -> list[int]:
+    """Indices of the variants no other beats on both counts (smaller and at least as accurate), by size."""
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], -scores[i]))
+    front, best = [], -np.inf
+    for i in order:
+        if scores[i] > best:
+            front.append(i)
+            best = scores[i]
+    return front
+
+
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    """``m[true, predicted]`` counts."""
+    return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+
+
+def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    counts = np.bincount(labels, minlength=classes)
+    correct = np.bincount(labels[predicted == labels], minlength=classes)
+    return np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
+
+
+def changed_predictions(a: Variant, b: Variant) -> dict[str, np.ndarray]:
+    """Test inputs whose prediction differs between two variants: those ``b`` now gets wrong, and those it
+    now gets right (indices into the test split)."""
+    if a.predictions is None or b.predictions is None:
+        return {"now_wrong": np.zeros(0, np.int64), "now_right": np.zeros(0, np.int64)}
+    right_a, right_b = a.predictions == a.labels, b.predictions == b.labels
+    return {"now_wrong": np.flatnonzero(right_a & ~right_b), "now_right": np.flatnonzero(~right_a & right_b)}
+
+
+@dataclass(frozen=True)
+class LayerDiff:
+    name: str
+    params: tuple[int, int]
+    kept: tuple[float, float]
+    weight_bits: tuple[int, int]
+    bytes: tuple[int, int]
+
+
+def compare_layers(a: Variant, b: Variant) -> list[LayerDiff]:
+    """Per-tensor rows for two variants (tensors present in either), in ``a``'s order then ``b``'s extras."""
+    rows_a, rows_b = {r.name: r for r in a.layers}, {r.name: r for r in b.layers}
+    names = list(rows_a) + [n for n in rows_b if n not in rows_a]
+    empty = LayerSummary("", 0, 0.0, 0, 0, 0)
+    return [LayerDiff(n, (rows_a.get(n, empty).params, rows_b.get(n, empty).params),
+                      (rows_a.get(n, empty).kept, rows_b.get(n, empty).kept),
+                      (rows_a.get(n, empty).weight_bits, rows_b.get(n, empty).weight_bits),
+                      (rows_a.get(n, empty).bytes, rows_b.get(n, empty).bytes)) for n in names]
+
+
+def _flat_prepare(loaded):
+    flat = loaded.input_shape is not None and len(loaded.input_shape) == 2
+    return (lambda x: x.reshape(x.shape[0], -1)) if flat else None
+
+
+def describe_variant(variant_id: int, name: str, recipe: Recipe | None, model: nn.Module, loaded, data,
+                     size_bytes: int, layers: tuple[LayerSummary, ...]) -> Task[Variant]:
+    """Measure a model as a variant: test predictions (with accuracy and loss), latency, weight statistics."""
+    from core.eval.evaluate import latency
+    from core.analysis.inspection import model_inputs
+    from core.analysis.stats import weight_stats
+
+    acc = loss = lat = None
+    predicted = labels = None
+    if data is not None:  # one pass over the test split gives predictions, accuracy and loss
+        predicted, labels, loss = yield from predictions(model, data.test, prepare=_flat_prepare(loaded),
+                                                         with_loss=True)
+        acc = float((predicted == labels).mean()) if len(labels) else 0.0
+    example = next(model_inputs(loaded, data, 256, batch_size=256), None)
+    if example is not None:
+        lat = (yield from latency(model, example, runs=10)).median_ms
+    weights = yield from weight_stats(model)
+    return Variant(variant_id, name, recipe, size_bytes, acc, loss, lat, layers, predicted, labels, weights)
+
+
+def compress_variant(variant_id: int, name: str, recipe: Recipe, loaded, data) -> Task[tuple[Variant, object]]:
+    """Apply ``recipe`` to ``loaded`` and measure the decoded model: (variant, CompressionResult)."""
+    from core.pipeline.apply import apply_recipe
+
+    result = yield from apply_recipe(recipe, loaded, data, measure_before=False)
+    variant = yield from describe_variant(variant_id, name, recipe, result.model, loaded, data,
+                                          result.compressed_bytes, layers_from_account(result.account))
+    return dataclasses.replace(variant, codebooks=result.codebooks), result
+
+
+def original_variant(loaded, data) -> Task[Variant]:
+    """The loaded model as variant 0: its size is its state_dict saved with torch.save."""
+    from core.eval.evaluate import saved_size_bytes
+
+    return (yield from describe_variant(0, "original", None, loaded.module, loaded, data,
+                                        saved_size_bytes(loaded.module), layers_of_model(loaded.module)))

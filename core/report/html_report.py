@@ -1,0 +1,57 @@
+"""A self-contained HTML report of a compression: the headline numbers, per-layer table, and the plots as
+embedded PNG images (one file to send to the people who decide)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+
+from core.report.reports import human_bytes
+from core.pipeline.variants import Variant, compare_layers
+
+STYLE = """
+body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; background: #16191f; color: #e8eaed;
+       margin: 32px auto; max-width: 1100px; }
+h1 { font-size: 28px; margin-bottom: 4px; } h2 { font-size: 18px; color: #9aa0a6; margin-top: 32px; }
+.card { background: #1f232b; border-left: 4px solid #4fc3f7; border-radius: 8px; padding: 20px 28px; }
+.big { font-size: 40px; font-weight: 700; } .muted { color: #9aa0a6; }
+table { border-collapse: collapse; width: 100%; font-size: 14px; }
+td, th { padding: 6px 10px; border-bottom: 1px solid #2c313a; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border-radius: 8px; margin: 8px 0; }
+"""
+
+
+def summary_line(original: Variant, variant: Variant) -> str:
+    """"1.07 MB -> 20.1 KB, 53x smaller, accuracy 98.94% -> 98.90%"."""
+    text = (f"{human_bytes(original.size_bytes)} → {human_bytes(variant.size_bytes)}, "
+            f"{original.size_bytes / variant.size_bytes:.0f}x smaller")
+    if original.accuracy is not None and variant.accuracy is not None:
+        text += f", accuracy {original.accuracy:.2%} → {variant.accuracy:.2%}"
+    return text
+
+
+def build_html(model_name: str, original: Variant, variant: Variant, images: dict[str, bytes],
+               changed: int | None = None) -> str:
+    """The report as one HTML string; ``images`` maps captions to PNG bytes."""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(r.name)}</td><td>{r.params[1]:,}</td><td>{r.kept[1]:.1%}</td><td>{r.weight_bits[1]}</td>"
+        f"<td>{human_bytes(r.bytes[0])}</td><td>{human_bytes(r.bytes[1])}</td></tr>"
+        for r in compare_layers(original, variant))
+    figures = "".join(f"<h2>{e(caption)}</h2><img alt='{e(caption)}' src='data:image/png;base64,"
+                      f"{base64.b64encode(png).decode()}'>" for caption, png in images.items())
+    recipe = e(variant.recipe.to_yaml()) if variant.recipe is not None else ""
+    changed_text = f"<p class='muted'>{changed} test images are now misclassified that were right before.</p>" \
+        if changed is not None else ""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Prunescope: {e(model_name)}</title>
+<style>{STYLE}</style></head><body>
+<h1>{e(model_name)}: {e(variant.name)}</h1><p class="muted">Prunescope report, {when}</p>
+<div class="card"><div class="big">{e(summary_line(original, variant))}</div>
+<p class="muted">Sizes are bytes of files on disk; accuracy is measured on the whole test split, on the model
+decoded back from the compressed file.</p></div>{changed_text}
+<h2>Layers</h2><table><tr><th>tensor</th><th>parameters</th><th>kept</th><th>bits</th><th>original</th>
+<th>compressed</th></tr>{rows}</table>{figures}
+<h2>Recipe</h2><pre>{recipe}</pre></body></html>"""

@@ -1,0 +1,193 @@
+"""Reports of an inspection: a JSON document and a plain-text layer table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict
+
+from core import __version__
+from core.fileio import atomic_write
+from core.analysis.inspection import Inspection
+from core.analysis.stats import Histogram
+
+REPORT_FORMAT = "prunescope-inspect/1"
+
+
+def _hist(h: Histogram) -> dict:
+    return {"edges": [float(e) for e in h.edges], "counts": [int(c) for c in h.counts], "log10": h.log}
+
+
+def inspection_to_dict(result: Inspection) -> dict:
+    """The JSON report: ``params``, ``bytes``, ``layers`` and ``metrics`` (see README for every field)."""
+    layers = []
+    for info in result.inventory.layers:
+        ws = result.weights.get(info.name)
+        act = result.activations.get(info.name)
+        layers.append({
+            "name": info.name, "type": info.type, "shape": list(info.shape), "params": info.params,
+            "bytes": info.bytes, "sparsity": info.sparsity, "dtype": info.dtype,
+            "weight_stats": None if ws is None else {
+                "count": ws.count, "zeros": ws.zeros, "nonfinite": ws.nonfinite, "min": ws.min, "max": ws.max,
+                "mean": ws.mean, "std": ws.std, "abs_max": ws.abs_max, "near_zero": ws.near_zero},
+            "weight_hist": None if ws is None else _hist(ws.hist),
+            "weight_abs_hist": None if ws is None else _hist(ws.abs_hist),
+            "weight_log_hist": None if ws is None else _hist(ws.log_hist),
+            "activation_nonzero": None if act is None else [float(v) for v in act.nonzero_fraction],
+            "activation_mean": None if act is None else [float(v) for v in act.mean],
+            "activation_observations": None if act is None else act.observations,
+            "activation_measured_at": None if act is None else act.measured_at,
+            "dead_units": None if act is None else [int(i) for i in act.dead],
+        })
+    metrics: dict = {"file_bytes": result.loaded.file_bytes, "saved_bytes": result.saved_bytes}
+    if result.test is not None:
+        metrics["test"] = asdict(result.test)
+    if result.fidelity is not None:
+        metrics["fidelity"] = asdict(result.fidelity)
+    if result.latency is not None:
+        metrics["latency"] = asdict(result.latency)
+    return {
+        "format": REPORT_FORMAT, "prunescope": __version__,
+        "model": {"name": result.loaded.name, "source": result.loaded.source, "format": result.loaded.format,
+                  "input_shape": list(result.loaded.input_shape) if result.loaded.input_shape else None},
+        "dataset": result.dataset,
+        "params": result.inventory.params, "bytes": result.inventory.bytes,
+        "sparsity": result.inventory.sparsity,
+        "layers": layers, "metrics": metrics, "notes": list(result.notes),
+    }
+
+
+def finite(obj):
+    """``obj`` with every NaN or infinite float replaced by None, so that it is valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def write_json_file(data: dict, path: str | os.PathLike) -> None:
+    """Write a report atomically, as strict JSON (non-finite numbers become null)."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(finite(data), indent=1, allow_nan=False).encode())
+
+
+def write_json(result: Inspection, path: str | os.PathLike) -> None:
+    """Write the inspection's JSON report atomically."""
+    write_json_file(inspection_to_dict(result), path)
+
+
+def human_bytes(n: int | float | None) -> str:
+    """``1066440`` -> ``"1.07 MB"`` (decimal units, as file managers show)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def layer_table(result: Inspection) -> str:
+    """The inspection as a fixed-width table, with totals and metrics."""
+    rows = [("layer", "type", "shape", "params", "bytes", "sparsity", "|w| max", "near 0", "fires", "dead")]
+    for info in result.inventory.layers:
+        ws, act = result.weights.get(info.name), result.activations.get(info.name)
+        rows.append((info.name or "(model)", info.type, "x".join(map(str, info.shape)), f"{info.params:,}",
+                     human_bytes(info.bytes), f"{info.sparsity:.1%}",
+                     f"{ws.abs_max:.3g}" if ws else "-", f"{ws.near_zero:.1%}" if ws else "-",
+                     f"{act.nonzero_fraction.mean():.1%}" if act else "-",
+                     f"{len(act.dead)}/{act.units}" if act else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    numeric = {3, 4, 5, 6, 7, 8, 9}
+    lines = ["  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    inv = result.inventory
+    lines.append("-" * len(lines[0]))
+    lines.append(f"total: {len(inv.layers)} layers, {inv.params:,} parameters, {human_bytes(inv.bytes)} of "
+                 f"weights, sparsity {inv.sparsity:.1%}")
+    m = result.loaded
+    if m.file_bytes is not None:
+        lines.append(f"file on disk: {m.file_bytes:,} bytes ({human_bytes(m.file_bytes)})")
+    if result.saved_bytes is not None:
+        lines.append(f"state_dict saved with torch.save: {result.saved_bytes:,} bytes")
+    if result.test is not None:
+        lines.append(f"test accuracy ({result.dataset}, {result.test.count:,} examples): "
+                     f"{result.test.accuracy:.2%} (loss {result.test.loss:.4f})")
+    if result.fidelity is not None:
+        f = result.fidelity
+        lines.append(f"fidelity to reference: top-1 agreement {f.top1_agreement:.2%}, cosine {f.cosine:.4f}, "
+                     f"relative error {f.relative_error:.3g}")
+    if result.latency is not None:
+        lat = result.latency
+        lines.append(f"latency: {lat.median_ms:.2f} ms per batch of {lat.batch_size} (median of {lat.runs})")
+    lines.extend(f"note: {n}" for n in result.notes)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- compression
+
+COMPRESS_FORMAT = "prunescope-compress/1"
+
+
+def _measured(m) -> dict | None:
+    if m is None:
+        return None
+    out = {}
+    if m.test is not None:
+        out["test"] = asdict(m.test)
+    if m.fidelity is not None:
+        out["fidelity"] = asdict(m.fidelity)
+    return out
+
+
+def compression_to_dict(result, file_name: str, exports: dict[str, str] | None = None) -> dict:
+    """The compression report: sizes to the byte, metrics before and after, per-layer accounting, stages."""
+    account = result.account
+    layers = [{"name": t.name, "encoding": t.encoding, "params": t.numel,
+               "kept": (t.kept / t.numel if t.numel else 0.0) if t.encoding != "raw" else 1.0,
+               "weight_bits": t.weight_bits, "index_bits": t.index_bits, "fillers": t.fillers, "bytes": t.bytes,
+               "coded_weight_bits": 8 * t.weight_bytes / t.kept if t.kept else None,
+               "coded_index_bits": 8 * t.index_bytes / t.kept if t.kept and t.index_bits else None,
+               "weight_bytes": t.weight_bytes, "index_bytes": t.index_bytes, "codebook_bytes": t.codebook_bytes,
+               "table_bytes": t.table_bytes, "raw_bytes": t.raw_bytes} for t in account.tensors]
+    stages = {"original": result.original_bytes, **result.stages}
+    return {
+        "format": COMPRESS_FORMAT, "prunescope": __version__, "file": file_name,
+        "model": result.model_info,
+        "original_bytes": result.original_bytes, "compressed_bytes": result.compressed_bytes,
+        "ratio": result.ratio,
+        "metrics": {"before": _measured(result.before), "after": _measured(result.after),
+                    "int8": _measured(result.int8)},
+        "layers": layers,
+        "accounting": {"framing_bytes": account.framing_bytes, "header_bytes": account.header_bytes,
+                       "tensor_bytes": sum(t.bytes for t in account.tensors), "total": account.total},
+        "stages": stages, "recipe": result.recipe.to_dict(), "exports": exports or {},
+    }
+
+
+def compression_summary(result) -> str:
+    """A few lines for the terminal: sizes, ratio, accuracy before and after, per-layer table."""
+    lines = [f"{'tensor':24s} {'encoding':10s} {'kept':>7s} {'w bits':>6s} {'idx bits':>8s} {'coded bits/w':>12s} "
+             f"{'bytes':>10s}"]
+    for t in result.account.tensors:
+        kept = f"{t.kept / t.numel:.1%}" if t.encoding != "raw" and t.numel else "-"
+        coded = f"{8 * (t.weight_bytes + t.index_bytes) / t.kept:.2f}" if t.kept else "-"
+        lines.append(f"{t.name:24s} {t.encoding:10s} {kept:>7s} {t.weight_bits or '-':>6} {t.index_bits or '-':>8} "
+                     f"{coded:>12s} {t.bytes:>10,}")
+    lines.append(f"{'header + framing':24s} {'':10s} {'':>7s} {'':>6s} {'':>8s} {'':>12s} "
+                 f"{result.account.header_bytes + result.account.framing_bytes:>10,}")
+    lines.append(f"original {result.original_bytes:,} bytes -> compressed {result.compressed_bytes:,} bytes: "
+                 f"{result.ratio:.1f}x smaller")
+    stage_text = ", ".join(f"{k} {v:,}" for k, v in result.stages.items())
+    lines.append(f"stages (bytes of real encodings): {stage_text}")
+    for label, m in (("before", result.before), ("after", result.after), ("int8", result.int8)):
+        if m is not None and m.test is not None:
+            lines.append(f"test accuracy {label}: {m.test.accuracy:.2%} ({m.test.count:,} examples)")
+        elif m is not None and m.fidelity is not None:
+            lines.append(f"fidelity {label}: top-1 agreement {m.fidelity.top1_agreement:.2%}")
+    return "\n".join(lines)
