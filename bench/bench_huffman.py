@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from core.format import container, huffman  # noqa: E402
 from core.io import load_model  # noqa: E402
-from core.pipeline.apply import weight_codes  # noqa: E402
+from core.pipeline.encoding import weight_codes  # noqa: E402
 from core.methods.masks import apply_masks, magnitude_masks, prunable_layers  # noqa: E402
 from core.methods.codebooks import quantize_layer  # noqa: E402
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from core.recipe import (Encode, FineTune, IterativePrune, PruneMagnitude, PruneStructured, Quantize, Recipe,
-                         Selection)
+from core.methods.coding import Encode
+from core.methods.finetune import FineTune
+from core.methods.magnitude import IterativePrune, PruneMagnitude
+from core.methods.quantize import Quantize
+from core.methods.structured import IMPORTANCES, PruneStructured
+from core.recipe import Recipe, Selection
 
 PRUNE_METHODS = ("none", "magnitude", "iterative", "structured")
 QUANT_METHODS = ("none", "kmeans", "uniform", "binary", "ternary")
-IMPORTANCE = PruneStructured.IMPORTANCE
+IMPORTANCE = tuple(IMPORTANCES)
 
 
 class RecipeDraft(QObject):

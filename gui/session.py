@@ -153,7 +153,8 @@ class Session(QObject):
     def remove_units(self, layer: str, units: list[int]) -> bool:
         """Remove these output units of one layer from the current model (structured pruning of exactly
         them) as a new variant; the engine keeps every coupled layer consistent."""
-        from core.recipe import Encode, RemoveUnits
+        from core.methods.coding import Encode
+        from core.methods.structured import RemoveUnits
 
         current = self.variants.current
         if current is not None and current.codebooks:

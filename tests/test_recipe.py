@@ -6,8 +6,13 @@ import dataclasses
 
 import pytest
 
-from core.recipe import (STEP_TYPES, Encode, FineTune, IterativePrune, PruneMagnitude, PruneStructured, Quantize,
-                         QuantizeActivations, Recipe, RecipeError, RemoveUnits, Selection, check_against)
+from core.methods.coding import Encode
+from core.methods.finetune import FineTune
+from core.methods.int8 import QuantizeActivations
+from core.methods.magnitude import IterativePrune, PruneMagnitude
+from core.methods.quantize import Quantize
+from core.methods.structured import PruneStructured, RemoveUnits
+from core.recipe import STEP_TYPES, Recipe, RecipeError, Selection, check_against
 from core.resources import resource_path
 
 EXAMPLES = [

@@ -1,4 +1,4 @@
-"""Instant previews of a recipe draft: kept fraction, threshold and an estimate of bytes per layer.
+"""Instant previews of a recipe: kept fraction, threshold and an estimate of bytes per layer.
 
 These run on every slider move, so they use only the weight statistics already computed (bucket counts),
 never the weights: microseconds per layer, whatever the model's size. Sizes here are *estimates* (the
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.analysis.stats import WeightStats, threshold_of_counts
+from core.recipe import Recipe, Step, kind_of
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,43 @@ def preview(stats: Mapping[str, WeightStats], sparsity: Mapping[str, float], bit
         b = bits.get(name, 32)
         out[name] = LayerPreview(name, s.count, kept, t, b, estimate_layer_bytes(s.count, kept, b))
     return out
+
+
+@dataclass
+class Plan:
+    """What a recipe would leave of each layer with statistics, estimated from the statistics alone.
+
+    Each step kind's ``preview(step, plan)`` (see :mod:`core.recipe.registry`) updates it: pruning lowers
+    ``kept`` and raises ``threshold``, quantization sets ``bits``. Kinds without a preview leave it as it is.
+    """
+
+    stats: Mapping[str, WeightStats]
+    kept: dict[str, float]
+    threshold: dict[str, float]
+    bits: dict[str, int]
+
+    @classmethod
+    def start(cls, stats: Mapping[str, WeightStats]) -> Plan:
+        return cls(stats, {n: 1.0 for n in stats}, {n: 0.0 for n in stats}, {n: 32 for n in stats})
+
+    def layers(self, step: Step) -> list[str]:
+        """The layers with statistics that ``step`` selects (a pattern that matches none selects nothing
+        here; the run refuses it)."""
+        return step.select.select(list(self.stats))
+
+    def prune_to(self, name: str, sparsity: float, threshold: float) -> None:
+        """Record that ``name`` keeps at most ``1 - sparsity`` of its weights, those at or above ``threshold``
+        (pruning an already pruned layer again keeps whichever is less)."""
+        self.kept[name] = min(self.kept[name], 1.0 - sparsity)
+        self.threshold[name] = max(self.threshold[name], threshold)
+
+
+def preview_recipe(recipe: Recipe, stats: Mapping[str, WeightStats]) -> dict[str, LayerPreview]:
+    """Per layer with statistics: what ``recipe`` would keep, its threshold, its bits and estimated bytes."""
+    plan = Plan.start(stats)
+    for step in recipe.steps:
+        kind = kind_of(step)
+        if kind.preview is not None:
+            kind.preview(step, plan)
+    return {n: LayerPreview(n, s.count, plan.kept[n], plan.threshold[n], plan.bits[n],
+                            estimate_layer_bytes(s.count, plan.kept[n], plan.bits[n])) for n, s in stats.items()}

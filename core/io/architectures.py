@@ -36,13 +36,13 @@ def import_factory(spec: str) -> nn.Module:
     return model
 
 
-def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
-    """Load ``state`` into ``model`` strictly, with one readable message when it does not fit."""
+def fit_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]], arch: str) -> None:
+    """Refuse, with one readable message, weights (by name and shape) that do not fit ``model`` exactly."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    mismatched = [f"{k} {tuple(shapes[k])} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in shapes and tuple(shapes[k]) != tuple(v.shape)]
     if missing or unexpected or mismatched:
         parts = []
         if missing:
@@ -52,4 +52,9 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch: str) 
         if mismatched:
             parts.append(f"shape (file vs model) {'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}")
         raise ModelLoadError(f"the state_dict does not fit architecture {arch}: {'; '.join(parts)}")
+
+
+def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
+    """Load ``state`` into ``model`` strictly, with one readable message when it does not fit."""
+    fit_shapes(model, {k: tuple(v.shape) for k, v in state.items()}, arch)
     model.load_state_dict(state)

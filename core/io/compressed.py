@@ -3,8 +3,8 @@
 The file names its architecture. A zoo architecture is rebuilt directly. A ``package.module:factory``
 architecture is code: it is only imported when the user names the same factory with ``--arch`` (or passes
 ``--trust``), never just because a file says so. Otherwise the model the file was made from (its recorded
-source) serves as the skeleton. The recorded structural changes are then replayed and the decoded
-weights loaded strictly.
+source) serves as the skeleton. The recorded structure ops are then replayed, the file's tensor names and
+shapes checked against the result, and the weights decoded into it one tensor at a time.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from core.eval import zoo
-from core.format.container import decode
+from core.format.decoding import iter_decode
 from core.format.huffman import CodingError
-from core.io.architectures import fit_state_dict, import_factory
+from core.format.structure import StructureError, ops_from_file, replay
+from core.io.architectures import fit_shapes, import_factory
 from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError
 from core.io.files import head
 
@@ -41,27 +42,36 @@ def skeleton(info: dict, options: LoadOptions, name: str, load: LoadFn) -> torch
 
 
 def load_compressed(path: Path, options: LoadOptions, load: LoadFn) -> LoadedModel:
-    from core.methods.structured import StructureError, replay
-
     data = path.read_bytes()
     try:
-        info, state = decode(data)
-    except CodingError as exc:
+        header, tensors = iter_decode(data)
+        info = header["model"]
+        ops = ops_from_file(info.get("structure"), header["v"])
+    except (CodingError, StructureError) as exc:
         raise ModelLoadError(f"{path.name}: not a valid compressed file: {exc}") from None
     model = skeleton(info, options, path.name, load)
     shape = tuple(info["input_shape"]) if info.get("input_shape") else options.input_shape
-    if info.get("structure"):
+    if ops:
         if shape is None:
             raise ModelLoadError(f"{path.name}: rebuilding its pruned structure needs --input-shape")
         try:
-            replay(model, torch.zeros(shape), info["structure"])
+            replay(model, torch.zeros(shape), ops)
         except StructureError as exc:
             raise ModelLoadError(f"{path.name}: {exc}") from None
-    fit_state_dict(model, state, info.get("arch") or options.arch or "the source model")
+    arch = info.get("arch") or options.arch or "the source model"
+    fit_shapes(model, {e["n_"]: tuple(e["s"]) for e in header["tensors"]}, arch)  # before decoding anything
+    targets = model.state_dict(keep_vars=True)
+    try:
+        with torch.no_grad():
+            for name, tensor in tensors:  # one tensor at a time: never the file's state beside the model's
+                targets[name].data = tensor.to(targets[name].dtype)
+    except CodingError as exc:
+        raise ModelLoadError(f"{path.name}: not a valid compressed file: {exc}") from None
     return LoadedModel(model.eval(), path.stem, str(path), "prunescope", dataset=info.get("dataset"),
                        input_shape=options.input_shape or shape,
                        classes=tuple(info["classes"]) if info.get("classes") else None,
-                       file_bytes=len(data), meta={"arch": info.get("arch"), "compressed_from": info.get("source")})
+                       file_bytes=len(data), meta={"arch": info.get("arch"), "compressed_from": info.get("source"),
+                                                   "structure": ops})
 
 
 class CompressedLoader:

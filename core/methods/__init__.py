@@ -1,1 +1,16 @@
-"""methods"""
+"""The compression methods: one module per family, each defining its kinds of step (config + handler, and
+optionally a preview and a structure op) and registering them (:mod:`core.recipe.registry`).
+
+Importing this package registers the built-in methods; :func:`core.plugins.discover` does so on the first
+look-up, so nothing else names them. The order here is the order kinds are listed (the studio's panel too).
+Shared parts: ``masks`` (pruning masks as parametrizations), ``codebooks`` (shared weights: k-means,
+uniform, binary, ternary).
+"""
+
+# isort: off (the order of registration)
+from core.methods import magnitude  # noqa: F401
+from core.methods import structured  # noqa: F401
+from core.methods import finetune  # noqa: F401
+from core.methods import quantize  # noqa: F401
+from core.methods import int8  # noqa: F401
+from core.methods import coding  # noqa: F401

@@ -1,4 +1,4 @@
-"""Weight quantization: k-means weight sharing, uniform k-bit levels, binary and ternary weights.
+"""Shared weights: k-means weight sharing, uniform k-bit levels, binary and ternary weights.
 
 Every method ends in the same form, :class:`Shared`: a codebook of levels (one per layer, or one per output
 channel) and, for each weight, the index of its level; pruned weights stay exactly zero. ``Shared`` is a
@@ -11,6 +11,7 @@ iteration costs O(k log n) instead of O(n k), which is why it beats a general-pu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,29 +140,42 @@ def ternary_shared(weight: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
     return torch.stack([-alpha, alpha]), (w > 0).to(torch.int64), mask
 
 
+def _kmeans(weight, mask, bits, per_channel, symmetric):
+    codebook, codes = kmeans_shared(weight, mask, bits)
+    return codebook, codes, mask, bits
+
+
+def _uniform(weight, mask, bits, per_channel, symmetric):
+    codebook, codes = uniform_shared(weight, mask, bits, per_channel, symmetric)
+    return codebook, codes, mask, bits
+
+
+def _binary(weight, mask, bits, per_channel, symmetric):
+    return (*binary_shared(weight, mask), 1)
+
+
+def _ternary(weight, mask, bits, per_channel, symmetric):
+    return (*ternary_shared(weight, mask), 1)  # the zeros are pruned positions; kept weights need one bit of sign
+
+
+METHODS: dict[str, Callable] = {"uniform": _uniform, "kmeans": _kmeans, "binary": _binary, "ternary": _ternary}
+"""How a layer's weights become shared levels: name -> ``f(weight, mask, bits, per_channel, symmetric)``
+returning (codebook, codes, mask, bits per index)."""
+TRAINABLE = {"kmeans", "binary", "ternary"}  # codebooks trained by fine-tuning (uniform levels are fixed)
+
+
 def quantize_layer(module: nn.Module, method: str, bits: int, per_channel: bool = False,
                    symmetric: bool = True) -> Shared:
     """Replace ``module.weight`` by shared weights (keeping any pruning mask); returns the parametrization."""
+    if method not in METHODS:
+        raise ValueError(f"unknown quantization method {method!r}")
     mask = current_mask(module)
     mask = torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask.clone()
     weight = module.weight.detach().clone()
     if parametrize.is_parametrized(module, "weight"):  # the new parametrization carries the mask on
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-    if method == "kmeans":
-        codebook, codes = kmeans_shared(weight, mask, bits)
-        bits_used = bits
-    elif method == "uniform":
-        codebook, codes = uniform_shared(weight, mask, bits, per_channel, symmetric)
-        bits_used = bits
-    elif method == "binary":
-        codebook, codes, mask = binary_shared(weight, mask)
-        bits_used = 1
-    elif method == "ternary":
-        codebook, codes, mask = ternary_shared(weight, mask)
-        bits_used = 1  # the zeros are pruned positions; kept weights need one bit of sign
-    else:
-        raise ValueError(f"unknown quantization method {method!r}")
-    shared = Shared(codebook, codes, mask, method, bits_used, trainable=method in ("kmeans", "binary", "ternary"))
+    codebook, codes, mask, bits_used = METHODS[method](weight, mask, bits, per_channel, symmetric)
+    shared = Shared(codebook, codes, mask, method, bits_used, trainable=method in TRAINABLE)
     parametrize.register_parametrization(module, "weight", shared, unsafe=True)
     return shared
 

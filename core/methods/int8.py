@@ -1,4 +1,8 @@
-"""int8 inference through PyTorch's own quantized backends (``torch.ao``), so latency gains are real.
+"""int8 inference through PyTorch's own quantized backends (``torch.ao``), so latency gains are real: the
+``quantize_activations`` step.
+
+It is a conversion of the decoded model, not a stored format: the step's handler asks the run to convert
+the model decoded from the compressed file, and the int8 model is measured beside it.
 
 ``static``: FX graph mode post-training quantization; observers calibrate activation ranges on training
 batches, then weights and activations run as int8 (x86 backend, ``onednn``/``fbgemm`` kernels).
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -22,9 +28,30 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from core.eval.data import Dataset
 from core.modelcopy import clone_module
+from core.pipeline.context import Conversion, RunContext
 from core.progress import Progress, Task
+from core.recipe import Need, Step, register_step
+from core.recipe.validate import check_choice, check_int
 
 BACKEND = "x86"
+
+
+@dataclass(frozen=True)
+class QuantizeActivations(Step):
+    """int8 inference through PyTorch's quantized backends: ``static`` (calibrated on
+    ``calibration_batches`` batches of training data) or ``dynamic`` (Linear layers, weights int8)."""
+
+    kind: ClassVar[str] = "quantize_activations"
+    mode: str = "dynamic"
+    calibration_batches: int = 8
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_choice(f"{where}.mode", self.mode, ("static", "dynamic"))
+        check_int(f"{where}.calibration_batches", self.calibration_batches, 1, 10000)
+
+    def needs(self) -> frozenset[Need]:
+        return frozenset({Need.CALIBRATION_DATA}) if self.mode == "static" else frozenset()
 
 
 def _qconfig_mapping() -> QConfigMapping:
@@ -61,3 +88,15 @@ def convert(model: nn.Module, mode: str, example: torch.Tensor, data: Dataset | 
             yield Progress("int8", i + 1, calibration_batches, "calibrating activation ranges")
     with _quiet_deprecation():
         return convert_fx(prepared)
+
+
+def run_quantize_activations(step: QuantizeActivations, ctx: RunContext) -> None:
+    """Ask for the int8 conversion of the decoded model (the first such step of a recipe decides)."""
+    if any(c.name == "int8" for c in ctx.conversions):
+        return
+    example, data = ctx.example, ctx.data
+    ctx.conversions.append(Conversion("int8", lambda model: convert(model, step.mode, example, data,
+                                                                      step.calibration_batches)))
+
+
+register_step(QuantizeActivations, run_quantize_activations, family="quantization")

@@ -1,29 +1,88 @@
 """Structured pruning: physically removing neurons (Linear) and filters (Conv), through Torch-Pruning.
 
-Torch-Pruning's dependency graph finds every layer coupled to a removed unit (the next layer's inputs,
-BatchNorm, both sides of a residual addition) and shrinks them together. Each change is recorded as
-Torch-Pruning's pruning history (layer, output or input, indices), which is small and replays exactly on
-a fresh copy of the architecture: that is how a compressed file rebuilds a structurally pruned model.
+Two kinds of step: ``prune_structured`` removes a fraction of each selected layer's units, ranked by an
+importance (L1/L2 norm, how often they fire, BatchNorm scale, random); ``remove_units`` removes exactly the
+units named (the studio's Delete). Torch-Pruning's dependency graph finds every layer coupled to a removed
+unit (the next layer's inputs, BatchNorm, both sides of a residual addition) and shrinks them together.
 
-The layer whose output is the model's output (the classifier) is never pruned: its units are the classes.
+Each step records what it removed as a ``torch_pruning`` structure op holding Torch-Pruning's pruning
+history (layer, output or input, indices); it is small and replays exactly on a fresh copy of the
+architecture, which is how a compressed file rebuilds a structurally pruned model. The layer whose output is
+the model's output (the classifier) is never pruned: its units are the classes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from core.errors import PrunescopeError
-from core.analysis.activations import UNIT_LAYERS, ActivationStats
+from core.analysis.activations import UNIT_LAYERS, ActivationStats, activation_stats
 from core.eval.evaluate import call_model, evaluating, logits_of
+from core.format.structure import StructureError, register_op
+from core.methods.masks import apply_masks, bake, current_mask, prunable_layers
+from core.pipeline.context import RunContext
+from core.progress import Task
+from core.recipe import Need, Step, register_step
+from core.recipe.validate import check_choice, check_fraction, check_int, fail
+
+STRUCTURE_FIRST = {"quantize": "structured pruning must come before quantize"}
 
 
-class StructureError(PrunescopeError):
-    """A structural change cannot be made (unknown layer, unit out of range, the model's output layer)."""
+@dataclass(frozen=True)
+class PruneStructured(Step):
+    """Physically remove a fraction ``amount`` of the neurons (Linear) or filters (Conv) of each selected
+    layer, keeping coupled layers consistent; units ranked by ``importance``."""
 
+    kind: ClassVar[str] = "prune_structured"
+    not_after: ClassVar[Mapping[str, str]] = STRUCTURE_FIRST
+    amount: float = 0.25
+    importance: str = "l1"
+    scope: str = "layer"
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_fraction(f"{where}.amount", self.amount)
+        check_choice(f"{where}.importance", self.importance, IMPORTANCES)
+        check_choice(f"{where}.scope", self.scope, ("layer", "global"))
+        check_int(f"{where}.seed", self.seed, 0)
+        for pattern, value in self.select.overrides:
+            check_fraction(f"{where}.overrides[{pattern}]", value)
+
+    def needs(self) -> frozenset[Need]:
+        return frozenset({Need.CALIBRATION_DATA}) if self.importance == "activation" else frozenset()
+
+
+@dataclass(frozen=True)
+class RemoveUnits(Step):
+    """Remove exactly these output units (neurons or filters) of one layer, by index."""
+
+    kind: ClassVar[str] = "remove_units"
+    not_after: ClassVar[Mapping[str, str]] = STRUCTURE_FIRST
+    layer: str = ""
+    units: tuple[int, ...] = ()
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if not self.layer:
+            fail(f"{where}.layer", "must name a layer")
+        if not self.units:
+            fail(f"{where}.units", "must list at least one unit index")
+        for i, unit in enumerate(self.units):
+            check_int(f"{where}.units[{i}]", unit, 0)
+        if len(set(self.units)) != len(self.units):
+            fail(f"{where}.units", "lists a unit twice")
+
+    def named_layers(self) -> list[tuple[str, str]]:
+        return [("layer", self.layer)]
+
+
+# ----------------------------------------------------------------------------------- Torch-Pruning calls
 
 def output_layers(model: nn.Module, example) -> set[str]:
     """Names of the layers whose output tensor is (part of) the model's output."""
@@ -55,18 +114,25 @@ class ActivationCountImportance(tp.importance.Importance):
         return scores[torch.as_tensor(group[0].root_idxs)]
 
 
+IMPORTANCES: dict[str, Callable[[Mapping[nn.Module, ActivationStats]], object]] = {
+    "l1": lambda stats: tp.importance.GroupMagnitudeImportance(p=1),
+    "l2": lambda stats: tp.importance.GroupMagnitudeImportance(p=2),
+    "activation": ActivationCountImportance,
+    "bn_scale": lambda stats: tp.importance.BNScaleImportance(),
+    "random": lambda stats: tp.importance.RandomImportance(),
+}
+"""How units can be ranked: name -> factory of a Torch-Pruning importance (a callable over a group), given
+activation statistics by module. A new ranking is one more entry (:func:`register_importance`)."""
+
+
+def register_importance(name: str, factory: Callable[[Mapping[nn.Module, ActivationStats]], object]) -> None:
+    IMPORTANCES[name] = factory
+
+
 def importance_of(kind: str, stats: Mapping[nn.Module, ActivationStats] | None = None):
-    if kind == "l1":
-        return tp.importance.GroupMagnitudeImportance(p=1)
-    if kind == "l2":
-        return tp.importance.GroupMagnitudeImportance(p=2)
-    if kind == "bn_scale":
-        return tp.importance.BNScaleImportance()
-    if kind == "random":
-        return tp.importance.RandomImportance()
-    if kind == "activation":
-        return ActivationCountImportance(stats or {})
-    raise StructureError(f"unknown importance {kind!r}")
+    if kind not in IMPORTANCES:
+        raise StructureError(f"unknown importance {kind!r} (known: {', '.join(IMPORTANCES)})")
+    return IMPORTANCES[kind](stats or {})
 
 
 def prune_structured(model: nn.Module, example, amounts: Mapping[str, float], importance: str = "l1",
@@ -134,12 +200,70 @@ def remove_units(model: nn.Module, example, layer: str, units: Iterable[int]) ->
     return [list(entry) for entry in graph.pruning_history()]
 
 
-def replay(model: nn.Module, example, history: list) -> None:
+def replay_history(model: nn.Module, example, history: list) -> None:
     """Apply a recorded pruning history to a fresh copy of the architecture it was recorded on."""
     if not history:
         return
+    entries = _checked_history(history)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     try:
-        graph.load_pruning_history([tuple(entry) for entry in history])
+        graph.load_pruning_history(entries)
     except Exception as exc:
         raise StructureError(f"the recorded structure does not fit this architecture ({exc})") from exc
+
+
+def _checked_history(history) -> list[tuple]:
+    """Torch-Pruning history entries (layer name, whether outputs, unit indices), every field checked."""
+    if not isinstance(history, list):
+        raise StructureError("a torch_pruning op's history must be a list")
+    for i, entry in enumerate(history):
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[0], str)
+                and isinstance(entry[1], bool) and isinstance(entry[2], list)
+                and all(isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in entry[2])):
+            raise StructureError(f"torch_pruning history entry {i} is not (layer, is_output, [unit, ...])")
+    return [tuple(entry) for entry in history]
+
+
+def replay_op(model: nn.Module, example, op: dict) -> None:
+    if example is None:
+        raise StructureError("rebuilding a structurally pruned model needs an input shape: pass --input-shape")
+    replay_history(model, example, op.get("history"))
+
+
+# ----------------------------------------------------------------------------------- the steps
+
+def unit_layer_names(model: nn.Module) -> list[str]:
+    """The layers whose units structured pruning removes: Linear and convolution layers."""
+    return [n for n, m in model.named_modules() if isinstance(m, UNIT_LAYERS)]
+
+
+def _structural(ctx: RunContext, change: Callable[[], list]) -> None:
+    """Make a structural change on plain weights, then put the masks back (re-derived from the zeros:
+    Torch-Pruning edits plain parameters) and record the change as an op."""
+    masked = [n for n, m in ctx.model.named_modules() if current_mask(m) is not None]
+    bake(ctx.model)
+    history = change()
+    if masked:
+        layers = prunable_layers(ctx.model)
+        apply_masks(ctx.model, {n: layers[n].weight != 0 for n in masked if n in layers})
+    if history:
+        ctx.structure.append({"op": "torch_pruning", "history": history})
+
+
+def run_prune_structured(step: PruneStructured, ctx: RunContext) -> Task[None]:
+    stats = None
+    if step.importance == "activation":
+        stats = yield from activation_stats(ctx.model, (x for x, _ in ctx.data.val.batches(500)))
+    amounts = {n: step.select.value_for(n, step.amount) for n in ctx.layers(step, unit_layer_names(ctx.model))}
+    _structural(ctx, lambda: prune_structured(ctx.model, ctx.example, amounts, step.importance, step.scope,
+                                              stats, step.seed))
+
+
+def run_remove_units(step: RemoveUnits, ctx: RunContext) -> None:
+    ctx.layers(step, unit_layer_names(ctx.model))
+    _structural(ctx, lambda: remove_units(ctx.model, ctx.example, step.layer, step.units))
+
+
+register_op("torch_pruning", replay_op)
+register_step(PruneStructured, run_prune_structured, targets=unit_layer_names, family="pruning")
+register_step(RemoveUnits, run_remove_units, targets=unit_layer_names, family="pruning")

@@ -1,0 +1,191 @@
+"""Reading a compressed file: every field is checked against the header before it is used.
+
+:func:`decode` (and :func:`iter_decode`, one tensor at a time) checks the CRC, then every length, count and
+code against the header, so a corrupt or truncated file raises :class:`~core.format.huffman.CodingError`
+with a clear message rather than crashing or reading out of bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from core.format import huffman
+from core.format.huffman import CodingError
+from core.format.layout import CRC, DTYPES, FRAMING_BYTES, MAGIC, MAX_INDEX_BITS, PREAMBLE, READS
+
+MAX_HEADER = 64 << 20
+MAX_ELEMENTS = 1 << 34
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise CodingError(message)
+
+
+def read_header(data: bytes) -> tuple[dict, int]:
+    """The parsed header and the offset where sections start; checks magic, version and checksum first."""
+    _require(len(data) >= FRAMING_BYTES, f"file too short ({len(data)} bytes) to be a Prunescope compressed file")
+    magic, version, header_length = PREAMBLE.unpack_from(data, 0)
+    _require(magic == MAGIC, "not a Prunescope compressed file (bad magic bytes)")
+    _require(version in READS, f"compressed file format version {version}; this Prunescope reads versions "
+             f"{', '.join(map(str, READS))}")
+    (stored,) = CRC.unpack_from(data, len(data) - CRC.size)
+    _require(zlib.crc32(data[:-CRC.size]) == stored, "checksum mismatch: the file is corrupt or truncated")
+    start = PREAMBLE.size
+    _require(header_length <= len(data) - FRAMING_BYTES, "header length runs past the end of the file")
+    try:
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(data[start:start + header_length], MAX_HEADER)
+        _require(not inflater.unconsumed_tail, "header too large")
+        header = json.loads(text)
+    except (zlib.error, ValueError, UnicodeDecodeError) as exc:
+        raise CodingError(f"unreadable header ({exc})") from None
+    _require(isinstance(header, dict) and isinstance(header.get("tensors"), list)
+             and isinstance(header.get("model"), dict), "header lacks its tensor list or model description")
+    header["v"] = version  # the framing's version is the one that counts
+    return header, start + header_length
+
+
+def _shape(entry: dict) -> tuple[int, ...]:
+    shape = entry.get("s")
+    _require(isinstance(shape, list) and all(isinstance(d, int) and 0 <= d < MAX_ELEMENTS for d in shape),
+             f"bad shape {shape!r}")
+    _require(int(np.prod(shape, dtype=np.float64)) < MAX_ELEMENTS, "tensor too large")
+    return tuple(shape)
+
+
+def _int(entry: dict, key: str, low: int, high: int) -> int:
+    value = entry.get(key)
+    _require(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+             f"field {key}={value!r} out of range [{low}, {high}]")
+    return value
+
+
+def _dtype(name) -> torch.dtype:
+    _require(name in DTYPES, f"unknown dtype {name!r}")
+    return DTYPES[name]
+
+
+def _codebook(section: bytes, entry: dict, k: int) -> torch.Tensor:
+    rows = max(1, entry.get("pc", 0))
+    dtype = {"f16": np.float16, "f32": np.float32}.get(entry.get("cb"))
+    _require(dtype is not None, "bad codebook dtype")
+    _require(len(section) == rows * k * np.dtype(dtype).itemsize, "codebook size does not match its header")
+    values = torch.from_numpy(np.frombuffer(section, dtype).astype(np.float32).copy())
+    return values.reshape(rows, k) if entry.get("pc", 0) else values
+
+
+def _symbols(table: bytes, stream: bytes, count: int, alphabet: int, entry: dict) -> np.ndarray:
+    if entry.get("huff"):
+        _require(len(table) == (alphabet * 4 + 7) // 8, "Huffman table size does not match its alphabet")
+        out = huffman.decode(stream, count, huffman.unpack_lengths(table, alphabet))
+    else:  # fixed width: the width the encoder uses for this alphabet
+        out = huffman.unpack_fixed(stream, count, max(1, int(np.ceil(np.log2(max(alphabet, 2))))))
+    _require(bool(np.all(out < alphabet)), "symbol out of range")
+    return out
+
+
+def _values(codes: np.ndarray, positions: np.ndarray, codebook: torch.Tensor, shape, numel: int) -> torch.Tensor:
+    codes_t = torch.from_numpy(codes)
+    if codebook.ndim == 2:  # per output channel: the row follows from the position
+        rows = torch.from_numpy(positions) // max(1, numel // max(1, shape[0]))
+        _require(codebook.shape[0] == shape[0], "per-channel codebook rows do not match the tensor")
+        return codebook[rows, codes_t]
+    return codebook[codes_t]
+
+
+def decode_tensor(entry: dict, sections: list[bytes]) -> torch.Tensor:
+    shape = _shape(entry)
+    numel = int(np.prod(shape, dtype=np.int64))
+    out_dtype = _dtype(entry.get("out", "f32"))
+    kind = entry.get("e")
+    if kind == "raw":
+        dtype = _dtype(entry.get("dt"))
+        _require(len(sections[0]) == numel * torch.empty(0, dtype=dtype).element_size(), "raw tensor size mismatch")
+        flat = torch.frombuffer(bytearray(sections[0]), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
+        return flat.reshape(shape).to(out_dtype)
+    k = _int(entry, "k", 0, 1 << 16)
+    if kind == "dense":
+        _require(len(sections) == 3 and _int(entry, "n", 0, MAX_ELEMENTS) == numel, "dense tensor count mismatch")
+        codebook = _codebook(sections[0], entry, k)
+        codes = _symbols(sections[1], sections[2], numel, k, entry)
+        return _values(codes, np.arange(numel), codebook, shape, numel).reshape(shape).to(out_dtype)
+    if kind == "masked":
+        _require(len(sections) == 3 and _int(entry, "n", 0, MAX_ELEMENTS) == numel, "masked tensor count mismatch")
+        codebook = _codebook(sections[0], entry, k)
+        symbols = _symbols(sections[1], sections[2], numel, k + 1, entry)
+        positions = np.flatnonzero(symbols < k)
+        dense = torch.zeros(numel, dtype=torch.float32)
+        dense[torch.from_numpy(positions)] = _values(symbols[positions], positions, codebook, shape, numel).float()
+        return dense.reshape(shape).to(out_dtype)
+    _require(kind in ("sparse", "sparse_raw") and len(sections) == 5, f"unknown tensor encoding {kind!r}")
+    n = _int(entry, "n", 0, MAX_ELEMENTS)
+    bits = _int(entry, "b", 1, MAX_INDEX_BITS)
+    gaps = _symbols(sections[3], sections[4], n, 1 << bits, entry) + 1
+    positions = np.cumsum(gaps) - 1
+    _require(n == 0 or int(positions[-1]) < numel, "sparse positions run past the end of the tensor")
+    if kind == "sparse":
+        codebook = _codebook(sections[0], entry, k)
+        symbols = _symbols(sections[1], sections[2], n, k + 1, entry)
+        real = symbols < k
+        values = _values(symbols[real], positions[real], codebook, shape, numel)
+        positions = positions[real]
+    else:
+        dtype = {"f16": np.float16, "f32": np.float32}.get(entry.get("dt"))
+        _require(dtype is not None and len(sections[2]) == n * np.dtype(dtype).itemsize, "sparse values size mismatch")
+        values = torch.from_numpy(np.frombuffer(sections[2], dtype).astype(np.float32))
+    dense = torch.zeros(numel, dtype=torch.float32)
+    dense[torch.from_numpy(positions)] = values.float()
+    return dense.reshape(shape).to(out_dtype)
+
+
+def iter_decode(data: bytes) -> tuple[dict, Iterator[tuple[str, torch.Tensor]]]:
+    """(header, tensors): the parsed header (``v``: the file's format version, ``model``: its model
+    description) and an iterator over (name, tensor) in file order, each decoded only when reached.
+
+    The checksum, the header and the layout of every section (each length within the file, nothing left
+    over) are checked before this returns; each tensor's fields are checked before it is decoded. A
+    defect raises :class:`CodingError` naming the tensor.
+    """
+    header, offset = read_header(data)
+    end = len(data) - CRC.size
+    view = memoryview(data)
+    layout = []
+    for entry in header["tensors"]:
+        _require(isinstance(entry, dict) and isinstance(entry.get("n_"), str) and isinstance(entry.get("z"), list),
+                 "bad tensor entry in header")
+        lengths = entry["z"]
+        _require(all(isinstance(z, int) and not isinstance(z, bool) and z >= 0 for z in lengths),
+                 "bad section lengths")
+        try:
+            _shape(entry)  # a reader may size things by the header before decoding a tensor
+        except CodingError as exc:
+            raise CodingError(f"{entry['n_']}: {exc}") from None
+        starts = []
+        for length in lengths:
+            _require(offset + length <= end, f"{entry['n_']}: data runs past the end of the file")
+            starts.append(offset)
+            offset += length
+        layout.append((entry, starts))
+    _require(offset == end, f"{end - offset} bytes after the last tensor")
+
+    def tensors() -> Iterator[tuple[str, torch.Tensor]]:
+        for entry, starts in layout:
+            sections = [bytes(view[s:s + z]) for s, z in zip(starts, entry["z"])]
+            try:
+                yield entry["n_"], decode_tensor(entry, sections)
+            except CodingError as exc:
+                raise CodingError(f"{entry['n_']}: {exc}") from None
+
+    return header, tensors()
+
+
+def decode(data: bytes) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(model description, state_dict) from a compressed file's bytes; raises CodingError on any defect."""
+    header, tensors = iter_decode(data)
+    return header["model"], dict(tensors)

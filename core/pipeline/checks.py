@@ -1,0 +1,51 @@
+"""Refusing, before any work, a recipe that cannot run on this model and data.
+
+Every rule here reads what the steps declare (:mod:`core.recipe.registry`): the layers a kind works on
+(``targets``), what a step needs (``Step.needs``), whether it renames layers. No kind is named.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.eval.data import Dataset
+from core.io.base import LoadedModel
+from core.pipeline.context import CompressionError, no_match_message
+from core.recipe import Need, Recipe, RecipeError, kind_of
+from core.recipe.step import check_step_against, unmatched
+
+
+def _available(need: Need, data: Dataset | None, teacher) -> bool:
+    if need is Need.TEACHER:
+        return teacher is not None
+    return data is not None  # training and calibration both read the labelled data set for now
+
+
+def _how_to_satisfy(need: Need) -> str:
+    return "pass --teacher MODEL" if need is Need.TEACHER else "pass --data NAME"
+
+
+def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, teacher=None) -> None:
+    """Raise :class:`RecipeError` or :class:`CompressionError` (one line, naming the step) if ``recipe``
+    cannot run on ``loaded`` with ``data``; return quietly if it can."""
+    if isinstance(loaded.module, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+        raise CompressionError(f"{loaded.name} is a compiled graph ({loaded.format}); compression changes layers, "
+                               "so it needs the eager model: a state_dict with --arch, or a zoo model")
+    model = loaded.module
+    names = [n for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
+    for i, step in enumerate(recipe.steps):  # patterns name layers as they are when the step runs: until a
+        check_step_against(step, f"steps[{i}]", names)  # step renames layers, that is as they are now
+        kind = kind_of(step)
+        if kind.targets is not None:
+            candidates = kind.targets(model)
+            missing = unmatched(step, candidates)
+            if missing is not None:
+                raise RecipeError(no_match_message(f"steps[{i}]", step, missing, candidates))
+        if step.renames_layers:
+            break
+    for i, step in enumerate(recipe.steps):
+        for need in sorted(step.needs(), key=lambda n: n.name):
+            if not _available(need, data, teacher):
+                raise CompressionError(f"steps[{i}] ({step.kind}) needs {need.value}: {_how_to_satisfy(need)}")
+    if data is None and not loaded.probe_inputs:
+        raise CompressionError("no data set and no input shape: pass --data NAME or --input-shape N,C,H,W")
