@@ -1,11 +1,17 @@
-"""The recipe being edited in the studio: mutable, evented, and frozen into a core Recipe on Apply.
+"""The recipe being edited in the studio: a core Recipe's steps, held exactly, and the fields its controls
+edit, read from and written into those steps.
 
-Widgets change the draft; the draft says ``sig_changed``; previews and the histogram's threshold redraw
-from it. Only :meth:`RecipeDraft.to_recipe` crosses into the engine, as an immutable, validated Recipe,
-and it is the same YAML the command line takes.
+The draft holds the steps of a :class:`core.recipe.Recipe` as they are: a loaded recipe comes back from
+:meth:`RecipeDraft.to_recipe` equal to the file, whatever it holds. The panel's controls edit it through
+fields (``draft.set(sparsity=0.9)``): each field reads and writes the step it belongs to, the recipe's
+first step of that role (pruning, fine-tuning, quantization, encoding), and every other setting and step is
+left as it was. A control whose step is absent remembers its value, so switching a method off and on
+again restores it. Steps the controls have no field for are shown read-only by the panel and kept.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from PySide6.QtCore import QObject, Signal
 
@@ -14,11 +20,21 @@ from core.methods.finetune import FineTune
 from core.methods.magnitude import IterativePrune, PruneMagnitude
 from core.methods.quantize import Quantize
 from core.methods.structured import IMPORTANCES, PruneStructured
-from core.recipe import Recipe, Selection
+from core.recipe import Recipe, Selection, Step
 
 PRUNE_METHODS = ("none", "magnitude", "iterative", "structured")
 QUANT_METHODS = ("none", "kmeans", "uniform", "binary", "ternary")
 IMPORTANCE = tuple(IMPORTANCES)
+PRUNE_KINDS = {"magnitude": PruneMagnitude, "iterative": IterativePrune, "structured": PruneStructured}
+ROLES = {"prune": tuple(c.kind for c in PRUNE_KINDS.values()), "finetune": (FineTune.kind,),
+         "quantize": (Quantize.kind,), "encode": (Encode.kind,)}
+DEFAULTS = {"prune_method": "magnitude", "scope": "layer", "sparsity": 0.8, "layer_sparsity": {}, "importance": "l1",
+            "quant_method": "kmeans", "bits": 6, "layer_bits": {}, "huffman": True, "finetune_epochs": 2, "lr": 0.01}
+FIELDS = {"prune": {"prune_method", "scope", "sparsity", "layer_sparsity", "importance", "finetune_epochs", "lr"},
+          "finetune": {"prune_method", "finetune_epochs", "lr"},
+          "quantize": {"quant_method", "bits", "layer_bits", "finetune_epochs", "lr"},
+          "encode": {"huffman"}}
+MAX_STRUCTURED = 0.9  # the studio removes at most 90% of a layer's units
 
 
 class RecipeDraft(QObject):
@@ -27,35 +43,155 @@ class RecipeDraft(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.prune_method = "magnitude"
-        self.scope = "layer"
-        self.sparsity = 0.8
-        self.layer_sparsity: dict[str, float] = {}
-        self.importance = "l1"
-        self.quant_method = "kmeans"
-        self.bits = 6
-        self.layer_bits: dict[str, int] = {}
-        self.huffman = True
-        self.finetune_epochs = 2
-        self.lr = 0.01
-        self.name = "studio"
+        self.name, self.description, self.seed = "studio", "", 0
+        self._memory = dict(DEFAULTS)  # the value of every field, also of those whose step is absent
+        self._steps: tuple[Step, ...] = ()
+        self._steps = self._edited(set(DEFAULTS))
+        self.version = 0  # counts changes, for the cached preview
+        self._preview: tuple = (None, None, {})
+
+    # ------------------------------------------------------------------------------------------ the recipe
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self._steps
+
+    def to_recipe(self) -> Recipe:
+        """The draft as an immutable, validated core Recipe."""
+        return Recipe(steps=self._steps, name=self.name, description=self.description, seed=self.seed)
+
+    def load_recipe(self, recipe: Recipe) -> None:
+        """Hold exactly ``recipe``; the controls show its steps' settings."""
+        self.name, self.description, self.seed = recipe.name or "loaded", recipe.description, recipe.seed
+        self._steps = recipe.steps
+        self._memory.update({f: getattr(self, f) for f in DEFAULTS})
+        self._changed()
+
+    def preview(self, stats: dict) -> dict:
+        """The engine's estimate of what the recipe does to each layer in ``stats``
+        (:func:`core.analysis.estimate.preview_recipe`), computed once per change of the draft."""
+        version, seen, cached = self._preview
+        if version != self.version or seen is not stats:
+            from core.analysis.estimate import preview_recipe
+
+            cached = preview_recipe(self.to_recipe(), stats)
+            self._preview = (self.version, stats, cached)
+        return cached
+
+    def role_index(self, role: str) -> int | None:
+        """Index of the step the controls of ``role`` edit (the first of its kinds), or None."""
+        return next((i for i, s in enumerate(self._steps) if s.kind in ROLES[role]), None)
+
+    def controlled(self) -> set[int]:
+        """Indices of the steps the controls edit; the others are shown as they are."""
+        return {i for role in ROLES if (i := self.role_index(role)) is not None}
+
+    def remove_step(self, index: int) -> None:
+        """Take one step out of the recipe (the user asked for it)."""
+        steps = list(self._steps)
+        del steps[index]
+        self._steps = tuple(steps)
+        self._changed()
+
+    def _step(self, role: str) -> Step | None:
+        i = self.role_index(role)
+        return None if i is None else self._steps[i]
+
+    def _changed(self) -> None:
+        self.version += 1
+        self.sig_changed.emit()
+
+    # ------------------------------------------------------------------------------------------ reading
+    @property
+    def prune_method(self) -> str:
+        step = self._step("prune")
+        return next((m for m, c in PRUNE_KINDS.items() if isinstance(step, c)), "none")
+
+    @property
+    def scope(self) -> str:
+        step = self._step("prune")
+        return step.scope if isinstance(step, (PruneMagnitude, IterativePrune)) else self._memory["scope"]
+
+    @property
+    def sparsity(self) -> float:
+        step = self._step("prune")
+        if isinstance(step, PruneStructured):  # a remembered value over the cap reads as itself
+            remembered = self._memory["sparsity"]
+            return remembered if min(remembered, MAX_STRUCTURED) == step.amount else step.amount
+        return step.sparsity if step is not None else self._memory["sparsity"]
+
+    @property
+    def layer_sparsity(self) -> dict[str, float]:
+        step = self._step("prune")
+        if step is None or (not isinstance(step, PruneStructured) and step.scope == "global"):
+            return dict(self._memory["layer_sparsity"])  # global pruning has no per-layer values
+        return dict(step.select.overrides)
+
+    @property
+    def importance(self) -> str:
+        step = self._step("prune")
+        return step.importance if isinstance(step, PruneStructured) else self._memory["importance"]
+
+    @property
+    def quant_method(self) -> str:
+        step = self._step("quantize")
+        return step.method if step is not None else "none"
+
+    @property
+    def bits(self) -> int:
+        step = self._step("quantize")
+        return step.bits if step is not None else self._memory["bits"]
+
+    @property
+    def layer_bits(self) -> dict[str, int]:
+        step = self._step("quantize")
+        return dict(step.select.overrides) if step is not None else dict(self._memory["layer_bits"])
+
+    @property
+    def huffman(self) -> bool:
+        step = self._step("encode")
+        return step.huffman if step is not None else self._memory["huffman"]
+
+    @property
+    def finetune_epochs(self) -> int:
+        step = self._step("finetune")
+        return step.epochs if step is not None else self._memory["finetune_epochs"]
+
+    @property
+    def lr(self) -> float:
+        step = self._step("finetune")
+        return step.lr if step is not None else self._memory["lr"]
+
+    def sparsity_of(self, layer: str) -> float:
+        if self.prune_method in ("none", "structured"):
+            return 0.0
+        return self.layer_sparsity.get(layer, self.sparsity)
+
+    def bits_of(self, layer: str) -> int:
+        step = self._step("quantize")
+        return 32 if step is None else step.bits_of(layer)
 
     # ------------------------------------------------------------------------------------------ edits
     def set(self, **values) -> None:
         """Change fields by name (``draft.set(sparsity=0.9)``); emits one ``sig_changed``."""
-        changed = False
+        changed = set()
         for key, value in values.items():
-            if not hasattr(self, key) or key.startswith("sig_"):
+            if key == "name":
+                if value != self.name:
+                    self.name = value
+                    changed.add(key)
+                continue
+            if key not in DEFAULTS:
                 raise AttributeError(f"recipe draft has no field {key!r}")
-            if getattr(self, key) != value:
-                setattr(self, key, value)
-                changed = True
+            if getattr(self, key) != value or self._memory[key] != value:
+                self._memory[key] = value
+                changed.add(key)
         if changed:
-            self.sig_changed.emit()
+            self._steps = self._edited(changed)
+            self._changed()
 
     def set_layer_sparsity(self, layer: str, sparsity: float | None) -> None:
         """Per-layer override (None removes it); switches to layer-wise scope, which overrides need."""
-        overrides = dict(self.layer_sparsity)
+        overrides = self.layer_sparsity
         if sparsity is None:
             overrides.pop(layer, None)
         else:
@@ -63,66 +199,105 @@ class RecipeDraft(QObject):
         self.set(layer_sparsity=overrides, scope="layer" if sparsity is not None else self.scope)
 
     def set_layer_bits(self, layer: str, bits: int | None) -> None:
-        overrides = dict(self.layer_bits)
+        overrides = self.layer_bits
         if bits is None:
             overrides.pop(layer, None)
         else:
             overrides[layer] = int(bits)
         self.set(layer_bits=overrides)
 
-    # ------------------------------------------------------------------------------------------ reading
-    def sparsity_of(self, layer: str) -> float:
-        if self.prune_method in ("none", "structured"):
-            return 0.0
-        return self.layer_sparsity.get(layer, self.sparsity)
+    def _edited(self, changed: set[str]) -> tuple[Step, ...]:
+        """The steps with ``changed`` fields written into the steps they belong to (made, edited or taken
+        out); every other step, and every setting no control has, stays as it was."""
+        steps = list(self._steps)
+        for role, build in (("prune", self._prune_step), ("finetune", self._finetune_step),
+                            ("quantize", self._quantize_step), ("encode", self._encode_step)):
+            if not changed & FIELDS[role]:
+                continue
+            index = next((i for i, s in enumerate(steps) if s.kind in ROLES[role]), None)
+            new = build(None if index is None else steps[index], changed)
+            if index is not None and new is None:
+                del steps[index]
+            elif index is not None:
+                steps[index] = new
+            elif new is not None:
+                steps.insert(self._place(role, steps), new)
+        return tuple(steps)
 
-    def bits_of(self, layer: str) -> int:
-        if self.quant_method == "none":
-            return 32
-        if self.quant_method in ("binary", "ternary"):
-            return 1
-        return self.layer_bits.get(layer, self.bits)
+    @staticmethod
+    def _place(role: str, steps: list[Step]) -> int:
+        """Where a new step of ``role`` goes: pruning first, fine-tuning after it, quantization before
+        the encode step, encoding last."""
+        kinds = [s.kind for s in steps]
+        if role == "prune":
+            return 0
+        if role == "finetune":
+            return next((i + 1 for i, k in enumerate(kinds) if k in ROLES["prune"]), 0)
+        if role == "quantize":
+            return kinds.index(Encode.kind) if Encode.kind in kinds else len(kinds)
+        return len(kinds)
 
-    def to_recipe(self) -> Recipe:
-        """The draft as an immutable, validated core Recipe."""
-        steps = []
-        overrides = tuple(sorted(self.layer_sparsity.items()))
-        select = Selection(overrides=overrides if self.scope == "layer" else ())
-        if self.prune_method == "magnitude":
-            steps.append(PruneMagnitude(sparsity=self.sparsity, scope=self.scope, select=select))
-        elif self.prune_method == "iterative":
-            steps.append(IterativePrune(sparsity=self.sparsity, scope=self.scope, steps=4,
-                                        epochs_per_step=max(1, self.finetune_epochs // 2), lr=self.lr,
-                                        select=select))
-        elif self.prune_method == "structured":
-            steps.append(PruneStructured(amount=min(self.sparsity, 0.9), importance=self.importance,
-                                         select=Selection(overrides=overrides)))
-        if self.finetune_epochs and self.prune_method != "none":
-            steps.append(FineTune(epochs=self.finetune_epochs, lr=self.lr))
-        if self.quant_method != "none":
-            bit_overrides = tuple(sorted(self.layer_bits.items()))
-            steps.append(Quantize(method=self.quant_method, bits=self.bits,
-                                  finetune_epochs=self.finetune_epochs if self.quant_method == "kmeans" else 0,
-                                  lr=self.lr / 10, select=Selection(overrides=bit_overrides)))
-        steps.append(Encode(huffman=self.huffman))
-        return Recipe(steps=tuple(steps), name=self.name)
+    def _prune_step(self, step: Step | None, changed: set[str]) -> Step | None:
+        m = self._memory
+        method = m["prune_method"]
+        if method == "none":
+            return None
+        config = PRUNE_KINDS[method]
+        kept = step.select if step is not None else Selection()  # layers/ignore the controls do not edit
+        overrides = tuple(sorted(m["layer_sparsity"].items()))
+        if method == "structured":
+            values = dict(amount=min(m["sparsity"], MAX_STRUCTURED), importance=m["importance"],
+                          select=dataclasses.replace(kept, overrides=overrides))
+            edit_of = {"sparsity": ("amount",), "importance": ("importance",), "layer_sparsity": ("select",)}
+        else:  # global pruning has one threshold: the per-layer values are remembered, not used
+            values = dict(sparsity=m["sparsity"], scope=m["scope"],
+                          select=dataclasses.replace(kept, overrides=overrides if m["scope"] == "layer" else ()))
+            edit_of = {"sparsity": ("sparsity",), "scope": ("scope", "select"), "layer_sparsity": ("select",)}
+            if method == "iterative":
+                values.update(steps=4, epochs_per_step=max(1, m["finetune_epochs"] // 2), lr=m["lr"])
+                edit_of.update(finetune_epochs=("epochs_per_step",), lr=("lr",))
+        if not isinstance(step, config):
+            return config(**values)
+        edits = {k: values[k] for f in changed for k in edit_of.get(f, ())}
+        return dataclasses.replace(step, **edits) if edits else step
 
-    def load_recipe(self, recipe: Recipe) -> None:
-        """Take the settings of a recipe's first pruning and quantization steps (the studio's view of it)."""
-        values: dict = {"prune_method": "none", "quant_method": "none", "layer_sparsity": {}, "layer_bits": {},
-                        "name": recipe.name or "loaded"}
-        for step in recipe.steps:
-            if isinstance(step, (PruneMagnitude, IterativePrune)):
-                values.update(prune_method="magnitude" if isinstance(step, PruneMagnitude) else "iterative",
-                              sparsity=step.sparsity, scope=step.scope,
-                              layer_sparsity=dict(step.select.overrides))
-            elif isinstance(step, PruneStructured):
-                values.update(prune_method="structured", sparsity=step.amount, importance=step.importance,
-                              layer_sparsity=dict(step.select.overrides))
-            elif isinstance(step, Quantize):
-                values.update(quant_method=step.method, bits=step.bits, layer_bits=dict(step.select.overrides))
-            elif isinstance(step, FineTune):
-                values.update(finetune_epochs=step.epochs, lr=step.lr)
-            elif isinstance(step, Encode):
-                values.update(huffman=step.huffman)
-        self.set(**values)
+    def _finetune_step(self, step: Step | None, changed: set[str]) -> Step | None:
+        m = self._memory
+        pruning = m["prune_method"] != "none"  # the controls fine-tune after pruning
+        if m["finetune_epochs"] <= 0 or not (pruning or (step is not None and "prune_method" not in changed)):
+            return None
+        if step is None:
+            return FineTune(epochs=m["finetune_epochs"], lr=m["lr"])
+        edits = {k: v for f, k, v in (("finetune_epochs", "epochs", m["finetune_epochs"]), ("lr", "lr", m["lr"]))
+                 if f in changed}
+        return dataclasses.replace(step, **edits) if edits else step
+
+    def _quantize_step(self, step: Step | None, changed: set[str]) -> Step | None:
+        m = self._memory
+        method = m["quant_method"]
+        if method == "none":
+            return None
+        training = m["finetune_epochs"] if method == "kmeans" else 0  # the controls train k-means codebooks
+        values = dict(method=method, bits=m["bits"], finetune_epochs=training, lr=m["lr"] / 10,
+                      select=Selection(overrides=tuple(sorted(m["layer_bits"].items()))))
+        if step is None:
+            return Quantize(**values)
+        edits = {}
+        if "quant_method" in changed:
+            edits.update(method=method, finetune_epochs=training)
+            if method == "kmeans":
+                edits["granularity"] = "tensor"  # k-means shares one codebook per layer
+        if "bits" in changed:
+            edits["bits"] = m["bits"]
+        if "layer_bits" in changed:
+            edits["select"] = dataclasses.replace(step.select, overrides=values["select"].overrides)
+        if "finetune_epochs" in changed and method == "kmeans":
+            edits["finetune_epochs"] = training
+        if "lr" in changed:
+            edits["lr"] = values["lr"]
+        return dataclasses.replace(step, **edits) if edits else step
+
+    def _encode_step(self, step: Step | None, changed: set[str]) -> Step | None:
+        if step is None:
+            return Encode(huffman=self._memory["huffman"])
+        return dataclasses.replace(step, huffman=self._memory["huffman"])

@@ -200,7 +200,7 @@ class Session(QObject):
         report = self.variants.reports[variant_id]
         target = Path(folder) / report["file"]
         with atomic_write(target) as f:
-            f.write(self.variants.files[variant_id])
+            self.variants.copy_file(variant_id, f)
         write_json_file(report, Path(folder) / f"{target.stem}.report.json")
         self.variants.saved.add(variant_id)
         return target

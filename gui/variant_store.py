@@ -3,9 +3,16 @@
 Applying a recipe is expensive, so an undo command holds the finished variant: undo removes it (making the
 previous one current), redo puts it back without recomputing. The decoded models stay here, in the
 studio's process, for making a variant current; widgets only ever see the plain :class:`Variant` data.
+Each variant's compressed file is kept on disk, in a folder of the store's own that is removed with it,
+not in memory: saving a variant copies its file.
 """
 
 from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
@@ -25,7 +32,9 @@ class VariantStore(QObject):
         self.undo_stack = QUndoStack(self)
         self.variants: list[Variant] = []
         self.models: dict[int, LoadedModel] = {}
-        self.files: dict[int, bytes] = {}  # compressed file contents, for saving
+        self._folder = Path(tempfile.mkdtemp(prefix="prunescope-variants-"))
+        weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)  # when the store goes, or at exit
+        self.files: dict[int, Path] = {}  # each variant's compressed file, on disk
         self.reports: dict[int, dict] = {}
         self.saved: set[int] = set()
         self.current_id: int | None = None
@@ -36,7 +45,8 @@ class VariantStore(QObject):
         self.undo_stack.clear()
         self.variants = [original]
         self.models = {original.id: model}
-        self.files, self.reports, self.saved = {}, {}, set()
+        self._drop_files()
+        self.reports, self.saved = {}, set()
         self.current_id = original.id
         self._next_id = original.id + 1
         self.sig_changed.emit()
@@ -44,7 +54,8 @@ class VariantStore(QObject):
 
     def clear(self) -> None:
         self.undo_stack.clear()
-        self.variants, self.models, self.files, self.reports, self.saved = [], {}, {}, {}, set()
+        self._drop_files()
+        self.variants, self.models, self.reports, self.saved = [], {}, {}, set()
         self.current_id = None
         self.sig_changed.emit()
 
@@ -52,9 +63,23 @@ class VariantStore(QObject):
         return self._next_id
 
     def add(self, variant: Variant, model: LoadedModel, file_bytes: bytes, report: dict) -> None:
-        """Add a finished variant as an undoable step, and make it current."""
+        """Add a finished variant as an undoable step, and make it current; its file goes to disk."""
         self._next_id = max(self._next_id, variant.id + 1)
-        self.undo_stack.push(_AddVariant(self, variant, model, file_bytes, report))
+        path = self._folder / f"variant-{variant.id}.psz"
+        path.write_bytes(file_bytes)
+        self.undo_stack.push(_AddVariant(self, variant, model, path, report))
+
+    def copy_file(self, variant_id: int, target) -> None:
+        """Write a variant's compressed file into the open binary file ``target``."""
+        with open(self.files[variant_id], "rb") as source:
+            shutil.copyfileobj(source, target)
+
+    def _drop_files(self) -> None:
+        """Delete every variant's file, those only an undone command still named too (the history is
+        cleared with them)."""
+        for path in self._folder.glob("variant-*.psz"):
+            path.unlink(missing_ok=True)
+        self.files = {}
 
     def get(self, variant_id: int) -> Variant:
         for v in self.variants:
@@ -80,9 +105,9 @@ class VariantStore(QObject):
         return [v for v in self.variants if not v.is_original and v.id not in self.saved]
 
     # ------------------------------------------------------------------------------------------ commands
-    def _insert(self, variant: Variant, model: LoadedModel, file_bytes: bytes, report: dict) -> None:
+    def _insert(self, variant: Variant, model: LoadedModel, path: Path, report: dict) -> None:
         self.variants.append(variant)
-        self.models[variant.id], self.files[variant.id], self.reports[variant.id] = model, file_bytes, report
+        self.models[variant.id], self.files[variant.id], self.reports[variant.id] = model, path, report
         self.sig_changed.emit()
         self.set_current(variant.id)
 
@@ -100,14 +125,13 @@ class VariantStore(QObject):
 
 
 class _AddVariant(QUndoCommand):
-    def __init__(self, store: VariantStore, variant: Variant, model: LoadedModel, file_bytes: bytes,
-                 report: dict) -> None:
+    def __init__(self, store: VariantStore, variant: Variant, model: LoadedModel, path: Path, report: dict) -> None:
         super().__init__(f"Apply {variant.name}")
-        self.store, self.variant, self.model, self.file_bytes, self.report = store, variant, model, file_bytes, report
+        self.store, self.variant, self.model, self.path, self.report = store, variant, model, path, report
         self.previous = store.current_id
 
     def redo(self) -> None:
-        self.store._insert(self.variant, self.model, self.file_bytes, self.report)
+        self.store._insert(self.variant, self.model, self.path, self.report)
 
     def undo(self) -> None:
         self.store._remove(self.variant.id, self.previous)

@@ -216,3 +216,27 @@ def test_symbol_counts_match_numpy():
     np.testing.assert_array_equal(container.symbol_counts(symbols.astype(np.uint8), 64),
                                   np.bincount(symbols, minlength=64))
     assert container.symbol_counts(np.zeros(0, np.int64), 8).tolist() == [0] * 8
+
+
+@pytest.mark.parametrize("options", [dict(use_huffman=True), dict(use_huffman=False),
+                                     dict(use_huffman=True, small_float="float32"),
+                                     dict(use_huffman=False, index_bits=3), dict(use_huffman=True, index_bits=9)])
+def test_pricing_gives_the_account_of_encoding_without_writing(options):
+    """The Deep Compression stages are priced, not written: the price is the real file's account, to the byte."""
+    state, codes = sample_state()
+    data, account = container.encode(state, codes, {"arch": "x"}, **options)
+    priced = container.price(state, codes, {"arch": "x"}, **options)
+    assert priced == account and priced.total == len(data)
+    raw = {k: container.WeightCode(c.mask, None, None, c.values) for k, c in codes.items() if c.mask is not None}
+    assert container.price(state, raw, {}, **options).total == len(container.encode(state, raw, {}, **options)[0])
+
+
+def test_decoding_one_tensor_at_a_time_checks_the_whole_layout_first():
+    data = good_file()
+    header, tensors = container.iter_decode(data)
+    assert header["v"] == container.VERSION and [name for name, _ in tensors] == list(sample_state()[0])
+    body = data[:-4]
+    magic, version, length = struct.unpack_from("<4sHI", body)
+    longer = refresh_crc(body + b"\0")  # a byte after the last tensor: refused before any tensor is handed out
+    with pytest.raises(CodingError, match="1 bytes after the last tensor"):
+        container.iter_decode(longer)

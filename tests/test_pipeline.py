@@ -124,3 +124,19 @@ def test_cancel_leaves_the_original_unchanged(small_mnist):
     with pytest.raises(Cancelled):
         run(apply_recipe(FULL, loaded, small_mnist), should_cancel=lambda: True)
     assert_unchanged(loaded.module, before)
+
+
+def test_a_structured_file_of_a_model_without_an_input_shape_still_rebuilds(tmp_path, model_files, small_mnist):
+    """The run traced the model with data batches; the file records that shape, so it can be rebuilt."""
+    loaded = load_model(model_files["state_dict"], LoadOptions(arch="tests.factories:make_lenet300"))
+    assert loaded.input_shape is None
+    recipe = Recipe.from_text("steps: [{kind: prune_structured, amount: 0.5, layers: [fc1]}]")
+    result = run(apply_recipe(recipe, loaded, small_mnist, measure_before=False))
+    assert result.model_info["input_shape"] == [1, 1, 28, 28]
+    path = tmp_path / "cnn.psz"
+    path.write_bytes(result.file_bytes)
+    again = load_model(path, LoadOptions(arch="tests.factories:make_lenet300")).module
+    assert again.fc1.out_features == 150
+    x = torch.rand(3, 1, 28, 28)
+    with torch.inference_mode():
+        torch.testing.assert_close(again(x), result.model(x))

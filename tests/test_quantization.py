@@ -99,3 +99,18 @@ def test_one_bit_uniform_has_two_levels():
     assert shared.codebook.shape == (6, 2)
     torch.testing.assert_close(shared.codebook[:, 1].detach(), w.abs().mean(1))
     assert torch.equal(layer.weight.detach() > 0, w > 0)
+
+
+def test_a_quantized_layer_keeps_one_byte_per_code_and_no_float_weights():
+    """What a big model's run can afford: the codes in a byte each, the float weights they came from freed."""
+    from torch.nn.utils import parametrize
+
+    layer = torch.nn.Linear(300, 200)
+    before = layer.weight.detach().clone()
+    shared = quantize_layer(layer, "kmeans", 5)
+    original = layer.parametrizations.weight.original
+    assert shared.packed.dtype == torch.uint8 and shared.codes.dtype == torch.int64
+    assert original.shape == before.shape and original.stride() == (0, 0)  # a placeholder, no memory
+    assert (layer.weight - before).abs().max() < (before.max() - before.min()) / 31
+    parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    torch.testing.assert_close(layer.weight, shared.codebook.detach()[shared.codes])

@@ -83,7 +83,7 @@ def _diff_rint(at: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def derive(raw: np.ndarray, lo_all: np.ndarray, hi_all: np.ndarray, mid_all: np.ndarray, bins: int,
            log_bins: int, near_zero_tol: float, log_decades: int):  # pragma: no cover - compiled
-    """See core.analysis.stats.stats_from_counts; returns its figures as a tuple (core.analysis.stats assembles them)."""
+    """See core.analysis.stats.stats_from_counts; returns its figures as a tuple (stats assembles them)."""
     total = 0
     for h in range(raw.size):
         total += raw[h]

@@ -7,6 +7,7 @@ may only ever name a zoo architecture by itself.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -15,18 +16,21 @@ from core.eval import zoo
 from core.io.base import ModelLoadError
 
 
-def import_factory(spec: str) -> nn.Module:
-    """Build a model from ``package.module:factory`` (a class or function taking no arguments)."""
+def factory_of(spec: str) -> Callable[[], nn.Module]:
+    """The callable ``package.module:factory`` names (or a zoo architecture's builder), imported."""
     if spec in zoo.ARCHITECTURES:
-        return zoo.build(spec)
+        return lambda: zoo.build(spec)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ModelLoadError(f"architecture {spec!r} must look like package.module:factory "
                              f"(or a zoo architecture: {', '.join(zoo.ARCHITECTURES)})")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ModelLoadError(f"cannot import architecture {spec!r}: {exc}") from exc
+
+
+def build(factory: Callable[[], nn.Module], spec: str) -> nn.Module:
     try:
         model = factory()
     except Exception as exc:
@@ -34,6 +38,41 @@ def import_factory(spec: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"architecture {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def import_factory(spec: str) -> nn.Module:
+    """Build a model from ``package.module:factory`` (a class or function taking no arguments)."""
+    return build(factory_of(spec), spec)
+
+
+def with_weights(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor], arch: str) -> nn.Module:
+    """A model from ``factory`` holding ``state``'s weights, checked to fit strictly.
+
+    Where it can, the model is built on the meta device and takes ``state``'s tensors as its own, so the
+    weights are in memory once, not twice (a random initialisation beside the loaded file). A factory that
+    cannot build on the meta device, a model with tensors the state does not hold (non-persistent
+    buffers), tied weights or other dtypes is built normally and the weights copied in.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = factory()
+    except Exception:
+        skeleton = None
+    if isinstance(skeleton, nn.Module) and _takes_as_is(skeleton, state):
+        fit_shapes(skeleton, {k: tuple(v.shape) for k, v in state.items()}, arch)
+        skeleton.load_state_dict(state, assign=True)
+        return skeleton
+    model = build(factory, arch)
+    fit_state_dict(model, state, arch)
+    return model
+
+
+def _takes_as_is(skeleton: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    expected = skeleton.state_dict(keep_vars=True)
+    tensors = [*skeleton.named_parameters(remove_duplicate=False), *skeleton.named_buffers(remove_duplicate=False)]
+    return (len(tensors) == len(expected) == len({id(t) for _, t in tensors})  # every tensor in the state, none tied
+            and all(k in state and state[k].dtype == t.dtype and state[k].device.type == "cpu"
+                    for k, t in expected.items()))
 
 
 def fit_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]], arch: str) -> None:

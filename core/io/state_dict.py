@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from core.eval import zoo
-from core.io.architectures import fit_state_dict, import_factory
+from core.io.architectures import factory_of, with_weights
 from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError
 from core.io.files import is_pickle, path_bytes, zip_names
 
@@ -62,9 +62,9 @@ class StateDictLoader:
         if arch is None:
             raise ModelLoadError(f"{path.name} holds only weights (a state_dict with {len(state)} tensors); "
                                  "say which architecture they belong to with --arch package.module:factory")
-        model = import_factory(arch) if arch not in zoo.ARCHITECTURES else zoo.build(
-            arch, int(meta.get("num_classes", 10)))
-        fit_state_dict(model, state, arch)
+        factory = (factory_of(arch) if arch not in zoo.ARCHITECTURES
+                   else lambda: zoo.build(arch, int(meta.get("num_classes", 10))))
+        model = with_weights(factory, state, arch)
         shape = options.input_shape or (tuple(meta["input_shape"]) if "input_shape" in meta else None)
         if shape is None and arch in zoo.ARCHITECTURES:
             shape = (1, 1, 28, 28)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from core.analysis.stats import CHUNK
 from core.methods.masks import current_mask
 
 
@@ -58,22 +59,45 @@ def kmeans_1d(values: np.ndarray, k: int, init: np.ndarray | None = None, max_it
 
 
 def assign(values: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest level of an ascending ``codebook`` for each value."""
+    """Index of the nearest level of an ascending ``codebook`` for each value (int64; see :func:`codes_of`)."""
     midpoints = (codebook[1:] + codebook[:-1]) / 2
     return torch.bucketize(values, midpoints.to(values.dtype))
 
 
+def codes_of(values: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """:func:`assign` as one byte per value (a codebook has at most 256 levels), without an int64 copy of the
+    whole layer on the way."""
+    midpoints = (codebook[1:] + codebook[:-1]) / 2
+    flat = values.reshape(-1)
+    out = torch.empty(flat.shape, dtype=torch.uint8, device=flat.device)
+    for start in range(0, flat.numel(), CHUNK):
+        out[start:start + CHUNK] = torch.bucketize(flat[start:start + CHUNK], midpoints.to(values.dtype),
+                                                   out_int32=True)
+    return out.reshape(values.shape)
+
+
 class Shared(nn.Module):
     """Parametrization: ``weight = levels[codes] * mask``, where ``levels`` is the codebook (per tensor,
-    shape ``(k,)``) or one codebook per output channel (shape ``(channels, k)``)."""
+    shape ``(k,)``) or one codebook per output channel (shape ``(channels, k)``).
+
+    Codes take one byte per weight (at most 256 levels). The float weights the codes were made from are
+    not kept: :func:`quantize_layer` leaves a zero-stride placeholder as the parametrization's original,
+    since a shared-weight layer's value is its codebook, codes and mask alone."""
 
     def __init__(self, codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor, method: str, bits: int,
                  trainable: bool = True) -> None:
         super().__init__()
         self.codebook = nn.Parameter(codebook.clone().float(), requires_grad=trainable)
-        self.register_buffer("codes", codes.to(torch.int64), persistent=False)
+        if codebook.shape[-1] > 256:
+            raise ValueError(f"a codebook of {codebook.shape[-1]} levels does not fit one byte per code")
+        self.register_buffer("packed", codes.to(torch.uint8), persistent=False)
         self.register_buffer("mask", mask.to(torch.bool), persistent=False)
         self.method, self.bits = method, bits
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """Each weight's level index, as int64 (a new tensor: the encoder reads :attr:`packed`, one byte each)."""
+        return self.packed.long()
 
     @property
     def per_channel(self) -> bool:
@@ -81,10 +105,10 @@ class Shared(nn.Module):
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         if self.per_channel:
-            flat = self.codes.reshape(self.codes.shape[0], -1)
-            values = torch.gather(self.codebook, 1, flat).reshape(self.codes.shape)
+            flat = self.packed.reshape(self.packed.shape[0], -1).long()
+            values = torch.gather(self.codebook, 1, flat).reshape(self.packed.shape)
         else:
-            values = self.codebook[self.codes]
+            values = self.codebook[self.packed.int()]  # uint8 would index as a mask
         return values * self.mask
 
 
@@ -98,7 +122,7 @@ def kmeans_shared(weight: torch.Tensor, mask: torch.Tensor, bits: int) -> tuple[
     k = min(2 ** bits, max(1, kept.numel()))
     result = kmeans_1d(kept.numpy(), k)
     codebook = torch.from_numpy(result.centroids).float()
-    return codebook, assign(weight.detach().float(), codebook)
+    return codebook, codes_of(weight.detach().float(), codebook)
 
 
 def uniform_shared(weight: torch.Tensor, mask: torch.Tensor, bits: int, per_channel: bool,
@@ -121,14 +145,14 @@ def uniform_shared(weight: torch.Tensor, mask: torch.Tensor, bits: int, per_chan
         scale = ((hi - lo) / (2 ** bits - 1)).clamp(min=1e-12)
         zero_point = torch.round(-lo / scale)
         levels = (torch.arange(2 ** bits, dtype=torch.float32)[None, :] - zero_point[:, None]) * scale[:, None]
-    codes = torch.stack([assign(r, lv) for r, lv in zip(rows, levels)]).reshape(w.shape)
+    codes = torch.stack([codes_of(r, lv) for r, lv in zip(rows, levels)]).reshape(w.shape)
     return (levels if per_channel else levels[0]), codes
 
 
 def binary_shared(weight: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BinaryConnect-style: +-alpha with alpha = mean |w| of the kept weights."""
     alpha = _kept(weight, mask).abs().mean() if mask.any() else torch.tensor(0.0)
-    return torch.stack([-alpha, alpha]), (weight.detach() > 0).to(torch.int64), mask
+    return torch.stack([-alpha, alpha]), (weight.detach() > 0).to(torch.uint8), mask
 
 
 def ternary_shared(weight: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -137,7 +161,7 @@ def ternary_shared(weight: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
     delta = 0.7 * _kept(w, mask).abs().mean() if mask.any() else torch.tensor(0.0)
     mask = mask & (w.abs() > delta)
     alpha = w[mask].abs().mean() if mask.any() else torch.tensor(0.0)
-    return torch.stack([-alpha, alpha]), (w > 0).to(torch.int64), mask
+    return torch.stack([-alpha, alpha]), (w > 0).to(torch.uint8), mask
 
 
 def _kmeans(weight, mask, bits, per_channel, symmetric):
@@ -171,12 +195,16 @@ def quantize_layer(module: nn.Module, method: str, bits: int, per_channel: bool 
         raise ValueError(f"unknown quantization method {method!r}")
     mask = current_mask(module)
     mask = torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask.clone()
-    weight = module.weight.detach().clone()
     if parametrize.is_parametrized(module, "weight"):  # the new parametrization carries the mask on
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    weight = module.weight.detach()  # the masked values, as the layer computed with them (no copy)
     codebook, codes, mask, bits_used = METHODS[method](weight, mask, bits, per_channel, symmetric)
     shared = Shared(codebook, codes, mask, method, bits_used, trainable=method in TRAINABLE)
+    del weight, codes
     parametrize.register_parametrization(module, "weight", shared, unsafe=True)
+    original = module.parametrizations.weight.original  # unused by Shared: free its memory
+    placeholder = torch.zeros((), dtype=original.dtype, device=original.device).expand(original.shape)
+    module.parametrizations.weight.original = nn.Parameter(placeholder, requires_grad=False)
     return shared
 
 
@@ -193,9 +221,9 @@ class FakeQuant(nn.Module):
         w = original * self.mask
         levels, codes = uniform_shared(w, self.mask, self.bits, self.per_channel, self.symmetric)
         if self.per_channel:
-            q = torch.gather(levels, 1, codes.reshape(codes.shape[0], -1)).reshape(w.shape)
+            q = torch.gather(levels, 1, codes.reshape(codes.shape[0], -1).long()).reshape(w.shape)
         else:
-            q = levels[codes]
+            q = levels[codes.int()]
         return w + (q * self.mask - w).detach()
 
 

@@ -96,14 +96,17 @@ def _masks_below(weights: dict[str, torch.Tensor], k: int) -> dict[str, torch.Te
     ties_to_prune = k - smaller
     masks = {}
     for name, w in weights.items():
-        magnitude = w.detach().abs()
-        mask = magnitude > threshold
-        # prune exactly k: of the weights equal to the threshold, the first ``ties_to_prune`` (in layer
-        # order, then index order) go and every later one stays, in this layer and all the next ones
-        ties = torch.nonzero(magnitude.reshape(-1) == threshold).reshape(-1)
-        mask.view(-1)[ties[ties_to_prune:]] = True
-        ties_to_prune -= min(ties_to_prune, len(ties))
-        masks[name] = mask
+        flat = w.detach().reshape(-1)
+        mask = torch.empty(flat.shape, dtype=torch.bool, device=flat.device)
+        for start in range(0, flat.numel(), CHUNK):  # chunk by chunk: no |w| copy of a whole layer
+            magnitude = flat[start:start + CHUNK].abs()
+            mask[start:start + CHUNK] = magnitude > threshold
+            # prune exactly k: of the weights equal to the threshold, the first ``ties_to_prune`` (in layer
+            # order, then index order) go and every later one stays, in this layer and all the next ones
+            ties = torch.nonzero(magnitude == threshold).reshape(-1) + start
+            mask[ties[ties_to_prune:]] = True
+            ties_to_prune -= min(ties_to_prune, len(ties))
+        masks[name] = mask.reshape(w.shape)
     return masks
 
 
@@ -132,7 +135,8 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
             continue
         with torch.no_grad():
             module.weight.mul_(mask)
-        parametrize.register_parametrization(module, "weight", Masked(mask.to(module.weight.device)))
+        # unsafe: Masked keeps shape and dtype, so the check (one more evaluation of the layer) is skipped
+        parametrize.register_parametrization(module, "weight", Masked(mask.to(module.weight.device)), unsafe=True)
 
 
 def current_mask(module: nn.Module) -> torch.Tensor | None:

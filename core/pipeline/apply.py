@@ -95,9 +95,9 @@ def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = Non
     encoded = encode_run(ctx)
     decoded = decode_into(ctx.model, encoded.data)
     yield Progress("compress", total, total, "measuring the decoded model")
+    after = yield from measure(decoded, loaded, data, original)
     result = CompressionResult(recipe, encoded.data, encoded.account, decoded, encoded.model_info,
-                               saved_size_bytes(original), before, (yield from measure(decoded, loaded, data, original)),
-                               encoded.stages, codebooks=encoded.codebooks)
+                               saved_size_bytes(original), before, after, encoded.stages, codebooks=encoded.codebooks)
     for conversion in ctx.conversions:
         if conversion.name == "int8":
             result.int8_model = yield from conversion.convert(decoded)

@@ -9,6 +9,8 @@ the run hold more than the original, the working copy and the file.
 
 from __future__ import annotations
 
+import copy
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +18,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from core.format import container
+from core.format.structure import StructureError, replay
 from core.io.base import LoadedModel
 from core.methods.codebooks import Shared, shared_of
 from core.methods.masks import current_mask, prunable_layers
+from core.modelcopy import clone_module
 from core.pipeline.context import CompressionError, EncodeOptions, RunContext
 
 
@@ -55,7 +59,7 @@ def _code(shared: Shared | None, mask: torch.Tensor | None, values: torch.Tensor
     dense = shared is not None and bool(shared.mask.all())
     return container.WeightCode(
         mask=None if dense else (shared.mask if shared is not None else mask),
-        codes=None if shared is None else shared.codes, codebook=None if shared is None else shared.codebook.detach(),
+        codes=None if shared is None else shared.packed, codebook=None if shared is None else shared.codebook.detach(),
         values=values)
 
 
@@ -93,11 +97,43 @@ def describe(loaded: LoadedModel, structure: list[dict], example) -> dict:
             "classes": list(loaded.classes) if loaded.classes else None}
 
 
+def check_replay(original: nn.Module, ops: list[dict], shape, model: nn.Module) -> None:
+    """Refuse a run whose structure ops would not rebuild ``model``'s architecture from ``original`` when the
+    file is loaded. The ops are replayed on a copy of ``original`` on the meta device (shapes, no memory)."""
+    if not ops:
+        return
+    if shape is None:
+        raise CompressionError("the recipe changes the model's structure, and rebuilding it from the file needs "
+                               "the model's input shape: pass --input-shape N,C,H,W")
+    try:
+        skeleton, example = meta_copy(original), torch.zeros(shape, device="meta")
+        replay(skeleton, example, ops)
+    except StructureError:
+        raise
+    except Exception:  # an operation the meta device cannot run: replay on a real copy instead
+        skeleton, example = clone_module(original), torch.zeros(shape)
+        replay(skeleton, example, ops)
+    rebuilt = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    if rebuilt != {k: tuple(v.shape) for k, v in model.state_dict().items()}:
+        raise CompressionError("the recorded structure does not rebuild the compressed model's architecture")
+
+
+def meta_copy(module: nn.Module) -> nn.Module:
+    """``module``'s structure with every parameter and buffer on the meta device (shapes only)."""
+    memo: dict[int, object] = {}
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        if id(t) not in memo:
+            empty = torch.empty_like(t, device="meta")
+            memo[id(t)] = nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
+    return copy.deepcopy(module, memo)
+
+
 def encode_run(ctx: RunContext) -> Encoded:
     """Write the working copy as a compressed file (the working copy is left without parametrizations)."""
     codes = strip_for_encoding(ctx.model)
     state = ctx.model.state_dict()
     info = describe(ctx.loaded, ctx.structure, ctx.example)
+    check_replay(ctx.loaded.module, ctx.structure, info["input_shape"], ctx.model)
     options = ctx.encoding
     data, account = container.encode(state, codes, info, use_huffman=options.huffman,
                                      index_bits=options.index_bits, small_float=options.small_float)

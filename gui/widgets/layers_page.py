@@ -31,6 +31,7 @@ class LayersPage(QWidget):
         super().__init__(parent)
         self.session = session
         self._landing = False  # a new inventory is being drawn: see _on_measured
+        self._plan_stats: dict = {}  # the prunable layers' statistics the threshold is read from
         self.table_model = LayerTableModel(self)
         self.proxy = LayerSortProxy(self)
         self.proxy.setSourceModel(self.table_model)
@@ -199,20 +200,19 @@ class LayersPage(QWidget):
             self.session.draft.set_layer_sparsity(name, stats.fraction_below(threshold))
 
     def _draw_plan(self) -> None:
-        """The draft's threshold for the selected layer (per-layer, or the global one)."""
+        """The draft's threshold for the selected layer (per-layer, or the global one), as the engine's
+        preview of the recipe computes it."""
         name = self.current_layer()
         stats = self.session.measurements.weights.get(name or "")
         draft = self.session.draft
         if stats is None or draft.prune_method in ("none", "structured") or not self._prunable(name):
             self.histogram.set_threshold(None)
             return
-        if draft.scope == "global":
-            from core.analysis.estimate import global_threshold
-
-            prunable = {n: s for n, s in self.session.measurements.weights.items() if self._prunable(n)}
-            self.histogram.set_threshold(global_threshold(prunable, draft.sparsity))
-        else:
-            self.histogram.set_threshold(stats.threshold_for(draft.sparsity_of(name)))
+        weights = self.session.measurements.weights
+        if self._plan_stats.get("source") is not weights:  # the same dict for every redraw of this model
+            self._plan_stats = {"source": weights, "prunable": {n: s for n, s in weights.items()
+                                                                if self._prunable(n)}}
+        self.histogram.set_threshold(draft.preview(self._plan_stats["prunable"])[name].threshold)
 
     def _prunable(self, name: str | None) -> bool:
         inventory = self.session.measurements.inventory
