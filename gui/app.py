@@ -71,6 +71,9 @@ def share_the_interpreter() -> None:
 def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
                   settings: QSettings | None = None):
     """The main window with its session; starts opening ``model`` in the background (None: nothing)."""
+    from core import plugins
+
+    plugins.discover()  # the methods register on this thread, before the engine's imports start on another
     preparation = prepare_engine()
     from gui.main_window import MainWindow
     from gui.session import Session

@@ -66,7 +66,7 @@ class MainWindow(QMainWindow):
 
         self.recipe_panel = RecipePanel(session.draft)
         self.variant_list = VariantList(session.variants)
-        self.recipe_dock = self._dock("Compress", self.recipe_panel, "recipeDock")
+        self.recipe_dock = self._dock("Compress", self.recipe_panel, "recipeDock", scrolls=False)  # its controls scroll
         self.variants_dock = self._dock("Variants", self.variant_list, "variantsDock")
         self.splitDockWidget(self.recipe_dock, self.variants_dock, Qt.Orientation.Vertical)
         self.resizeDocks([self.recipe_dock, self.variants_dock], [600, 220], Qt.Orientation.Vertical)
@@ -89,13 +89,17 @@ class MainWindow(QMainWindow):
         session.sig_needs_trust.connect(self._ask_trust)
         self._restore_layout()
 
-    def _dock(self, title: str, widget: QWidget, name: str) -> QDockWidget:
+    def _dock(self, title: str, widget: QWidget, name: str, scrolls: bool = True) -> QDockWidget:
+        """A dock for ``widget``; ``scrolls``: inside a scroll area, so a dock never sets the window's minimum
+        height (laptops have 768 px). A widget that scrolls its own parts passes False."""
         dock = QDockWidget(title, self, objectName=name)
-        scroll = QScrollArea()  # so a dock never sets the window's minimum height (laptops have 768 px)
-        scroll.setWidget(widget)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        dock.setWidget(scroll)
+        if scrolls:
+            scroll = QScrollArea()
+            scroll.setWidget(widget)
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+            widget = scroll
+        dock.setWidget(widget)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)

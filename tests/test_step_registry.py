@@ -118,3 +118,16 @@ def test_a_toy_kind_runs_through_compress_on_the_command_line(tmp_path):
     assert report["recipe"]["steps"][0] == {"kind": "toy_shrink", "factor": 0.25, "layers": ["fc[12]"]}
     compressed = load_model(tmp_path / "out" / report["file"]).module
     torch.testing.assert_close(compressed.fc1.weight, load_model("zoo:lenet300").module.fc1.weight * 0.25)
+
+
+def test_kinds_are_listed_by_family_whatever_the_order_they_registered_in(toy_kind):
+    @dataclass(frozen=True)
+    class Trim(Step):
+        kind: ClassVar[str] = "toy_trim"
+
+    register_step(Trim, run_shrink, family="pruning")  # registered last, listed with the pruning kinds
+    try:
+        listed = list(kinds())
+        assert listed.index("toy_trim") < listed.index("finetune") < listed.index("encode") < listed.index("toy_shrink")
+    finally:
+        unregister_step("toy_trim")

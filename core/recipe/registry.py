@@ -43,6 +43,9 @@ class StepKind:
 
 
 _KINDS: dict[str, StepKind] = {}
+FAMILIES = ("pruning", "training", "quantization", "coding")
+"""The order kinds are listed in (the order a compression applies them): by family, then as registered.
+Modules imported on several threads at once register in any order; this keeps the listing one order."""
 
 
 def register_step(config: type[Step], run: Callable, *, preview: Callable | None = None,
@@ -70,9 +73,11 @@ def unregister_step(kind: str) -> None:
 
 
 def kinds() -> dict[str, StepKind]:
-    """Every registered kind, in registration order."""
+    """Every registered kind: by family (:data:`FAMILIES`, then any other), then in registration order."""
     plugins.discover()
-    return dict(_KINDS)
+    rank = {family: i for i, family in enumerate(FAMILIES)}
+    order = sorted(enumerate(_KINDS.values()), key=lambda e: (rank.get(e[1].family, len(rank)), e[0]))
+    return {entry.kind: entry for _, entry in order}
 
 
 def step_kind(kind: str) -> StepKind:

@@ -10,8 +10,8 @@ Apply freezes the draft into a Recipe and runs it in the background.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from core.recipe import kinds
 from core.report.reports import human_bytes
@@ -50,16 +50,24 @@ class RecipePanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(load)
         buttons.addWidget(save)
+        body = QWidget(objectName="panelBody")  # the sections scroll; the preview and Apply stay in view
+        controls = QVBoxLayout(body)
+        controls.setContentsMargins(0, 0, 4, 0)
+        for section in self.sections:
+            controls.addWidget(section)
+        controls.addWidget(self.others_title)
+        controls.addLayout(self.others)
+        controls.addStretch(1)
+        scroll = QScrollArea(widgetResizable=True, frameShape=QScrollArea.Shape.NoFrame, objectName="panelScroll")
+        scroll.setWidget(body)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll = scroll
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
-        for section in self.sections:
-            layout.addWidget(section)
-        layout.addWidget(self.others_title)
-        layout.addLayout(self.others)
+        layout.addWidget(scroll, 1)
         for widget in (self.preview_label, self.apply_button):
             layout.addWidget(widget)
         layout.addLayout(buttons)
-        layout.addStretch(1)
         self.apply_button.clicked.connect(self.sig_apply)
         save.clicked.connect(self.sig_save)
         load.clicked.connect(self.sig_load)
