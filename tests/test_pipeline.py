@@ -140,3 +140,19 @@ def test_a_structured_file_of_a_model_without_an_input_shape_still_rebuilds(tmp_
     x = torch.rand(3, 1, 28, 28)
     with torch.inference_mode():
         torch.testing.assert_close(again(x), result.model(x))
+
+
+def test_the_decoded_model_trains_like_the_original(small_mnist):
+    """The decoded model is the run's working copy: every tensor is the file's, and it is as trainable as
+    the original (a variant of a variant fine-tunes all of its weights)."""
+    loaded = load_model("zoo:lenet300")
+    loaded.module.fc3.bias.requires_grad_(False)  # a frozen tensor stays frozen
+    try:
+        result = run(apply_recipe(FULL, loaded, small_mnist, measure_before=False))
+        flags = {k: p.requires_grad for k, p in result.model.named_parameters()}
+        assert flags == {k: p.requires_grad for k, p in loaded.module.named_parameters()}
+        assert all(p.is_contiguous() and p.stride()[-1] == 1 for p in result.model.parameters())
+        assert not any(p.data_ptr() == q.data_ptr() for p in result.model.parameters()
+                       for q in loaded.module.parameters())
+    finally:
+        loaded.module.fc3.bias.requires_grad_(True)

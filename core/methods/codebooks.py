@@ -204,7 +204,8 @@ def quantize_layer(module: nn.Module, method: str, bits: int, per_channel: bool 
     parametrize.register_parametrization(module, "weight", shared, unsafe=True)
     original = module.parametrizations.weight.original  # unused by Shared: free its memory
     placeholder = torch.zeros((), dtype=original.dtype, device=original.device).expand(original.shape)
-    module.parametrizations.weight.original = nn.Parameter(placeholder, requires_grad=False)
+    # the layer stays as trainable as it was (Shared ignores the original, so it never gets a gradient)
+    module.parametrizations.weight.original = nn.Parameter(placeholder, requires_grad=original.requires_grad)
     return shared
 
 

@@ -74,8 +74,9 @@ def strip_for_encoding(model: nn.Module) -> dict[str, container.WeightCode]:
             for tensor_name in list(module.parametrizations.keys()):
                 quantized = tensor_name == "weight" and shared_of(module) is not None
                 if quantized:  # the placeholder keeps the state_dict's order, names, shapes and dtypes
+                    trainable = module.parametrizations.weight.original.requires_grad  # the decoded weight's
                     placeholder = torch.zeros((), dtype=module.weight.dtype).expand(module.weight.shape)
-                    module.parametrizations.weight.original = nn.Parameter(placeholder, requires_grad=False)
+                    module.parametrizations.weight.original = nn.Parameter(placeholder, requires_grad=trainable)
                 parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=not quantized)
     return {name: _code(shared, mask, module.weight.detach()) for name, (module, shared, mask) in layers.items()}
 
