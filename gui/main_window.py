@@ -77,6 +77,7 @@ class MainWindow(QMainWindow):
         self.recipe_panel.sig_apply.connect(self.apply)
         self.recipe_panel.sig_save.connect(self.save_recipe_dialog)
         self.recipe_panel.sig_load.connect(self.load_recipe_dialog)
+        session.draft.sig_refused.connect(lambda why: self.statusBar().showMessage(f"Not changed: {why}", 8000))
         self.variant_list.sig_save.connect(self.save_variant_dialog)
         self.tradeoff.sig_variant_clicked.connect(session.make_current)
         self.demo.tradeoff.sig_variant_clicked.connect(session.make_current)

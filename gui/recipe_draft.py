@@ -20,7 +20,8 @@ from core.methods.finetune import FineTune
 from core.methods.magnitude import IterativePrune, PruneMagnitude
 from core.methods.quantize import Quantize
 from core.methods.structured import IMPORTANCES, PruneStructured
-from core.recipe import Recipe, Selection, Step
+from core.recipe import Recipe, RecipeError, Selection, Step
+from core.recipe.schema import check_order
 
 PRUNE_METHODS = ("none", "magnitude", "iterative", "structured")
 QUANT_METHODS = ("none", "kmeans", "uniform", "binary", "ternary")
@@ -40,6 +41,8 @@ MAX_STRUCTURED = 0.9  # the studio removes at most 90% of a layer's units
 class RecipeDraft(QObject):
     sig_changed = Signal()
     """Something in the draft changed; previews should redraw."""
+    sig_refused = Signal(str)
+    """An edit would have made an invalid recipe (the reason); the draft is as it was."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -61,7 +64,7 @@ class RecipeDraft(QObject):
 
     def load_recipe(self, recipe: Recipe) -> None:
         """Hold exactly ``recipe``; the controls show its steps' settings."""
-        self.name, self.description, self.seed = recipe.name or "loaded", recipe.description, recipe.seed
+        self.name, self.description, self.seed = recipe.name, recipe.description, recipe.seed
         self._steps = recipe.steps
         self._memory.update({f: getattr(self, f) for f in DEFAULTS})
         self._changed()
@@ -172,8 +175,9 @@ class RecipeDraft(QObject):
 
     # ------------------------------------------------------------------------------------------ edits
     def set(self, **values) -> None:
-        """Change fields by name (``draft.set(sparsity=0.9)``); emits one ``sig_changed``."""
-        changed = set()
+        """Change fields by name (``draft.set(sparsity=0.9)``); emits one ``sig_changed``. An edit that would
+        make the recipe invalid (structured pruning after a quantize step) changes nothing and says why."""
+        changed, before = set(), dict(self._memory)
         for key, value in values.items():
             if key == "name":
                 if value != self.name:
@@ -185,9 +189,18 @@ class RecipeDraft(QObject):
             if getattr(self, key) != value or self._memory[key] != value:
                 self._memory[key] = value
                 changed.add(key)
-        if changed:
-            self._steps = self._edited(changed)
-            self._changed()
+        if not changed:
+            return
+        steps = self._edited(changed)
+        try:
+            check_order(steps)
+        except RecipeError as exc:
+            self._memory = before
+            self.sig_refused.emit(str(exc))
+            self.sig_changed.emit()  # the controls go back to what the draft holds
+            return
+        self._steps = steps
+        self._changed()
 
     def set_layer_sparsity(self, layer: str, sparsity: float | None) -> None:
         """Per-layer override (None removes it); switches to layer-wise scope, which overrides need."""

@@ -36,7 +36,7 @@ def every_recipe() -> dict[str, Recipe]:
     recipes = {p.stem: Recipe.from_text(p.read_text()) for p in sorted(resource_path("recipes").glob("*.yaml"))}
     recipes.update({f"example-{s.kind}": Recipe(steps=(s,), name="example") for s in test_recipe.EXAMPLES})
     recipes.update(pipeline=test_pipeline.FULL, cli=Recipe.from_text(test_compress_cli.QUICK),
-                   every=Recipe.from_text(EVERY_KIND))
+                   every=Recipe.from_text(EVERY_KIND), nameless=Recipe.from_text("steps: [{kind: finetune}]"))
     return recipes
 
 
@@ -140,3 +140,18 @@ def test_apply_after_load_runs_exactly_the_file(qtbot, window, tmp_path):
     fc1 = next(layer for layer in variant.layers if layer.name == "fc1.weight")
     assert fc1.kept == pytest.approx(0.3, abs=1e-3) and fc1.index_bits == 5
     wait_idle(qtbot, window)
+
+
+def test_an_edit_that_would_make_an_invalid_recipe_changes_nothing(qapp):
+    recipe = Recipe.from_text("steps: [{kind: quantize, bits: 4}, {kind: prune_magnitude, sparsity: 0.5}]")
+    draft = RecipeDraft()
+    panel = RecipePanel(draft)
+    draft.load_recipe(recipe)
+    refused = []
+    draft.sig_refused.connect(refused.append)
+    draft.set(prune_method="structured")  # structured pruning may not follow quantize
+    assert draft.to_recipe() == recipe and draft.prune_method == "magnitude"
+    assert refused and "structured pruning must come before quantize" in refused[0]
+    assert panel.section("PruningSection").prune_method.currentData() == "magnitude"  # the control went back
+    draft.set(sparsity=0.6)  # and the draft still edits
+    assert draft.to_recipe().steps[1].sparsity == 0.6
