@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     studio = sub.add_parser("studio", help="open the studio (the default)")
     studio.add_argument("model", nargs="?", default="zoo:lenet300", help="model to open (default zoo:lenet300)")
     studio.add_argument("--data", help="data set: mnist, fashion-mnist, or a folder / .npz of your own")
+    add_load_arguments(studio)
 
     inspect = sub.add_parser("inspect", help="print a model's layers, weight and activation statistics, metrics")
     inspect.add_argument("model", help="zoo:NAME, a TorchScript/.pt2/state_dict/pickle file, or a Hugging Face "

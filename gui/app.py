@@ -69,8 +69,10 @@ def share_the_interpreter() -> None:
 
 
 def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
-                  settings: QSettings | None = None):
-    """The main window with its session; starts opening ``model`` in the background (None: nothing)."""
+                  settings: QSettings | None = None, arch: str | None = None,
+                  input_shape: tuple[int, ...] | None = None, trust: bool = False):
+    """The main window with its session; starts opening ``model`` in the background (None: nothing), with
+    the options the command line gave (``--arch``, ``--input-shape``, ``--trust``)."""
     from core import plugins
 
     plugins.discover()  # the methods register on this thread, before the engine's imports start on another
@@ -89,15 +91,16 @@ def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
         gc.collect()  # the window and the modules imported meanwhile: out of later collections too
         gc.freeze()
     if model:
-        session.open_model(model, data)
+        session.open_model(model, data, trust=trust, arch=arch, input_shape=input_shape)
     return window
 
 
-def run_studio(model: str = "zoo:lenet300", data: str | None = None) -> int:
+def run_studio(model: str = "zoo:lenet300", data: str | None = None, arch: str | None = None,
+               input_shape: tuple[int, ...] | None = None, trust: bool = False) -> int:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Prunescope")
     app.setOrganizationName("Prunescope")
     apply_style(app)
-    window = create_window(model, data)
+    window = create_window(model, data, arch=arch, input_shape=input_shape, trust=trust)
     window.show()
     return app.exec()

@@ -50,6 +50,10 @@ class Session(QObject):
     """A task failed: (title, one-line message). The session is unchanged."""
     sig_needs_trust = Signal(str, str)
     """A file needs unpickling: (spec, the risk in words). Call ``open_trusted(spec)`` to load it anyway."""
+    sig_needs_options = Signal(dict, str, str)
+    """Opening needs more than the path (an architecture): (the open's arguments, why, the field to fill)."""
+    sig_opened = Signal(dict)
+    """A model was opened from these arguments (spec, data_name, arch, input_shape): for Open Recent."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -61,6 +65,7 @@ class Session(QObject):
         self.variants = VariantStore(self)
         self.draft = RecipeDraft(self)
         self._open_args: dict = {}
+        self._opening_args: dict | None = None  # the open in progress, until it succeeds
         self.opening = False
         self.runner.sig_partial.connect(self._on_partial)
         self.runner.sig_failed.connect(self._on_failed)
@@ -74,6 +79,7 @@ class Session(QObject):
         self.opening = True
         options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape)
         self._open_args = {"spec": spec, "data_name": data_name, "arch": arch, "input_shape": input_shape}
+        self._opening_args = dict(self._open_args)
         fallback = self.data.spec if self.data is not None else None
         self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name, fallback),
                           self._opened)
@@ -104,6 +110,9 @@ class Session(QObject):
     def _opened(self, value) -> None:
         self.opening = False
         self.loaded, self.data = value
+        if self._opening_args:
+            self.sig_opened.emit(self._opening_args)
+            self._opening_args = None
         self.variants.clear()
         self.measurements = Measurements()
         self.sig_model_changed.emit()
@@ -213,13 +222,18 @@ class Session(QObject):
 
     def _on_cancelled(self, title: str) -> None:
         self.opening = False
+        self._opening_args = None
 
     def _on_failed(self, title: str, error: BaseException) -> None:
-        from core.io import UntrustedPickleError
+        from core.io import NeedsArchitecture, UntrustedPickleError
 
         self.opening = False
+        self._opening_args = None
         if isinstance(error, UntrustedPickleError):
             self.sig_needs_trust.emit(self._open_args.get("spec", str(error.path)), str(error))
+            return
+        if isinstance(error, NeedsArchitecture):
+            self.sig_needs_options.emit(dict(self._open_args), str(error), "arch")
             return
         message = str(error) or type(error).__name__
         self.sig_error.emit(title, message.splitlines()[0] if message else type(error).__name__)

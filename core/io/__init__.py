@@ -6,8 +6,8 @@
 ONNX file.
 """
 
-from core.io.base import LoadedModel, LoadOptions, ModelLoadError, UntrustedPickleError
+from core.io.base import LoadedModel, LoadOptions, ModelLoadError, NeedsArchitecture, UntrustedPickleError
 from core.io.loading import LOADERS, load_model, parse_input_shape
 
-__all__ = ["LOADERS", "LoadOptions", "LoadedModel", "ModelLoadError", "UntrustedPickleError", "load_model",
-           "parse_input_shape"]
+__all__ = ["LOADERS", "LoadOptions", "LoadedModel", "ModelLoadError", "NeedsArchitecture", "UntrustedPickleError",
+           "load_model", "parse_input_shape"]

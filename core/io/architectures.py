@@ -7,7 +7,10 @@ may only ever name a zoo architecture by itself.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,14 +23,47 @@ def factory_of(spec: str) -> Callable[[], nn.Module]:
     """The callable ``package.module:factory`` names (or a zoo architecture's builder), imported."""
     if spec in zoo.ARCHITECTURES:
         return lambda: zoo.build(spec)
-    module_name, sep, attr = spec.partition(":")
+    module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ModelLoadError(f"architecture {spec!r} must look like package.module:factory "
-                             f"(or a zoo architecture: {', '.join(zoo.ARCHITECTURES)})")
+        raise ModelLoadError(f"architecture {spec!r} must look like package.module:factory or "
+                             f"path/to/file.py:factory (or a zoo architecture: {', '.join(zoo.ARCHITECTURES)})")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        module = _module_from_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
+        return getattr(module, attr)
+    except ModuleNotFoundError as exc:
+        hint = ""
+        if exc.name and module_name.split(".")[0] == exc.name.split(".")[0]:
+            hint = (f"; put the folder that holds {exc.name.split('.')[0]} on PYTHONPATH, or name the file: "
+                    f"--arch path/to/{module_name.replace('.', '/')}.py:{attr}")
+        raise ModelLoadError(f"cannot import architecture {spec!r}: {exc}{hint}") from exc
     except (ImportError, AttributeError) as exc:
         raise ModelLoadError(f"cannot import architecture {spec!r}: {exc}") from exc
+
+
+def _module_from_file(path_text: str):
+    """Import a ``.py`` file as a module; its folder goes on the import path, so that it can import the
+    modules beside it (as running it as a script would)."""
+    path = Path(path_text).expanduser().resolve()
+    if not path.is_file():
+        raise ModelLoadError(f"architecture file {path_text} does not exist")
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem
+    existing = sys.modules.get(name)
+    if existing is not None and Path(getattr(existing, "__file__", "") or "").resolve() == path:
+        return existing
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"architecture file {path_text} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # pickles and torch.save of its classes find them by module name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise ModelLoadError(f"architecture file {path.name} failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
 
 
 def build(factory: Callable[[], nn.Module], spec: str) -> nn.Module:

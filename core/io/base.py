@@ -22,6 +22,10 @@ class ModelLoadError(PrunescopeError):
     """The model could not be loaded; the message says why, in one line, and what to do."""
 
 
+class NeedsArchitecture(ModelLoadError):
+    """The file holds weights only: it loads once its architecture is named (``--arch``; the studio asks)."""
+
+
 class UntrustedPickleError(ModelLoadError):
     """The file can only be loaded by unpickling it, which can run code from it, and it is not trusted."""
 

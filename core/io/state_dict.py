@@ -12,7 +12,7 @@ import torch
 
 from core.eval import zoo
 from core.io.architectures import factory_of, with_weights
-from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError
+from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError, NeedsArchitecture
 from core.io.files import is_pickle, path_bytes, zip_names
 
 
@@ -60,8 +60,9 @@ class StateDictLoader:
         # a file may only name a zoo architecture: importing a factory it names would run code it chose
         arch = options.arch or (named if named in zoo.ARCHITECTURES else None) or zoo.match_architecture(state)
         if arch is None:
-            raise ModelLoadError(f"{path.name} holds only weights (a state_dict with {len(state)} tensors); "
-                                 "say which architecture they belong to with --arch package.module:factory")
+            raise NeedsArchitecture(f"{path.name} holds only weights (a state_dict with {len(state)} tensors); "
+                                    "say which architecture they belong to with --arch package.module:factory "
+                                    "or --arch path/to/file.py:factory")
         factory = (factory_of(arch) if arch not in zoo.ARCHITECTURES
                    else lambda: zoo.build(arch, int(meta.get("num_classes", 10))))
         model = with_weights(factory, state, arch)

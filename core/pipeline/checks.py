@@ -22,7 +22,7 @@ def _available(need: Need, data: Dataset | None, teacher) -> bool:
 
 
 def _how_to_satisfy(need: Need) -> str:
-    return "pass --teacher MODEL" if need is Need.TEACHER else "pass --data NAME"
+    return "pass --teacher MODEL" if need is Need.TEACHER else "pass --data NAME (in the studio: the Data set menu)"
 
 
 def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, teacher=None) -> None:
@@ -30,7 +30,8 @@ def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, teacher=Non
     cannot run on ``loaded`` with ``data``; return quietly if it can."""
     if isinstance(loaded.module, (torch.jit.ScriptModule, torch.fx.GraphModule)):
         raise CompressionError(f"{loaded.name} is a compiled graph ({loaded.format}); compression changes layers, "
-                               "so it needs the eager model: a state_dict with --arch, or a zoo model")
+                               "so it needs the eager model: its weights with the architecture that builds them (a state_dict "
+                               "with --arch; in the studio, File > Open model… and its Architecture), or a zoo model")
     model = loaded.module
     names = [n for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
     for i, step in enumerate(recipe.steps):  # patterns name layers as they are when the step runs: until a
@@ -48,4 +49,6 @@ def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, teacher=Non
             if not _available(need, data, teacher):
                 raise CompressionError(f"steps[{i}] ({step.kind}) needs {need.value}: {_how_to_satisfy(need)}")
     if data is None and not loaded.probe_inputs:
-        raise CompressionError("no data set and no input shape: pass --data NAME or --input-shape N,C,H,W")
+        raise CompressionError("no data set and no input shape, so the model cannot be traced: pass --data NAME or "
+                               "--input-shape N,C,H,W (in the studio: the Data set menu, or File > Open model… and "
+                               "its Input shape)")

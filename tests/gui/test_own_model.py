@@ -1,0 +1,151 @@
+"""One's own model in the studio: a state_dict whose architecture is a factory in a .py file of one's own,
+opened through the Open form (or asked for when it is missing), remembered in Open Recent, and compressed
+structurally with no input shape given (the data set's inputs trace it)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from core.methods.coding import Encode
+from core.methods.structured import PruneStructured
+from core.recipe import Recipe
+from tests.gui.conftest import stop_tasks, wait_idle
+
+NET = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+            self.pool = nn.MaxPool2d(2)
+            self.fc1 = nn.Linear(16 * 7 * 7, 32)
+            self.fc2 = nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.conv1(x)))
+            x = self.pool(torch.relu(self.conv2(x)))
+            return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+    def make():
+        return Net()
+""")
+
+
+@pytest.fixture
+def own_model(tmp_path):
+    """A folder of one's own (not on the import path): ``mycnn_<id>.py`` and ``net.pt``, a bare state_dict."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    name = f"mycnn_{tmp_path.name.replace('-', '_')}"  # a module name no other test has imported
+    source = folder / f"{name}.py"
+    source.write_text(NET)
+    namespace: dict = {}
+    exec(compile(NET, str(source), "exec"), namespace)
+    torch.manual_seed(0)
+    state = namespace["make"]().state_dict()
+    torch.save(state, folder / "net.pt")
+    return folder / "net.pt", source, state
+
+
+@pytest.fixture
+def empty_window(qtbot, qapp, settings):
+    from gui.app import apply_style, create_window
+
+    apply_style(qapp)
+    w = create_window(None, settings=settings)
+    qtbot.addWidget(w, before_close_func=lambda _: stop_tasks(qtbot, w))
+    w.show()
+    return w
+
+
+def test_a_state_dict_with_a_factory_from_a_py_file_opens_in_the_studio(qtbot, empty_window, own_model):
+    window = empty_window
+    weights, source, state = own_model
+    dialog = window.open_file_dialog()
+    dialog.file.setText(str(weights))
+    dialog.use_architecture_file(str(source))
+    assert dialog.factory.currentText() == "make" and "Net" in [dialog.factory.itemText(i)
+                                                                 for i in range(dialog.factory.count())]
+    dialog.data.setCurrentText("mnist")
+    dialog.accept()
+    wait_idle(qtbot, window)
+    loaded = window.session.loaded
+    assert loaded is not None and loaded.meta["arch"] == f"{source.resolve()}:make"
+    assert torch.equal(loaded.module.state_dict()["conv2.weight"], state["conv2.weight"])
+    assert window.table_model.rowCount() == 4  # conv1, conv2, fc1, fc2
+    assert window.recent()[0].arch == f"{source.resolve()}:make" and window.recent()[0].data == "mnist"
+
+
+def test_a_missing_architecture_is_asked_for_in_the_form_not_refused(qtbot, empty_window, own_model):
+    window = empty_window
+    weights, source, _ = own_model
+    window.session.open_model(str(weights), "mnist")
+    qtbot.waitUntil(lambda: getattr(window, "dialog", None) is not None and window.dialog.isVisible(), timeout=60_000)
+    dialog = window.dialog
+    assert dialog.file.text() == str(weights) and "holds only weights" in dialog.message.text()
+    assert dialog.data.currentText() == "mnist"
+    dialog.arch.setText(f"{source}:make")
+    dialog.accept()
+    wait_idle(qtbot, window)
+    assert window.session.loaded is not None and window.session.loaded.meta["arch"] == f"{source}:make"
+
+
+def test_open_recent_reopens_with_the_same_options(qtbot, empty_window, own_model):
+    window = empty_window
+    weights, source, _ = own_model
+    window.session.open_model(str(weights), "mnist", arch=f"{source}:make")
+    wait_idle(qtbot, window)
+    window.session.open_model("zoo:lenet300")
+    wait_idle(qtbot, window)
+    assert [r.spec for r in window.recent()] == ["zoo:lenet300", str(weights)]
+    window._fill_recent_menu()
+    action = next(a for a in window.recent_menu.actions() if a.text().startswith(str(weights)))
+    assert f"--arch {source}:make" in action.text()
+    action.trigger()
+    wait_idle(qtbot, window)
+    assert window.session.loaded.source == str(weights) and window.session.data.name.lower().startswith("mnist")
+
+
+def open_own(qtbot, window, weights, source):
+    window.session.open_model(str(weights), "mnist", arch=f"{source}:make")  # no input shape given
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: window.session.variants.original is not None, timeout=60_000)
+    wait_idle(qtbot, window)
+    assert window.session.loaded.input_shape is None
+
+
+def test_structured_pruning_of_ones_own_cnn_with_no_input_shape(qtbot, empty_window, own_model):
+    window = empty_window
+    weights, source, _ = own_model
+    open_own(qtbot, window, weights, source)
+    errors = []
+    window.session.sig_error.connect(lambda title, message: errors.append(message))
+    recipe = Recipe(steps=(PruneStructured(amount=0.5), Encode()), name="half the channels")
+    assert window.session.apply(recipe)
+    qtbot.waitUntil(lambda: len(window.session.variants.variants) == 2, timeout=120_000)
+    wait_idle(qtbot, window)
+    assert not errors
+    model = window.session.loaded.module
+    assert model.conv1.out_channels == 4 and model.conv2.out_channels == 8
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_remove_selected_units_of_ones_own_cnn(qtbot, empty_window, own_model):
+    window = empty_window
+    weights, source, _ = own_model
+    open_own(qtbot, window, weights, source)
+    errors = []
+    window.session.sig_error.connect(lambda title, message: errors.append(message))
+    assert window.session.remove_units("conv1", [0, 3, 5])
+    qtbot.waitUntil(lambda: len(window.session.variants.variants) == 2, timeout=120_000)
+    wait_idle(qtbot, window)
+    assert not errors
+    assert window.session.loaded.module.conv1.out_channels == 5
