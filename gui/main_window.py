@@ -77,6 +77,8 @@ class MainWindow(QMainWindow):
 
         self.layers.sig_layer_changed.connect(self._update_recipe_context)
         self.recipe_panel.sig_apply.connect(self.apply)
+        self.recipe_panel.sig_base_chosen.connect(self._choose_base)
+        session.draft.sig_changed.connect(self._show_apply_base)
         self.recipe_panel.sig_save.connect(self.save_recipe_dialog)
         self.recipe_panel.sig_load.connect(self.load_recipe_dialog)
         session.draft.sig_refused.connect(lambda why: self.statusBar().showMessage(f"Not changed: {why}", 8000))
@@ -170,6 +172,10 @@ class MainWindow(QMainWindow):
                             and self.save_variant_dialog(self.session.variants.current_id))
         for action in (self.apply_action, save_file):
             compress_menu.addAction(action)
+        self.clear_overrides_action = QAction("Clear all per-layer overrides", self,
+                                              triggered=self.session.draft.clear_overrides)
+        self.clear_overrides_action.setToolTip("Remove every layer's own sparsity or bits (● in the layer table)")
+        compress_menu.addAction(self.clear_overrides_action)
         compress_menu.addSeparator()
         compress_menu.addAction("Save recipe…", self.save_recipe_dialog)
         compress_menu.addAction("Load recipe…", self.load_recipe_dialog)
@@ -274,6 +280,17 @@ class MainWindow(QMainWindow):
         # work, and a variant arriving while the next task starts should not stall the window)
         self._stale_pages = {self.tradeoff, self.compare, self.demo}
         self._refresh_page(self.tabs.currentWidget())
+        self._show_apply_base()
+
+    def _choose_base(self, key: str) -> None:
+        self.session.apply_on = key
+        self._show_apply_base()
+
+    def _show_apply_base(self) -> None:
+        """The Apply button says what it builds on ("Apply on #2 …" or "Apply on the original")."""
+        base = self.session.apply_base() if self.session.variants.variants else None
+        label = "the original" if base is None or base.is_original else f"#{base.id}"
+        self.recipe_panel.set_base(self.session.apply_on, label)
 
     def _refresh_page(self, page) -> None:
         if page not in self._stale_pages:
@@ -316,8 +333,11 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------------------ compressing
     def apply(self) -> None:
+        base = self.session.apply_base() if self.session.variants.variants else None
         if self.session.apply():
-            self.statusBar().showMessage("Compressing in the background; the new variant appears when done", 4000)
+            on = "the original" if base is None or base.is_original else base.name
+            self.statusBar().showMessage(f"Compressing {on} in the background; the new variant appears when done",
+                                         6000)
 
     def save_recipe_dialog(self, path: str | None = None) -> str | None:
         if path is None:

@@ -12,6 +12,7 @@ again restores it. Steps the controls have no field for are shown read-only by t
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from PySide6.QtCore import QObject, Signal
 
@@ -22,6 +23,7 @@ from core.methods.quantize import Quantize
 from core.methods.structured import IMPORTANCES, PruneStructured
 from core.recipe import Recipe, RecipeError, Selection, Step
 from core.recipe.schema import check_order
+from core.recipe.step import matches
 
 PRUNE_METHODS = ("none", "magnitude", "iterative", "structured")
 QUANT_METHODS = ("none", "kmeans", "uniform", "binary", "ternary")
@@ -38,6 +40,18 @@ FIELDS = {"prune": {"prune_method", "scope", "sparsity", "layer_sparsity", "impo
 MAX_STRUCTURED = 0.9  # the studio removes at most 90% of a layer's units
 
 
+def _override_text(step: Step, value) -> str:
+    if "bits" in {f.name for f in dataclasses.fields(step)}:
+        return f"{value} bit"
+    if isinstance(value, float):
+        return f"{value:.0%} {'of channels' if step.kind == 'prune_structured' else 'pruned'}"
+    return f"{step.kind} {value}"
+
+
+DRAFT_NAME = "studio"
+"""The name of a draft that was not loaded from a file: a variant made from it is named by what it does."""
+
+
 class RecipeDraft(QObject):
     sig_changed = Signal()
     """Something in the draft changed; previews should redraw."""
@@ -46,7 +60,8 @@ class RecipeDraft(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.name, self.description, self.seed = "studio", "", 0
+        self.name, self.description, self.seed = DRAFT_NAME, "", 0
+        self.base: Recipe | None = None  # a loaded chain's earlier links, kept as they are
         self._memory = dict(DEFAULTS)  # the value of every field, also of those whose step is absent
         self._steps: tuple[Step, ...] = ()
         self._steps = self._edited(set(DEFAULTS))
@@ -60,11 +75,13 @@ class RecipeDraft(QObject):
 
     def to_recipe(self) -> Recipe:
         """The draft as an immutable, validated core Recipe."""
-        return Recipe(steps=self._steps, name=self.name, description=self.description, seed=self.seed)
+        return Recipe(steps=self._steps, name=self.name, description=self.description, seed=self.seed,
+                      base=self.base)
 
     def load_recipe(self, recipe: Recipe) -> None:
         """Hold exactly ``recipe``; the controls show its steps' settings."""
         self.name, self.description, self.seed = recipe.name, recipe.description, recipe.seed
+        self.base = recipe.base
         self._steps = recipe.steps
         self._memory.update({f: getattr(self, f) for f in DEFAULTS})
         self._changed()
@@ -210,6 +227,30 @@ class RecipeDraft(QObject):
         else:
             overrides[layer] = min(max(float(sparsity), 0.0), 0.999)
         self.set(layer_sparsity=overrides, scope="layer" if sparsity is not None else self.scope)
+
+    def overrides_of(self, layer: str) -> list[str]:
+        """Every per-layer value the recipe gives ``layer`` ("95% pruned", "3 bit"), from every step whose
+        overrides name it (exactly or by pattern)."""
+        out = []
+        for step in self._steps:
+            for pattern, value in step.select.overrides:
+                try:
+                    hit = matches(pattern, layer)
+                except re.error:
+                    hit = False
+                if hit:
+                    out.append(_override_text(step, value))
+        return out
+
+    def clear_overrides(self) -> None:
+        """Take every per-layer override out of every step; the steps' own settings stay."""
+        steps = tuple(dataclasses.replace(s, select=dataclasses.replace(s.select, overrides=()))
+                      if s.select.overrides else s for s in self._steps)
+        if steps == self._steps:
+            return
+        self._steps = steps
+        self._memory.update(layer_sparsity={}, layer_bits={})
+        self._changed()
 
     def set_layer_bits(self, layer: str, bits: int | None) -> None:
         overrides = self.layer_bits

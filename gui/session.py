@@ -22,7 +22,7 @@ from core.progress import Partial
 from core.recipe import Recipe
 from core.analysis.stats import WeightStats
 from core.pipeline.variants import compress_variant, original_variant
-from gui.recipe_draft import RecipeDraft
+from gui.recipe_draft import DRAFT_NAME, RecipeDraft
 from gui.variant_store import VariantStore
 from gui.workers import TaskRunner
 
@@ -64,6 +64,7 @@ class Session(QObject):
         self.inspect_options = InspectOptions()
         self.variants = VariantStore(self)
         self.draft = RecipeDraft(self)
+        self.apply_on = "current"  # what Apply builds on: "current" (the current variant) or "original"
         self._open_args: dict = {}
         self._opening_args: dict | None = None  # the open in progress, until it succeeds
         self.opening = False
@@ -139,23 +140,41 @@ class Session(QObject):
         self.runner.cancel()
 
     # ------------------------------------------------------------------------------------------ compressing
-    def apply(self, recipe: Recipe | None = None) -> bool:
-        """Compress the current variant with ``recipe`` (default: the draft) in the background. Returns
-        False, with a message and nothing changed, when the recipe cannot run on this model."""
+    def apply_base(self, recipe: Recipe | None = None):
+        """The variant Apply builds on: the current one, or the original when ``apply_on`` says so (and
+        always for a recipe that is a chain from the original)."""
+        recipe = recipe or self.draft.to_recipe()
+        if self.apply_on == "original" or recipe.base is not None:
+            return self.variants.original
+        return self.variants.current
+
+    def apply(self, recipe: Recipe | None = None, on: int | None = None) -> bool:
+        """Compress a variant with ``recipe`` (default: the draft) in the background: variant ``on``, or
+        :meth:`apply_base`. Returns False, with a message and nothing changed, when the recipe cannot run
+        on that model."""
         from core.pipeline.apply import check
+        from core.pipeline.variants import default_name
 
         if self.loaded is None or self.opening or not self.variants.variants:
             return False
         recipe = recipe or self.draft.to_recipe()
-        base, data = self.loaded, self.data
+        parent = self.variants.get(on) if on is not None else self.apply_base(recipe)
+        if recipe.base is not None and not parent.is_original:
+            self.sig_error.emit("This recipe starts from the original",
+                                "It is a chain from the original model (it has a base): apply it on the original.")
+            return False
+        base, data = self.variants.models.get(parent.id, self.loaded), self.data
         try:
             check(recipe, base, data)
         except ValueError as exc:
             self.sig_error.emit("The recipe does not fit this model", str(exc))
             return False
         variant_id = self.variants.next_id()
-        name = f"#{variant_id} {recipe.name}" if recipe.name else f"#{variant_id}"
-        self.runner.start(f"Compressing: {name}", lambda: compress_variant(variant_id, name, recipe, base, data),
+        label = recipe.name if recipe.name and recipe.name != DRAFT_NAME else default_name(recipe)
+        name = f"#{variant_id} {label}"
+        chained_on = None if parent.is_original else parent
+        self.runner.start(f"Compressing: {name}" + (f" (on #{parent.id})" if chained_on else " (on the original)"),
+                          lambda: compress_variant(variant_id, name, recipe, base, data, chained_on),
                           lambda value: self._compressed(value, base))
         return True
 
@@ -180,14 +199,14 @@ class Session(QObject):
     def _compressed(self, value, base: LoadedModel) -> None:
         from core.report.reports import compression_to_dict
 
+        from core.pipeline.apply import compressed_model
+
         variant, result = value
-        model = LoadedModel(result.model, f"{base.name.split(' · ')[0]} · {variant.name}", base.source, "variant",
-                            dataset=base.dataset, input_shape=base.input_shape, classes=base.classes,
-                            file_bytes=variant.size_bytes,
-                            meta={"arch": result.model_info.get("arch"), "structure": result.model_info["structure"],
-                                  "description": f"compressed from {base.name}"})
+        model = compressed_model(result, base, variant.name)
         file_name = f"{base.name.split(' · ')[0]}-{variant.id}.psz"
-        self.variants.add(variant, model, result.file_bytes, compression_to_dict(result, file_name))
+        report = compression_to_dict(result, file_name)
+        report["variant"] = {"id": variant.id, "name": variant.name, "parent": variant.parent}
+        self.variants.add(variant, model, result.file_bytes, report)
 
     def make_current(self, variant_id: int) -> None:
         self.variants.set_current(variant_id)

@@ -9,6 +9,7 @@ not in memory: saving a variant copies its file.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import weakref
@@ -101,6 +102,21 @@ class VariantStore(QObject):
             self.current_id = variant_id
             self.sig_current_changed.emit(variant_id)
 
+    def rename(self, variant_id: int, name: str) -> bool:
+        """Give a variant another name (undoable); an empty name, or the same one, changes nothing."""
+        name = " ".join(name.split())
+        if not name or name == self.get(variant_id).name:
+            return False
+        self.undo_stack.push(_RenameVariant(self, variant_id, name))
+        return True
+
+    def _set_name(self, variant_id: int, name: str) -> None:
+        self.variants = [dataclasses.replace(v, name=name) if v.id == variant_id else v for v in self.variants]
+        report = self.reports.get(variant_id)
+        if report is not None and isinstance(report.get("variant"), dict):
+            report["variant"]["name"] = name
+        self.sig_changed.emit()
+
     def unsaved(self) -> list[Variant]:
         return [v for v in self.variants if not v.is_original and v.id not in self.saved]
 
@@ -122,6 +138,19 @@ class VariantStore(QObject):
         self.sig_changed.emit()
         if was_current:
             self.sig_current_changed.emit(self.current_id)
+
+
+class _RenameVariant(QUndoCommand):
+    def __init__(self, store: VariantStore, variant_id: int, name: str) -> None:
+        super().__init__(f"Rename #{variant_id}")
+        self.store, self.variant_id, self.name = store, variant_id, name
+        self.previous = store.get(variant_id).name
+
+    def redo(self) -> None:
+        self.store._set_name(self.variant_id, self.name)
+
+    def undo(self) -> None:
+        self.store._set_name(self.variant_id, self.previous)
 
 
 class _AddVariant(QUndoCommand):

@@ -45,6 +45,12 @@ class Inventory:
         raise KeyError(name)
 
 
+def kept_fraction(zeros: int, count: int) -> float:
+    """The share of ``count`` values that are kept (not exactly zero): the one definition every view of a
+    model (layer table, compare view, reports) uses, from its tensors' zero counts."""
+    return 1.0 - zeros / count if count else 0.0
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -71,6 +77,6 @@ def inventory(model: nn.Module, module_types: dict[str, str] | None = None) -> I
         params = sum(p.numel() for p in own)
         type_name = module_types.get(name) or getattr(module, "original_name", None) or type(module).__name__
         layers.append(LayerInfo(name, type_name, shape, params, sum(p.numel() * p.element_size() for p in own),
-                                sum(zeros) / params if params else 0.0,
+                                1.0 - kept_fraction(sum(zeros), params) if params else 0.0,
                                 "/".join(sorted({_dtype_name(p.dtype) for p in own}))))
     return Inventory(tuple(layers), total_params, total_bytes, total_zeros)

@@ -28,6 +28,9 @@ class Encode(Step):
     index_bits: int = 0
     small_tensors: str = "float16"
 
+    def summary(self) -> str:
+        return "" if self.huffman else "no Huffman"
+
     def validate(self, where: str) -> None:
         super().validate(where)
         check_int(f"{where}.index_bits", self.index_bits, 0, 16)

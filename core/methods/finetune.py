@@ -21,6 +21,9 @@ class FineTune(Step):
     augment: bool = False
     batch_size: int = 128
 
+    def summary(self) -> str:
+        return f"fine-tune {self.epochs} ep" if self.epochs else ""
+
     def validate(self, where: str) -> None:
         super().validate(where)
         check_int(f"{where}.epochs", self.epochs, 0, 1000)

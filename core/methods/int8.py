@@ -45,6 +45,9 @@ class QuantizeActivations(Step):
     mode: str = "dynamic"
     calibration_batches: int = 8
 
+    def summary(self) -> str:
+        return f"int8 {self.mode}"
+
     def validate(self, where: str) -> None:
         super().validate(where)
         check_choice(f"{where}.mode", self.mode, ("static", "dynamic"))

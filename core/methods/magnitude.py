@@ -28,6 +28,9 @@ class PruneMagnitude(Step):
     sparsity: float = 0.5
     scope: str = "layer"
 
+    def summary(self) -> str:
+        return f"{self.sparsity:.0%}{' global' if self.scope == 'global' else ''}{self._overridden()}"
+
     def validate(self, where: str) -> None:
         super().validate(where)
         check_fraction(f"{where}.sparsity", self.sparsity)
@@ -48,6 +51,9 @@ class IterativePrune(Step):
     epochs_per_step: int = 1
     lr: float = 0.01
     augment: bool = False
+
+    def summary(self) -> str:
+        return f"{self.sparsity:.0%} in {self.steps} rounds{self._overridden()}"
 
     def validate(self, where: str) -> None:
         super().validate(where)

@@ -37,6 +37,11 @@ class Quantize(Step):
     lr: float = 0.001
     augment: bool = False
 
+    def summary(self) -> str:
+        method = {"kmeans": "k-means"}.get(self.method, self.method)
+        bits = "" if self.method in ("binary", "ternary") else f"{self.bits}-bit "
+        return f"{bits}{method}{self._overridden()}"
+
     def validate(self, where: str) -> None:
         super().validate(where)
         check_choice(f"{where}.method", self.method, METHODS)

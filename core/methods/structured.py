@@ -45,6 +45,9 @@ class PruneStructured(Step):
     scope: str = "layer"
     seed: int = 0
 
+    def summary(self) -> str:
+        return f"{self.amount:.0%} of channels{self._overridden()}"
+
     def validate(self, where: str) -> None:
         super().validate(where)
         check_fraction(f"{where}.amount", self.amount)
@@ -66,6 +69,9 @@ class RemoveUnits(Step):
     not_after: ClassVar[Mapping[str, str]] = STRUCTURE_FIRST
     layer: str = ""
     units: tuple[int, ...] = ()
+
+    def summary(self) -> str:
+        return f"−{len(self.units)} unit{'s' if len(self.units) != 1 else ''} of {self.layer}"
 
     def validate(self, where: str) -> None:
         super().validate(where)

@@ -19,6 +19,7 @@ from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, Fidelity, accuracy, fidelity, saved_size_bytes
 from core.format.container import FileAccount
 from core.io.base import LoadedModel
+from core.methods.masks import apply_masks, prunable_layers, weight_of
 from core.modelcopy import clone_module
 from core.pipeline.checks import check
 from core.pipeline.context import CompressionError, RunContext
@@ -26,7 +27,8 @@ from core.pipeline.encoding import decode_into, encode_run
 from core.progress import Partial, Progress, Task
 from core.recipe import Recipe, Step, kind_of
 
-__all__ = ["CompressionError", "CompressionResult", "Measured", "apply_recipe", "check", "measure", "run_step"]
+__all__ = ["CompressionError", "CompressionResult", "Measured", "apply_recipe", "check", "compressed_model",
+           "keep_pruned_zeros", "measure", "run_step"]
 
 
 @dataclass
@@ -79,12 +81,42 @@ def run_step(step: Step, ctx: RunContext) -> Task[None]:
 
 def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = None,
                  measure_before: bool = True) -> Task[CompressionResult]:
-    """Run ``recipe`` on a copy of ``loaded``; yields progress, returns the :class:`CompressionResult`."""
+    """Run ``recipe`` on a copy of ``loaded``; yields progress, returns the :class:`CompressionResult`.
+
+    A chain (a recipe with a ``base``) runs link by link, each on the model the previous link's file
+    decodes to, exactly as the studio made it variant by variant; the result reports against ``loaded``."""
+    links = recipe.chain()
+    start = loaded
+    for number, link in enumerate(links):
+        last = number == len(links) - 1
+        result = yield from _run(link, start, data, measure_before and number == 0, loaded)
+        if number == 0:
+            before = result.before
+        if not last:
+            start = compressed_model(result, start, link.name or f"link {number + 1}")
+    result.recipe, result.before = recipe, before
+    return result
+
+
+def compressed_model(result: CompressionResult, base: LoadedModel, label: str) -> LoadedModel:
+    """The decoded model of ``result`` as a loaded model to compress further (a variant made from ``base``):
+    it carries the structure ops made so far, so its own file rebuilds it from the same source."""
+    return LoadedModel(result.model, f"{base.name.split(' · ')[0]} · {label}", base.source, "variant",
+                       dataset=base.dataset, input_shape=base.input_shape, classes=base.classes,
+                       probe_inputs=base.probe_inputs, file_bytes=result.compressed_bytes,
+                       meta={"arch": result.model_info.get("arch"), "structure": result.model_info["structure"],
+                             "description": f"compressed from {base.name}"})
+
+
+def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_before: bool,
+         origin: LoadedModel) -> Task[CompressionResult]:
+    """One link: ``recipe``'s steps on a copy of ``loaded``, measured against ``origin`` (the original)."""
     check(recipe, loaded, data)
-    original = loaded.module
+    start, original = loaded.module, origin.module
     example = next(model_inputs(loaded, data, 2, batch_size=2))
-    before = (yield from measure(original, loaded, data, None)) if measure_before else Measured()
-    ctx = RunContext(recipe, loaded, clone_module(original), data, example)
+    before = (yield from measure(original, origin, data, None)) if measure_before else Measured()
+    ctx = RunContext(recipe, loaded, clone_module(start), data, example)
+    keep_pruned_zeros(ctx.model, loaded)
     total = len(recipe.steps)
     for i, step in enumerate(recipe.steps):
         yield Progress("compress", i, total, f"step {i + 1}/{total}: {step.kind}")
@@ -95,11 +127,32 @@ def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = Non
     encoded = encode_run(ctx)
     decoded = decode_into(ctx.model, encoded.data)
     yield Progress("compress", total, total, "measuring the decoded model")
-    after = yield from measure(decoded, loaded, data, original)
+    after = yield from measure(decoded, origin, data, original)
     result = CompressionResult(recipe, encoded.data, encoded.account, decoded, encoded.model_info,
                                saved_size_bytes(original), before, after, encoded.stages, codebooks=encoded.codebooks)
     for conversion in ctx.conversions:
         if conversion.name == "int8":
             result.int8_model = yield from conversion.convert(decoded)
-            result.int8 = yield from measure(result.int8_model, loaded, data, original)
+            result.int8 = yield from measure(result.int8_model, origin, data, original)
     return result
+
+
+PRUNED_SHARE = 0.01
+"""A layer of a model that was not made by compression counts as pruned when at least this share of its
+weights is exactly zero (a trained dense layer has next to none)."""
+
+
+def keep_pruned_zeros(model: nn.Module, loaded: LoadedModel) -> None:
+    """Make the zeros a pruned model already has pruned positions again (masks), so that no later step
+    revives them: pruning less than a layer already is keeps it as it is, training keeps them at zero, and
+    quantization clusters only the kept weights. For a model made by compression (a variant, a decoded
+    ``.psz``) every zero of a prunable layer counts; for another, a layer with ``PRUNED_SHARE`` zeros."""
+    made_by_compression = loaded.format in ("variant", "prunescope")
+    masks = {}
+    for name, module in prunable_layers(model).items():
+        weight = weight_of(module)
+        zeros = int((weight == 0).sum())
+        if zeros and (made_by_compression or zeros >= PRUNED_SHARE * weight.numel()):
+            masks[name] = weight != 0
+    if masks:
+        apply_masks(model, masks)

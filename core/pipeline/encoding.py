@@ -93,7 +93,7 @@ def describe(loaded: LoadedModel, structure: list[dict], example) -> dict:
     if shape is None and isinstance(example, torch.Tensor) and example.ndim:  # what the run traced with
         shape = (1, *example.shape[1:])
     return {"arch": arch, "num_classes": len(loaded.classes) if loaded.classes else None, "source": loaded.source,
-            "name": loaded.name, "structure": ops, "dataset": loaded.dataset,
+            "name": loaded.name.split(" · ")[0], "structure": ops, "dataset": loaded.dataset,
             "input_shape": list(shape) if shape else None,
             "classes": list(loaded.classes) if loaded.classes else None}
 

@@ -12,12 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import nn
 
 from core.format.container import FileAccount
 from core.eval.data import Split
 from core.eval.evaluate import accuracy
-from core.analysis.inventory import inventory
+from core.analysis.inventory import inventory, kept_fraction
 from core.progress import Task
 from core.recipe import Recipe
 
@@ -48,15 +49,24 @@ class Variant:
     labels: np.ndarray | None = field(default=None, compare=False, repr=False)
     weights: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> WeightStats
     codebooks: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> quantization levels
+    parent: int | None = None  # the variant this one was made from (None: the original, or made from it)
 
     @property
     def is_original(self) -> bool:
         return self.recipe is None
 
 
-def layers_from_account(account: FileAccount) -> tuple[LayerSummary, ...]:
-    return tuple(LayerSummary(t.name, t.numel, (t.kept / t.numel if t.numel else 0.0) if t.encoding != "raw" else 1.0,
-                              t.weight_bits or 32, t.index_bits, t.bytes) for t in account.tensors)
+def layers_from_account(account: FileAccount, model: nn.Module) -> tuple[LayerSummary, ...]:
+    """A compressed variant's tensors: bytes and bits as the file stores them, kept share as the decoded
+    model computes with them (:func:`~core.analysis.inventory.kept_fraction`)."""
+    tensors = dict(model.state_dict(keep_vars=True))
+    rows = []
+    for t in account.tensors:
+        tensor = tensors.get(t.name)
+        kept = (kept_fraction(tensor.numel() - int(torch.count_nonzero(tensor.detach())), tensor.numel())
+                if tensor is not None and tensor.is_floating_point() else 1.0)
+        rows.append(LayerSummary(t.name, t.numel, kept, t.weight_bits or 32, t.index_bits, t.bytes))
+    return tuple(rows)
 
 
 def layers_of_model(model: nn.Module) -> tuple[LayerSummary, ...]:
@@ -65,8 +75,8 @@ def layers_of_model(model: nn.Module) -> tuple[LayerSummary, ...]:
     for info in inventory(model).layers:
         for pname, p in dict(model.named_modules())[info.name].named_parameters(recurse=False):
             rows.append(LayerSummary(f"{info.name}.{pname}" if info.name else pname, p.numel(),
-                                     1.0 - float((p == 0).sum()) / max(p.numel(), 1), p.element_size() * 8, 0,
-                                     p.numel() * p.element_size()))
+                                     kept_fraction(p.numel() - int(torch.count_nonzero(p.detach())), p.numel()),
+                                     p.element_size() * 8, 0, p.numel() * p.element_size()))
     return tuple(rows)
 
 
@@ -156,14 +166,26 @@ def describe_variant(variant_id: int, name: str, recipe: Recipe | None, model: n
     return Variant(variant_id, name, recipe, size_bytes, acc, loss, lat, layers, predicted, labels, weights)
 
 
-def compress_variant(variant_id: int, name: str, recipe: Recipe, loaded, data) -> Task[tuple[Variant, object]]:
-    """Apply ``recipe`` to ``loaded`` and measure the decoded model: (variant, CompressionResult)."""
+def compress_variant(variant_id: int, name: str, recipe: Recipe, loaded, data, parent: Variant | None = None
+                     ) -> Task[tuple[Variant, object]]:
+    """Apply ``recipe`` to ``loaded`` (the model of ``parent``, or the original when None) and measure the
+    decoded model: (variant, CompressionResult). The variant's recipe, and the result's, is the whole chain
+    from the original (``recipe`` on ``parent``'s), which reproduces it when run on the original."""
     from core.pipeline.apply import apply_recipe
 
     result = yield from apply_recipe(recipe, loaded, data, measure_before=False)
-    variant = yield from describe_variant(variant_id, name, recipe, result.model, loaded, data,
-                                          result.compressed_bytes, layers_from_account(result.account))
-    return dataclasses.replace(variant, codebooks=result.codebooks), result
+    chain = recipe.on(parent.recipe if parent is not None else None)
+    result.recipe = chain
+    variant = yield from describe_variant(variant_id, name, chain, result.model, loaded, data,
+                                          result.compressed_bytes, layers_from_account(result.account, result.model))
+    return dataclasses.replace(variant, codebooks=result.codebooks,
+                               parent=parent.id if parent is not None and not parent.is_original else None), result
+
+
+def default_name(recipe: Recipe) -> str:
+    """What a recipe does, in a few words ("90% · 5-bit k-means"), from its steps' own summaries."""
+    parts = [text for step in recipe.steps if (text := step.summary())]
+    return " · ".join(parts) or recipe.name or "no change"
 
 
 def original_variant(loaded, data) -> Task[Variant]:

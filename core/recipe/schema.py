@@ -26,22 +26,34 @@ from core.recipe.step import Selection, Step, check_step_against
 from core.recipe.validate import RecipeError, check_int, fail
 
 RECIPE_VERSION = 1
+MAX_CHAIN = 64
+"""How many recipes a chain (``base``) may hold: each is a whole compression run."""
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """An ordered list of steps, with a name and a seed; validated on construction."""
+    """An ordered list of steps, with a name and a seed; validated on construction.
+
+    ``base``, when given, is the recipe that made the model this one starts from: the recipe of a variant
+    made from a variant is the whole chain from the original, each link a run of its own (its file written
+    and decoded before the next link starts), so running it on the original reproduces the variant."""
 
     steps: tuple[Step, ...] = ()
     name: str = ""
     description: str = ""
     seed: int = 0
     version: int = RECIPE_VERSION
+    base: Recipe | None = None
 
     def __post_init__(self) -> None:
         if self.version != RECIPE_VERSION:
             fail("version", f"this Prunescope reads recipe version {RECIPE_VERSION}; got {self.version!r}")
         check_int("seed", self.seed, 0)
+        if self.base is not None:
+            if not isinstance(self.base, Recipe):
+                fail("base", f"must be a recipe; got {type(self.base).__name__}")
+            if len(self.base.chain()) >= MAX_CHAIN:
+                fail("base", f"a chain holds at most {MAX_CHAIN} recipes")
         if not isinstance(self.steps, tuple):
             fail("steps", "must be a tuple of steps")
         for i, step in enumerate(self.steps):
@@ -50,24 +62,50 @@ class Recipe:
             step.validate(f"steps[{i}]")
         check_order(self.steps)
 
+    def chain(self) -> tuple[Recipe, ...]:
+        """The recipes run one after another, the first on the original: ``base``'s chain, then this one
+        (without its base)."""
+        own = dataclasses.replace(self, base=None) if self.base is not None else self
+        return (*self.base.chain(), own) if self.base is not None else (own,)
+
+    def on(self, base: Recipe | None) -> Recipe:
+        """This recipe (a single link) run on the model ``base`` made: the chain ``base`` then this."""
+        if base is None:
+            return self
+        chained = base
+        for link in self.chain():
+            chained = dataclasses.replace(link, base=chained)
+        return chained
+
     # ---------------------------------------------------------------------------------------- dicts
     def to_dict(self) -> dict:
-        return {"version": self.version, "name": self.name, "description": self.description, "seed": self.seed,
-                "steps": [step_to_dict(s) for s in self.steps]}
+        out = {"version": self.version, "name": self.name, "description": self.description, "seed": self.seed,
+               "steps": [step_to_dict(s) for s in self.steps]}
+        if self.base is not None:
+            out["base"] = self.base.to_dict()
+        return out
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> Recipe:
+    def from_dict(cls, data: Mapping, depth: int = 0) -> Recipe:
         if not isinstance(data, Mapping):
             fail("recipe", f"must be a mapping with a steps list; got {type(data).__name__}")
-        unknown = set(data) - {"version", "name", "description", "seed", "steps"}
+        unknown = set(data) - {"version", "name", "description", "seed", "steps", "base"}
         if unknown:
-            fail(sorted(unknown)[0], "unknown field (known: version, name, description, seed, steps)")
+            fail(sorted(unknown)[0], "unknown field (known: version, name, description, seed, steps, base)")
         steps = data.get("steps", [])
         if not isinstance(steps, list):
             fail("steps", f"must be a list; got {type(steps).__name__}")
+        base = None
+        if data.get("base") is not None:
+            if depth + 1 >= MAX_CHAIN:
+                fail("base", f"a chain holds at most {MAX_CHAIN} recipes")
+            try:
+                base = cls.from_dict(data["base"], depth + 1)
+            except RecipeError as exc:
+                raise RecipeError(f"base.{exc}") from None
         return cls(steps=tuple(step_from_dict(s, f"steps[{i}]") for i, s in enumerate(steps)),
                    name=str(data.get("name", "")), description=str(data.get("description", "")),
-                   seed=data.get("seed", 0), version=data.get("version", RECIPE_VERSION))
+                   seed=data.get("seed", 0), version=data.get("version", RECIPE_VERSION), base=base)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)

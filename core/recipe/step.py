@@ -89,6 +89,14 @@ class Step:
         """(field, layer name) for fields that name one layer exactly (not a pattern)."""
         return []
 
+    def summary(self) -> str:
+        """What the step does, in a word or two, for a variant's default name ("" adds nothing)."""
+        return self.kind.replace("_", " ")
+
+    def _overridden(self) -> str:
+        n = len(self.select.overrides)
+        return f" (+{n} layer{'s' if n > 1 else ''})" if n else ""
+
 
 def unmatched(step: Step, names: list[str]) -> tuple[str, str] | None:
     """The first (field, pattern) of ``step`` that matches none of ``names``, or None."""

@@ -43,6 +43,12 @@ def build_html(model_name: str, original: Variant, variant: Variant, images: dic
     figures = "".join(f"<h2>{e(caption)}</h2><img alt='{e(caption)}' src='data:image/png;base64,"
                       f"{base64.b64encode(png).decode()}'>" for caption, png in images.items())
     recipe = e(variant.recipe.to_yaml()) if variant.recipe is not None else ""
+    links = len(variant.recipe.chain()) if variant.recipe is not None else 0
+    recipe_note = (f"<p class='muted'>The whole chain from the original: {links} runs, each on the model the one "
+                   "before made (<code>base</code> runs first). Running it on the original reproduces this "
+                   "variant: <code>python main.py compress MODEL --recipe recipe.yaml</code>.</p>" if links > 1 else
+                   "<p class='muted'>Running it on the original reproduces this variant: "
+                   "<code>python main.py compress MODEL --recipe recipe.yaml</code>.</p>" if links else "")
     changed_text = f"<p class='muted'>{changed} test images are now misclassified that were right before.</p>" \
         if changed is not None else ""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -54,4 +60,4 @@ def build_html(model_name: str, original: Variant, variant: Variant, images: dic
 decoded back from the compressed file.</p></div>{changed_text}
 <h2>Layers</h2><table><tr><th>tensor</th><th>parameters</th><th>kept</th><th>bits</th><th>original</th>
 <th>compressed</th></tr>{rows}</table>{figures}
-<h2>Recipe</h2><pre>{recipe}</pre></body></html>"""
+<h2>Recipe</h2>{recipe_note}<pre>{recipe}</pre></body></html>"""

@@ -12,7 +12,11 @@ from gui import theme
 from gui.session import Measurements
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-COLUMNS = ("Layer", "Type", "Shape", "Params", "Bytes", "Sparsity", "Near 0", "Fires", "Dead", "Bits", "Status")
+COLUMNS = ("Layer", "Type", "Shape", "Params", "Bytes", "Sparsity", "Near 0", "Fires", "Dead", "Bits", "Status",
+           "Override")
+OVERRIDE = COLUMNS.index("Override")
+MARK = "● "
+"""Before a layer's name: the recipe has a per-layer value for it (shown in the Override column)."""
 
 
 class LayerTableModel(QStandardItemModel):
@@ -28,13 +32,16 @@ class LayerTableModel(QStandardItemModel):
         self._m = Measurements()
         self._names: list[str] = []
         self._codebooks: dict = {}
+        self._overrides_of = lambda name: []  # the recipe's per-layer values for a layer, as text
         self.setHorizontalHeaderLabels(list(COLUMNS))
         tips = {"Sparsity": "fraction of the layer's parameters that are exactly zero",
                 "Near 0": "fraction of weights with |w| at most 1% of the layer's largest |w|",
                 "Fires": "mean over units of how often a unit's output is positive on the data set",
                 "Dead": "units that never fired on the data set",
                 "Bits": "bits per weight: the codebook's index width for a quantized layer, else the dtype's",
-                "Status": "pruned (has zeros), shared (quantized to a codebook), dead units"}
+                "Status": "pruned (has zeros), shared (quantized to a codebook), dead units",
+                "Override": "the recipe's per-layer values for this layer (● before its name); "
+                            "Compress > Clear all overrides removes them"}
         for section, column in enumerate(COLUMNS):
             if column in tips:
                 self.setHeaderData(section, Qt.Orientation.Horizontal, tips[column], Qt.ItemDataRole.ToolTipRole)
@@ -69,16 +76,26 @@ class LayerTableModel(QStandardItemModel):
             sort = len(value) and value[0]
         elif col == 8:
             sort = -1 if value is None else value[0]
-        elif col == 10:
-            sort = value
+        elif col in (0, 10, OVERRIDE):
+            sort = value.removeprefix(MARK) if col == 0 else value
         else:
             sort = -1 if value is None else value
         colour = (theme.DANGER if (col == 8 and value and value[0]) or (col == 10 and "dead" in value) else
-                  theme.GOOD if col == 10 and value != "—" else theme.MUTED if col in (1, 2) else None)
+                  theme.GOOD if col == 10 and value != "—" else theme.MUTED if col in (1, 2) else
+                  theme.ACCENT if (col == OVERRIDE and value != "—") or (col == 0 and value.startswith(MARK)) else None)
         for role, data in ((Qt.ItemDataRole.DisplayRole, text), (SORT_ROLE, sort),
                            (Qt.ItemDataRole.ForegroundRole, QColor(colour) if colour else None)):
             if item.data(role) != data:
                 item.setData(data, role)
+
+    def set_overrides(self, overrides_of) -> None:
+        """``overrides_of(layer)``: the recipe's per-layer values for it, as text (empty: none)."""
+        self._overrides_of = overrides_of
+        if self._m.inventory is None:
+            return
+        for row in range(len(self._names)):
+            for col in (0, OVERRIDE):
+                self._set_cell(row, col, self._values(row)[col])
 
     def layer_name(self, row: int) -> str:
         return self._names[row]
@@ -100,9 +117,11 @@ class LayerTableModel(QStandardItemModel):
             bits = max((DTYPE_BITS.get(d.replace("torch.", ""), 0) for d in info.dtype.split("/")), default=0) or None
         status = [mark for mark, on in (("pruned", info.sparsity >= 0.01), ("shared", levels is not None),
                                         ("dead units", act is not None and len(act.dead) > 0)) if on]
-        return (info.name, info.type, info.shape, info.params, info.bytes, info.sparsity,
-                ws.near_zero if ws else None, float(act.nonzero_fraction.mean()) if act else None,
-                (len(act.dead), act.units) if act else None, bits, " · ".join(status) or "—")
+        overrides = self._overrides_of(info.name)
+        return (f"{MARK}{info.name}" if overrides else info.name, info.type, info.shape, info.params, info.bytes,
+                info.sparsity, ws.near_zero if ws else None, float(act.nonzero_fraction.mean()) if act else None,
+                (len(act.dead), act.units) if act else None, bits, " · ".join(status) or "—",
+                " · ".join(overrides) or "—")
 
     @staticmethod
     def _text(col: int, value) -> str:

@@ -19,6 +19,7 @@ from gui.widgets.size_view import SizeView
 
 
 DEFAULT_COLUMNS = ("Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Bits")
+"""The Override column is not among them: it shows by itself while the recipe has a per-layer value."""
 """The columns shown until the user picks others (right-click the header): the rest fit in the pane's
 width only on a wide screen, and each is one click away."""
 
@@ -32,6 +33,8 @@ class LayersPage(QWidget):
         self.session = session
         self._landing = False  # a new inventory is being drawn: see _on_measured
         self._plan_stats: dict = {}  # the prunable layers' statistics the threshold is read from
+        self._kept_selection: str | None = None  # the layer selected when the model changed, kept if it is there
+        self._override_shown_by_itself = False  # the Override column is on screen because overrides exist
         self.table_model = LayerTableModel(self)
         self.proxy = LayerSortProxy(self)
         self.proxy.setSourceModel(self.table_model)
@@ -84,6 +87,8 @@ class LayersPage(QWidget):
 
         self.histogram.sig_threshold_dragged.connect(self._threshold_dragged)
         session.draft.sig_changed.connect(self._draw_plan)
+        session.draft.sig_changed.connect(self._show_overrides)
+        self.table_model.set_overrides(session.draft.overrides_of)
         session.sig_model_changed.connect(self._on_model_changed)
         session.sig_measured.connect(self._on_measured)
         session.variants.sig_current_changed.connect(self._on_current_variant)
@@ -101,11 +106,14 @@ class LayersPage(QWidget):
 
     # ------------------------------------------------------------------------------------------ columns
     def visible_columns(self) -> list[str]:
-        return [name for section, name in enumerate(COLUMNS) if not self.table.isColumnHidden(section)]
+        """The columns the user chose (not the Override column while it shows by itself)."""
+        return [name for section, name in enumerate(COLUMNS) if not self.table.isColumnHidden(section)
+                and not (name == "Override" and self._override_shown_by_itself)]
 
     def set_visible_columns(self, names) -> None:
         """Show the columns named in ``names`` (unknown names are ignored; the Layer column always shows)."""
         wanted = set(names) | {COLUMNS[0]}
+        self._override_shown_by_itself = False
         for section, name in enumerate(COLUMNS):
             self.table.setColumnHidden(section, name not in wanted)
 
@@ -116,10 +124,15 @@ class LayersPage(QWidget):
             action = menu.addAction(name)
             action.setCheckable(True)
             action.setChecked(not self.table.isColumnHidden(section))
-            action.toggled.connect(lambda shown, s=section: self.table.setColumnHidden(s, not shown))
+            action.toggled.connect(lambda shown, s=section: self._choose_column(s, shown))
         menu.addSeparator()
         menu.addAction("Default columns", lambda: self.set_visible_columns(DEFAULT_COLUMNS))
         return menu
+
+    def _choose_column(self, section: int, shown: bool) -> None:
+        if COLUMNS[section] == "Override":
+            self._override_shown_by_itself = False
+        self.table.setColumnHidden(section, not shown)
 
     def _column_menu(self, pos: QPoint) -> None:
         menu = self.column_menu()
@@ -151,13 +164,26 @@ class LayersPage(QWidget):
         self.sig_layer_changed.emit(name or "")
 
     # ------------------------------------------------------------------------------------------ session
+    def _show_overrides(self) -> None:
+        """Mark the layers the recipe gives values of their own; while there are any, their column shows."""
+        self.table_model.set_overrides(self.session.draft.overrides_of)
+        section = COLUMNS.index("Override")
+        any_override = any(step.select.overrides for step in self.session.draft.steps)
+        if any_override and self.table.isColumnHidden(section):
+            self.table.setColumnHidden(section, False)
+            self._override_shown_by_itself = True
+        elif not any_override and self._override_shown_by_itself:
+            self.table.setColumnHidden(section, True)
+            self._override_shown_by_itself = False
+
     def _on_model_changed(self) -> None:
+        self._kept_selection = self.current_layer() or self._kept_selection
         self.table_model.set_measurements(self.session.measurements, self._codebooks())
         self.size_view.show_inventory(None)
         self._show_layer(None)
 
     def _on_measured(self, key: str) -> None:
-        selected = self.current_layer()
+        selected = self.current_layer() or self._kept_selection
         self.table_model.set_measurements(self.session.measurements, self._codebooks())
         if key == "inventory" and self.table_model.rowCount():
             # A new model's layers: every plot on the page redraws, and each pyqtgraph scene repaints in

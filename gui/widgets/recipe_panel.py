@@ -11,7 +11,7 @@ Apply freezes the draft into a Recipe and runs it in the background.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from core.recipe import kinds
 from core.report.reports import human_bytes
@@ -28,6 +28,10 @@ class RecipePanel(QWidget):
     """The user asked to save the draft as a recipe file."""
     sig_load = Signal()
     """The user asked to load a recipe file into the draft."""
+    sig_base_chosen = Signal(str)
+    """What Apply builds on: ``"current"`` (the current variant) or ``"original"``."""
+
+    BASES = (("current", "the current variant"), ("original", "the original"))
 
     def __init__(self, draft: RecipeDraft, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -44,6 +48,13 @@ class RecipePanel(QWidget):
         self.others = QVBoxLayout()
         self.others.setSpacing(4)
         self.preview_label = theme.steady(QLabel("", objectName="previewLabel", wordWrap=True), 4)
+        self.base_choice = QComboBox(objectName="applyBase")
+        for key, text in self.BASES:
+            self.base_choice.addItem(text, key)
+        self.base_choice.setToolTip("Apply compresses this model: the variant that is current now, or the original")
+        base_row = QHBoxLayout()
+        base_row.addWidget(QLabel("Build on"))
+        base_row.addWidget(self.base_choice, 1)
         self.apply_button = QPushButton("Apply", objectName="applyButton")
         self.apply_button.setToolTip("Compress the current model with these settings (Ctrl+Return)")
         save, load = QPushButton("Save recipe…"), QPushButton("Load recipe…")
@@ -65,10 +76,12 @@ class RecipePanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.addWidget(scroll, 1)
-        for widget in (self.preview_label, self.apply_button):
-            layout.addWidget(widget)
+        layout.addWidget(self.preview_label)
+        layout.addLayout(base_row)
+        layout.addWidget(self.apply_button)
         layout.addLayout(buttons)
         self.apply_button.clicked.connect(self.sig_apply)
+        self.base_choice.currentIndexChanged.connect(lambda i: self.sig_base_chosen.emit(self.base_choice.itemData(i)))
         save.clicked.connect(self.sig_save)
         load.clicked.connect(self.sig_load)
         draft.sig_changed.connect(self.refresh)
@@ -93,6 +106,17 @@ class RecipePanel(QWidget):
         for section in self.sections:
             section.set_context(layer, stats)
         self.refresh()
+
+    def set_base(self, key: str, label: str) -> None:
+        """Show what Apply builds on: the choice, and ``label`` (``"#2 90% · 5-bit k-means"``) on the button."""
+        index = self.base_choice.findData(key)
+        if index != self.base_choice.currentIndex():
+            self.base_choice.blockSignals(True)
+            self.base_choice.setCurrentIndex(index)
+            self.base_choice.blockSignals(False)
+        self.apply_button.setText(f"Apply on {label}")
+        self.apply_button.setToolTip(f"Compress {label} with these settings (Ctrl+Return); the new variant is made "
+                                     "from it")
 
     def previews(self) -> dict:
         return self.draft.preview(self.stats) if self.stats else {}

@@ -1,9 +1,10 @@
-"""The history of variants: the original and each applied recipe, with undo, redo and save."""
+"""The history of variants: the original and each applied recipe, with the variant each was made from,
+undo, redo, save, and a name field that renames the current variant (double-click a row to edit it)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 from core.report.reports import human_bytes
 from gui.variant_store import VariantStore
@@ -18,6 +19,8 @@ class VariantList(QWidget):
         self.setObjectName("panel")
         self.store = store
         self.list = QListWidget()
+        self.name_edit = QLineEdit(placeholderText="name of the current variant", objectName="variantName")
+        self.name_edit.setToolTip("Rename the current variant: type and press Enter (undoable)")
         self.undo_button = QPushButton("Undo")
         self.redo_button = QPushButton("Redo")
         self.save_button = QPushButton("Save file…")
@@ -28,7 +31,10 @@ class VariantList(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.addWidget(self.list, 1)
+        layout.addWidget(self.name_edit)
         layout.addLayout(buttons)
+        self.name_edit.editingFinished.connect(self._rename_current)
+        self.list.itemDoubleClicked.connect(lambda _item: (self.name_edit.setFocus(), self.name_edit.selectAll()))
         self.undo_button.clicked.connect(store.undo_stack.undo)
         self.redo_button.clicked.connect(store.undo_stack.redo)
         self.save_button.clicked.connect(lambda: store.current_id is not None and self.sig_save.emit(store.current_id))
@@ -49,8 +55,11 @@ class VariantList(QWidget):
             ratio = f" · {original.size_bytes / v.size_bytes:.0f}x" if original and not v.is_original else ""
             accuracy = f" · {v.accuracy:.2%}" if v.accuracy is not None else ""
             mark = "" if v.is_original or v.id in self.store.saved else " ·  unsaved"
-            item = QListWidgetItem(f"{'original' if v.is_original else v.name}   {human_bytes(v.size_bytes)}"
+            parent = f"  ← #{v.parent}" if v.parent is not None else ""
+            item = QListWidgetItem(f"{'original' if v.is_original else v.name}{parent}   {human_bytes(v.size_bytes)}"
                                    f"{ratio}{accuracy}{mark}")
+            item.setToolTip(f"made from #{v.parent}" if v.parent is not None
+                            else "" if v.is_original else "made from the original")
             item.setData(Qt.ItemDataRole.UserRole, v.id)
             self.list.addItem(item)
             if v.id == self.store.current_id:
@@ -61,3 +70,12 @@ class VariantList(QWidget):
         self.redo_button.setEnabled(self.store.undo_stack.canRedo())
         current = self.store.current
         self.save_button.setEnabled(current is not None and not current.is_original)
+        self.name_edit.setEnabled(current is not None and not current.is_original)
+        if not self.name_edit.hasFocus():
+            self.name_edit.setText(current.name if current is not None and not current.is_original else "")
+
+    def _rename_current(self) -> None:
+        current = self.store.current
+        if current is not None and not current.is_original:
+            if not self.store.rename(current.id, self.name_edit.text()):
+                self.name_edit.setText(current.name)
