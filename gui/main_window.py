@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,13 +20,12 @@ from gui.widgets.compare_view import CompareView
 from gui.widgets.demo_view import DemoView
 from gui.widgets.layers_page import LayersPage
 from gui.widgets.metrics_bar import MetricsBar
-from gui.widgets.open_dialog import OpenDialog, OpenRequest
+from gui.opening import Opener
 from gui.widgets.recipe_panel import RecipePanel
 from gui.widgets.task_bar import TaskBar
 from gui.widgets.tradeoff_plot import TradeoffPlot
 from gui.widgets.variant_list import VariantList
 
-RECENT_KEY, RECENT_MAX = "files/recent", 8
 
 
 class MainWindow(QMainWindow):
@@ -92,8 +90,6 @@ class MainWindow(QMainWindow):
         session.sig_model_changed.connect(self._on_model_changed)
         session.sig_error.connect(self._on_error)
         session.sig_needs_trust.connect(self._ask_trust)
-        session.sig_needs_options.connect(self._ask_options)
-        session.sig_opened.connect(self._remember_open)
         self._restore_layout()
 
     def _dock(self, title: str, widget: QWidget, name: str, scrolls: bool = True) -> QDockWidget:
@@ -125,9 +121,9 @@ class MainWindow(QMainWindow):
         bar.setMovable(False)
         file_menu = self.menuBar().addMenu("&File")
         self.open_action = QAction("Open model…", self, shortcut=QKeySequence.StandardKey.Open,
-                                   triggered=self.open_file_dialog)
-        self.recent_menu = QMenu("Open recent", self)
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+                                   triggered=lambda: self.opener.open_form())
+        self.opener = Opener(self, self.session, self.settings)
+        self.recent_menu = self.opener.recent_menu
         self.zoo_menu = QMenu("Open zoo model", self)
         for name, entry in zoo.ZOO.items():
             self.zoo_menu.addAction(f"{name}  —  {entry.description}",
@@ -197,50 +193,6 @@ class MainWindow(QMainWindow):
         self.data_menu.setToolTipsVisible(True)
         self.data_menu.addSeparator()
         self.data_menu.addAction("Open data folder…", self._open_data_folder)
-
-    def open_file_dialog(self, initial: OpenRequest | None = None, message: str = "", focus: str = "file") -> OpenDialog:
-        """The Open model form (non-blocking): file, architecture, input shape, data set, trust."""
-        dialog = OpenDialog(self, initial, message, focus)
-        dialog.setWindowModality(Qt.WindowModality.WindowModal)
-        dialog.accepted.connect(lambda: self.open_request(dialog.request()))
-        dialog.open()
-        self.dialog = dialog
-        return dialog
-
-    def open_request(self, request: OpenRequest) -> None:
-        self.session.open_model(request.spec, request.data, trust=request.trust, arch=request.arch,
-                                input_shape=request.input_shape)
-
-    def _ask_options(self, args: dict, why: str, focus: str) -> None:
-        """Opening needs more (an architecture): the form, filled in with what was given, says why."""
-        initial = OpenRequest(args.get("spec", ""), args.get("arch"), args.get("input_shape"), args.get("data_name"))
-        self.statusBar().showMessage("Opening needs more: see the form", 8000)
-        self.open_file_dialog(initial, why, focus)
-
-    def recent(self) -> list[OpenRequest]:
-        raw = self.settings.value(RECENT_KEY, "[]")
-        try:
-            items = json.loads(raw) if isinstance(raw, str) else []
-        except json.JSONDecodeError:
-            items = []
-        requests = [OpenRequest.from_dict(d) for d in items if isinstance(d, dict)]
-        return [r for r in requests if r is not None]
-
-    def _remember_open(self, args: dict) -> None:
-        request = OpenRequest(args["spec"], args.get("arch"), args.get("input_shape"), args.get("data_name"))
-        items = [request] + [r for r in self.recent() if r.spec != request.spec]
-        self.settings.setValue(RECENT_KEY, json.dumps([r.to_dict() for r in items[:RECENT_MAX]]))
-
-    def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        recent = self.recent()
-        for request in recent:
-            self.recent_menu.addAction(request.label, lambda r=request: self.open_request(r))
-        if not recent:
-            self.recent_menu.addAction("(none yet)").setEnabled(False)
-        else:
-            self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear the list", lambda: self.settings.setValue(RECENT_KEY, "[]"))
 
     def _open_data_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open data folder (IDX files, or one folder per class)")

@@ -69,7 +69,7 @@ def empty_window(qtbot, qapp, settings):
 def test_a_state_dict_with_a_factory_from_a_py_file_opens_in_the_studio(qtbot, empty_window, own_model):
     window = empty_window
     weights, source, state = own_model
-    dialog = window.open_file_dialog()
+    dialog = window.opener.open_form()
     dialog.file.setText(str(weights))
     dialog.use_architecture_file(str(source))
     assert dialog.factory.currentText() == "make" and "Net" in [dialog.factory.itemText(i)
@@ -81,15 +81,15 @@ def test_a_state_dict_with_a_factory_from_a_py_file_opens_in_the_studio(qtbot, e
     assert loaded is not None and loaded.meta["arch"] == f"{source.resolve()}:make"
     assert torch.equal(loaded.module.state_dict()["conv2.weight"], state["conv2.weight"])
     assert window.table_model.rowCount() == 4  # conv1, conv2, fc1, fc2
-    assert window.recent()[0].arch == f"{source.resolve()}:make" and window.recent()[0].data == "mnist"
+    assert window.opener.recent()[0].arch == f"{source.resolve()}:make" and window.opener.recent()[0].data == "mnist"
 
 
 def test_a_missing_architecture_is_asked_for_in_the_form_not_refused(qtbot, empty_window, own_model):
     window = empty_window
     weights, source, _ = own_model
     window.session.open_model(str(weights), "mnist")
-    qtbot.waitUntil(lambda: getattr(window, "dialog", None) is not None and window.dialog.isVisible(), timeout=60_000)
-    dialog = window.dialog
+    qtbot.waitUntil(lambda: window.opener.dialog is not None and window.opener.dialog.isVisible(), timeout=60_000)
+    dialog = window.opener.dialog
     assert dialog.file.text() == str(weights) and "holds only weights" in dialog.message.text()
     assert dialog.data.currentText() == "mnist"
     dialog.arch.setText(f"{source}:make")
@@ -105,9 +105,9 @@ def test_open_recent_reopens_with_the_same_options(qtbot, empty_window, own_mode
     wait_idle(qtbot, window)
     window.session.open_model("zoo:lenet300")
     wait_idle(qtbot, window)
-    assert [r.spec for r in window.recent()] == ["zoo:lenet300", str(weights)]
-    window._fill_recent_menu()
-    action = next(a for a in window.recent_menu.actions() if a.text().startswith(str(weights)))
+    assert [r.spec for r in window.opener.recent()] == ["zoo:lenet300", str(weights)]
+    window.opener.fill_recent_menu()
+    action = next(a for a in window.opener.recent_menu.actions() if a.text().startswith(str(weights)))
     assert f"--arch {source}:make" in action.text()
     action.trigger()
     wait_idle(qtbot, window)
