@@ -134,3 +134,41 @@ def write_hf_folder(folder: Path, with_tokenizer: bool = True) -> Path:
         (folder / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
         BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
     return folder
+
+
+OWN_CNN = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1 = nn.Linear(16 * 7 * 7, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def make():
+    return Net()
+'''
+"""A user's own small CNN, as the source of a ``.py`` file of theirs (not on the import path)."""
+
+
+def write_own_cnn(folder: Path, module: str = "ownnet") -> tuple[Path, Path, dict]:
+    """``folder/<module>.py`` defining ``make`` and ``folder/net.pt``, its bare state_dict (seeded)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / f"{module}.py"
+    source.write_text(OWN_CNN)
+    namespace: dict = {}
+    exec(compile(OWN_CNN, str(source), "exec"), namespace)
+    torch.manual_seed(0)
+    state = namespace["make"]().state_dict()
+    torch.save(state, folder / "net.pt")
+    return folder / "net.pt", source, state

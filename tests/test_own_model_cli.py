@@ -4,47 +4,21 @@ PYTHONPATH), the studio taking the same options, and structured pruning without 
 from __future__ import annotations
 
 import os
-import textwrap
+import subprocess
+import sys
 
 import pytest
-import torch
 
 from core.cli import build_parser
+from tests.conftest import ROOT
+from tests.factories import write_own_cnn
 from tests.test_cli import prunescope
-
-NET = textwrap.dedent("""
-    import torch
-    from torch import nn
-
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
-            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-            self.fc = nn.Linear(16 * 7 * 7, 10)
-
-        def forward(self, x):
-            x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
-            x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
-            return self.fc(x.flatten(1))
-
-
-    def make():
-        return Net()
-""")
 
 
 @pytest.fixture
 def own(tmp_path):
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    (folder / "ownnet.py").write_text(NET)
-    namespace: dict = {}
-    exec(compile(NET, "ownnet.py", "exec"), namespace)
-    torch.manual_seed(0)
-    torch.save(namespace["make"]().state_dict(), folder / "net.pt")
-    return folder
+    write_own_cnn(tmp_path / "mine")
+    return tmp_path / "mine"
 
 
 def test_an_architecture_named_by_its_file_needs_no_pythonpath(own):
@@ -56,11 +30,6 @@ def test_an_architecture_named_by_its_file_needs_no_pythonpath(own):
 
 def test_a_module_not_on_the_path_says_how_to_put_it_there(own):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     result = subprocess.run([sys.executable, str(ROOT / "main.py"), "inspect", str(own / "net.pt"), "--arch",
                              "ownnet:make", "--quiet"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0

@@ -4,55 +4,21 @@ structurally with no input shape given (the data set's inputs trace it)."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
 
 from core.methods.coding import Encode
 from core.methods.structured import PruneStructured
 from core.recipe import Recipe
+from tests.factories import write_own_cnn
 from tests.gui.conftest import stop_tasks, wait_idle
-
-NET = textwrap.dedent("""
-    import torch
-    from torch import nn
-
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
-            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-            self.pool = nn.MaxPool2d(2)
-            self.fc1 = nn.Linear(16 * 7 * 7, 32)
-            self.fc2 = nn.Linear(32, 10)
-
-        def forward(self, x):
-            x = self.pool(torch.relu(self.conv1(x)))
-            x = self.pool(torch.relu(self.conv2(x)))
-            return self.fc2(torch.relu(self.fc1(x.flatten(1))))
-
-
-    def make():
-        return Net()
-""")
 
 
 @pytest.fixture
 def own_model(tmp_path):
     """A folder of one's own (not on the import path): ``mycnn_<id>.py`` and ``net.pt``, a bare state_dict."""
-    folder = tmp_path / "mine"
-    folder.mkdir()
     name = f"mycnn_{tmp_path.name.replace('-', '_')}"  # a module name no other test has imported
-    source = folder / f"{name}.py"
-    source.write_text(NET)
-    namespace: dict = {}
-    exec(compile(NET, str(source), "exec"), namespace)
-    torch.manual_seed(0)
-    state = namespace["make"]().state_dict()
-    torch.save(state, folder / "net.pt")
-    return folder / "net.pt", source, state
+    return write_own_cnn(tmp_path / "mine", name)
 
 
 @pytest.fixture
