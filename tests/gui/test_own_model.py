@@ -115,3 +115,15 @@ def test_remove_selected_units_of_ones_own_cnn(qtbot, empty_window, own_model):
     wait_idle(qtbot, window)
     assert not errors
     assert window.session.loaded.module.conv1.out_channels == 5
+
+
+def test_apply_on_a_torchscript_model_says_how_to_open_the_eager_one_in_the_studio(qtbot, empty_window, model_files):
+    window = empty_window
+    window.session.open_model(str(model_files["torchscript"]), "mnist", trust=True)
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: window.session.variants.original is not None, timeout=60_000)
+    wait_idle(qtbot, window)
+    errors = []
+    window.session.sig_error.connect(lambda title, message: errors.append(message))
+    assert not window.session.apply()
+    assert len(errors) == 1 and "File > Open model" in errors[0] and "Architecture" in errors[0]
