@@ -2,6 +2,7 @@
 
     python bench/bench_latency.py
     python bench/bench_latency.py --back-to-back zoo:lenet5 [zoo:lenet300 ...]
+    python bench/bench_latency.py --contention zoo:lenet300
 
 For LeNet-5 (MNIST) and the residual CNN (Fashion-MNIST or, without it, random inputs): the original float
 model, an int8 model from static post-training quantization (``torch.ao`` x86 kernels, calibrated on 8
@@ -13,6 +14,10 @@ printed with its interval, p10-p90 spread and "noisy" mark; ratios are original 
 
 ``--back-to-back MODEL...``: ``python main.py inspect MODEL --json`` twice in a row, each in its own process,
 as a user would run it; prints both figures and whether each median lies inside the other's interval.
+
+``--contention MODEL``: the model's latency on torch's thread count and on one thread, first as the machine
+is, then with one CPU-bound process per core running beside it (started and stopped here): what other
+programs on the machine do to the figure, and what the noisy mark says about it.
 """
 
 from __future__ import annotations
@@ -67,6 +72,31 @@ def back_to_back(models: list[str]) -> None:
               f"ratio of medians {max(a.median_ms, b.median_ms) / min(a.median_ms, b.median_ms):.2f}")
 
 
+def contention(model: str) -> None:
+    """Latency on all threads and on one, with and without a CPU-bound process per core beside it."""
+    import os
+
+    loaded = load_model(model)
+    data = load_dataset(loaded.dataset) if dataset_available(loaded.dataset) else load_dataset("mnist")
+    from core.analysis.inspection import latency_inputs
+
+    x = latency_inputs(loaded, data)
+    threads = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for burners in (0, cores):
+        procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(burners)]
+        try:
+            print(f"{model}, {burners} CPU-bound processes beside it, load average {os.getloadavg()[0]:.1f}:")
+            for n in (threads, 1):
+                torch.set_num_threads(n)
+                measured(f"{n} thread{'s' if n != 1 else ''}", loaded.module, x)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+    torch.set_num_threads(threads)
+
+
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 256")
     for name in ("lenet5", "resnet8-fashion"):
@@ -90,5 +120,7 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--back-to-back"]:
         back_to_back(sys.argv[2:] or ["zoo:lenet5"])
+    elif sys.argv[1:2] == ["--contention"]:
+        contention((sys.argv[2:] or ["zoo:lenet300"])[0])
     else:
         main()
