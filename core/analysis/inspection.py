@@ -136,10 +136,9 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
             probes = list(model_inputs(loaded, data, 1000)) if data is not None else loaded.probe_inputs
             result.fidelity = yield from fidelity(model, reference.module, probes)
             yield Partial("fidelity", result.fidelity)
-        example = None if known_latency is not None else latency_inputs(loaded, data, options.latency_batch)
         if known_latency is not None:
             result.latency = known_latency
-        elif example is not None:
+        elif (example := latency_inputs(loaded, data, options.latency_batch)) is not None:
             result.latency = yield from latency(model, example)
         if result.latency is not None:
             yield Partial("latency", result.latency)
