@@ -126,13 +126,14 @@ class Session(QObject):
             return
         loaded, data, options = self.loaded, self.data, self.inspect_options
         self.measurements = Measurements()
-        self.runner.start(f"Inspecting {loaded.name}", lambda: inspect_model(loaded, data, options),
+        known = self.variants.current.latency if self.variants.current is not None else None  # measured once
+        self.runner.start(f"Inspecting {loaded.name}", lambda: inspect_model(loaded, data, options, None, known),
                           self._inspected)
 
-    def _inspected(self, _result) -> None:
+    def _inspected(self, result) -> None:
         if not self.variants.variants and self.loaded is not None:  # a new original: it becomes variant 0
             loaded, data = self.loaded, self.data
-            self.runner.start("Measuring the original", lambda: original_variant(loaded, data),
+            self.runner.start("Measuring the original", lambda: original_variant(loaded, data, result.latency),
                               lambda variant: self.variants.reset(variant, loaded))
 
     def cancel(self) -> None:

@@ -23,6 +23,10 @@ from core.progress import Partial, Progress, Task
 from core.analysis.stats import WeightStats, weight_stats
 
 
+LATENCY_BATCH = 256
+"""Inputs per timed call: every latency figure (inspect, the studio's cards, Compare, reports) is per batch
+of this many."""
+
 NO_INPUTS = ("no data set and no input shape, so the model was not run: activations, accuracy and latency "
              "need --data NAME or --input-shape 1,1,28,28 (in the studio: the Data set menu)")
 
@@ -34,14 +38,14 @@ class InputMismatchError(PrunescopeError):
 @dataclass(frozen=True)
 class InspectOptions:
     """What to measure: ``activation_limit`` examples for firing counts (from the validation split),
-    ``eval_limit`` test examples for accuracy (None: all), and ``latency_batch`` inputs per timed call."""
+    ``eval_limit`` test examples for accuracy (None: all), and ``latency_batch`` inputs per timed call
+    (how many calls: :func:`core.eval.evaluate.latency` decides, from their spread)."""
 
     activations: bool = True
     evaluate: bool = True
     activation_limit: int = 5000
     eval_limit: int | None = None
-    latency_batch: int = 256
-    latency_runs: int = 10
+    latency_batch: int = LATENCY_BATCH
 
 
 @dataclass
@@ -95,8 +99,11 @@ def check_inputs(loaded: LoadedModel, data: Dataset | None) -> None:
 
 
 def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: InspectOptions | None = None,
-                  reference: LoadedModel | None = None) -> Task[Inspection]:
-    """Inventory, weight and activation statistics, and evaluation of ``loaded`` (see module docstring)."""
+                  reference: LoadedModel | None = None, known_latency: Latency | None = None) -> Task[Inspection]:
+    """Inventory, weight and activation statistics, and evaluation of ``loaded`` (see module docstring).
+
+    With ``known_latency`` (the studio's stored measurement of this variant), latency is not measured
+    again: that figure is reported, so that every view of one variant shows one measurement."""
     options = options or InspectOptions()
     model = loaded.module
     runnable = data is not None or bool(loaded.probe_inputs)
@@ -129,16 +136,20 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
             probes = list(model_inputs(loaded, data, 1000)) if data is not None else loaded.probe_inputs
             result.fidelity = yield from fidelity(model, reference.module, probes)
             yield Partial("fidelity", result.fidelity)
-        example = _latency_batch(loaded, data, options.latency_batch)
-        if example is not None:
-            result.latency = yield from latency(model, example, runs=options.latency_runs)
+        if known_latency is not None:
+            result.latency = known_latency
+        elif (example := latency_inputs(loaded, data, options.latency_batch)) is not None:
+            result.latency = yield from latency(model, example)
+        if result.latency is not None:
             yield Partial("latency", result.latency)
         result.saved_bytes = saved_size_bytes(model)
         yield Partial("saved_bytes", result.saved_bytes)
     return result
 
 
-def _latency_batch(loaded: LoadedModel, data: Dataset | None, size: int):
+def latency_inputs(loaded: LoadedModel, data: Dataset | None, size: int = LATENCY_BATCH):
+    """The one batch that latency is timed on: the first ``size`` inputs of :func:`model_inputs` (the
+    validation split's), or the loader's first probe input; None when there is none."""
     if data is not None:
         return next(model_inputs(loaded, data, size, batch_size=size), None)
     return loaded.probe_inputs[0] if loaded.probe_inputs else None

@@ -1,8 +1,9 @@
 """Variants: the original model and each compressed version of it, as plain data for comparing them.
 
 A :class:`Variant` holds what the trade-off plot, the compare view and the demo need: its size on disk,
-its measured accuracy (or fidelity), its latency, a per-layer summary, and its predictions on the test
-split (for the confusion matrix and the inputs whose prediction changed). No live tensors cross to the
+its measured accuracy (or fidelity), its latency (one measurement, which every view of the variant shows),
+a per-layer summary, and its predictions on the test split (for the confusion matrix and the inputs whose
+prediction changed). No live tensors cross to the
 studio: the decoded model stays in the engine's hands for further work.
 """
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from core.format.container import FileAccount
 from core.eval.data import Split
-from core.eval.evaluate import accuracy
+from core.eval.evaluate import Latency, accuracy
 from core.analysis.inventory import inventory, kept_fraction
 from core.progress import Task
 from core.recipe import Recipe
@@ -43,7 +44,7 @@ class Variant:
     size_bytes: int  # on disk: the original's saved state_dict, or the compressed file
     accuracy: float | None
     loss: float | None
-    latency_ms: float | None
+    latency: Latency | None  # measured once, when the variant is made; every view shows this one
     layers: tuple[LayerSummary, ...]
     predictions: np.ndarray | None = field(default=None, compare=False, repr=False)
     labels: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -147,21 +148,26 @@ def _flat_prepare(loaded):
 
 
 def describe_variant(variant_id: int, name: str, recipe: Recipe | None, model: nn.Module, loaded, data,
-                     size_bytes: int, layers: tuple[LayerSummary, ...]) -> Task[Variant]:
-    """Measure a model as a variant: test predictions (with accuracy and loss), latency, weight statistics."""
+                     size_bytes: int, layers: tuple[LayerSummary, ...],
+                     known_latency: Latency | None = None) -> Task[Variant]:
+    """Measure a model as a variant: test predictions (with accuracy and loss), latency, weight statistics.
+
+    Latency is :func:`core.eval.evaluate.latency` on :func:`core.analysis.inspection.latency_inputs` (the
+    batch that ``inspect`` times), unless ``known_latency`` already holds that measurement of this model."""
     from core.eval.evaluate import latency
-    from core.analysis.inspection import model_inputs
+    from core.analysis.inspection import latency_inputs
     from core.analysis.stats import weight_stats
 
-    acc = loss = lat = None
+    acc = loss = None
+    lat = known_latency
     predicted = labels = None
     if data is not None:  # one pass over the test split gives predictions, accuracy and loss
         predicted, labels, loss = yield from predictions(model, data.test, prepare=_flat_prepare(loaded),
                                                          with_loss=True)
         acc = float((predicted == labels).mean()) if len(labels) else 0.0
-    example = next(model_inputs(loaded, data, 256, batch_size=256), None)
+    example = latency_inputs(loaded, data) if lat is None else None
     if example is not None:
-        lat = (yield from latency(model, example, runs=10)).median_ms
+        lat = yield from latency(model, example)
     weights = yield from weight_stats(model)
     return Variant(variant_id, name, recipe, size_bytes, acc, loss, lat, layers, predicted, labels, weights)
 
@@ -188,9 +194,11 @@ def default_name(recipe: Recipe) -> str:
     return " · ".join(parts) or recipe.name or "no change"
 
 
-def original_variant(loaded, data) -> Task[Variant]:
-    """The loaded model as variant 0: its size is its state_dict saved with torch.save."""
+def original_variant(loaded, data, known_latency: Latency | None = None) -> Task[Variant]:
+    """The loaded model as variant 0: its size is its state_dict saved with torch.save. ``known_latency``:
+    the inspection's measurement of it, reused rather than measured a second time."""
     from core.eval.evaluate import saved_size_bytes
 
     return (yield from describe_variant(0, "original", None, loaded.module, loaded, data,
-                                        saved_size_bytes(loaded.module), layers_of_model(loaded.module)))
+                                        saved_size_bytes(loaded.module), layers_of_model(loaded.module),
+                                        known_latency))

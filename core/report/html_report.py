@@ -7,7 +7,7 @@ import base64
 import html
 from datetime import datetime, timezone
 
-from core.report.reports import human_bytes
+from core.report.reports import human_bytes, latency_change
 from core.pipeline.variants import Variant, compare_layers
 
 STYLE = """
@@ -51,13 +51,18 @@ def build_html(model_name: str, original: Variant, variant: Variant, images: dic
                    "<code>python main.py compress MODEL --recipe recipe.yaml</code>.</p>" if links else "")
     changed_text = f"<p class='muted'>{changed} test images are now misclassified that were right before.</p>" \
         if changed is not None else ""
+    latency_text = (f"<p class='muted'>Latency {e(latency_change(original.latency, variant.latency))}: the "
+                    "median of timed forward passes on the machine that made the variants, ± the larger side of "
+                    "its 95% confidence interval; \"noisy\" when single passes varied widely or that interval "
+                    "stayed wide.</p>"
+                    if original.latency is not None and variant.latency is not None else "")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Prunescope: {e(model_name)}</title>
 <style>{STYLE}</style></head><body>
 <h1>{e(model_name)}: {e(variant.name)}</h1><p class="muted">Prunescope report, {when}</p>
 <div class="card"><div class="big">{e(summary_line(original, variant))}</div>
 <p class="muted">Sizes are bytes of files on disk; accuracy is measured on the whole test split, on the model
-decoded back from the compressed file.</p></div>{changed_text}
+decoded back from the compressed file.</p></div>{changed_text}{latency_text}
 <h2>Layers</h2><table><tr><th>tensor</th><th>parameters</th><th>kept</th><th>bits</th><th>original</th>
 <th>compressed</th></tr>{rows}</table>{figures}
 <h2>Recipe</h2>{recipe_note}<pre>{recipe}</pre></body></html>"""

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from core import __version__
 from core.fileio import atomic_write
 from core.analysis.inspection import Inspection
+from core.eval.evaluate import CONFIDENCE, NOISY_CPU_WAIT, NOISY_SPREAD, TARGET_HALF_WIDTH, Latency
 from core.analysis.stats import Histogram
 
 REPORT_FORMAT = "prunescope-inspect/1"
@@ -91,6 +92,71 @@ def human_bytes(n: int | float | None) -> str:
     return f"{n:.3g} TB"
 
 
+def _ms(value: float, median: float) -> str:
+    """Milliseconds to the precision a median of this size deserves (2 decimals under 10 ms, 1 under 100)."""
+    return f"{value:.{2 if median < 10 else 1 if median < 100 else 0}f}"
+
+
+def latency_median(lat: Latency) -> str:
+    """``"1.85 ms"``."""
+    return f"{_ms(lat.median_ms, lat.median_ms)} ms"
+
+
+def latency_plus_minus(lat: Latency) -> str:
+    """``"± 0.10"``: the larger side of the median's confidence interval."""
+    return f"± {_ms(lat.half_width_ms, lat.median_ms)}"
+
+
+def latency_value(lat: Latency) -> str:
+    """``"1.85 ms ± 0.10"``: the median and the larger side of its confidence interval. Every view of a
+    latency shows this, with :func:`latency_basis`."""
+    return f"{latency_median(lat)} {latency_plus_minus(lat)}"
+
+
+def latency_basis(lat: Latency) -> str:
+    """``"per batch of 256, 41 runs"``, and ``", noisy"`` when the measurement is (see
+    :func:`core.eval.evaluate.is_noisy`)."""
+    return f"per batch of {lat.batch_size}, {lat.runs} runs" + (", noisy" if lat.noisy else "")
+
+
+def latency_figure(lat: Latency) -> str:
+    """``"1.85 ms ± 0.10 per batch of 256, 41 runs"`` (``", noisy"`` appended when it is)."""
+    return f"{latency_value(lat)} {latency_basis(lat)}"
+
+
+def latency_spread(lat: Latency) -> str:
+    """What the figure rests on: ``"median; 95% CI 1.80-1.95 ms; p10-p90 1.71-2.30 ms; 2 threads, 5 warm-up
+    calls; threads waited 0.02 s for a CPU per second timed"``, and why it is noisy when it is."""
+    m = lat.median_ms
+    text = (f"median; {math.floor(lat.confidence * 100)}% CI {_ms(lat.ci_low_ms, m)}–{_ms(lat.ci_high_ms, m)} ms; "
+            f"p10–p90 {_ms(lat.p10_ms, m)}–{_ms(lat.p90_ms, m)} ms; {lat.threads} "
+            f"thread{'s' if lat.threads != 1 else ''}, {lat.warmup_runs} warm-up calls")
+    if lat.cpu_wait is not None:
+        text += f"; threads waited {lat.cpu_wait:.2f} s for a CPU per second timed"
+    if lat.noisy:
+        reasons = []
+        if lat.p90_ms - lat.p10_ms > NOISY_SPREAD * m:
+            reasons.append(f"p10–p90 wider than {NOISY_SPREAD:.0%} of the median")
+        if not lat.converged:
+            reasons.append(f"CI not within ±{TARGET_HALF_WIDTH:.0%} at {CONFIDENCE:.0%} before the cap")
+        if lat.cpu_wait is not None and lat.cpu_wait > NOISY_CPU_WAIT:
+            reasons.append(f"threads waited over {NOISY_CPU_WAIT} s for a CPU per second timed (other programs "
+                           "were using the cores)")
+        text += "; noisy: " + ", ".join(reasons)
+    return text
+
+
+def latency_change(a: Latency, b: Latency) -> str:
+    """Two variants' latencies: ``"1.85 ms ± 0.10 → 0.90 ms ± 0.02 per batch of 256 (41 and 60 runs)"``,
+    each marked when it is noisy."""
+    def one(lat: Latency) -> str:
+        return latency_value(lat) + (" (noisy)" if lat.noisy else "")
+
+    if a.batch_size == b.batch_size:
+        return f"{one(a)} → {one(b)} per batch of {a.batch_size} ({a.runs} and {b.runs} runs)"
+    return f"{one(a)} per batch of {a.batch_size} → {one(b)} per batch of {b.batch_size}"
+
+
 def layer_table(result: Inspection) -> str:
     """The inspection as a fixed-width table, with totals and metrics."""
     rows = [("layer", "type", "shape", "params", "bytes", "sparsity", "|w| max", "near 0", "fires", "dead")]
@@ -123,8 +189,7 @@ def layer_table(result: Inspection) -> str:
         lines.append(f"fidelity to reference: top-1 agreement {f.top1_agreement:.2%}, cosine {f.cosine:.4f}, "
                      f"relative error {f.relative_error:.3g}")
     if result.latency is not None:
-        lat = result.latency
-        lines.append(f"latency: {lat.median_ms:.2f} ms per batch of {lat.batch_size} (median of {lat.runs})")
+        lines.append(f"latency: {latency_figure(result.latency)} ({latency_spread(result.latency)})")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
 

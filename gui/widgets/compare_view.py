@@ -10,7 +10,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
-from core.report.reports import human_bytes
+from core.report.reports import human_bytes, latency_change
 from core.pipeline.variants import Variant, changed_predictions, compare_layers, per_class_accuracy
 from gui import theme
 
@@ -110,7 +110,7 @@ class CompareView(QWidget):
             return
         acc = (f"{a.accuracy:.2%} → {b.accuracy:.2%} ({(b.accuracy - a.accuracy) * 100:+.2f} points)"
                if a.accuracy is not None and b.accuracy is not None else "not measured")
-        lat = (f"{a.latency_ms:.2f} → {b.latency_ms:.2f} ms" if a.latency_ms and b.latency_ms else "not measured")
+        lat = latency_change(a.latency, b.latency) if a.latency and b.latency else "not measured"  # stored ones
         self.summary.setText(f"<b>Size</b> {human_bytes(a.size_bytes)} → {human_bytes(b.size_bytes)} "
                              f"({a.size_bytes / b.size_bytes:.1f}x)   <b>Accuracy</b> {acc}   <b>Latency</b> {lat}")
         self._fill_table(a, b)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from core.report.reports import human_bytes
+from core.report.reports import (human_bytes, latency_basis, latency_figure, latency_median, latency_plus_minus,
+                                 latency_spread)
 from gui import theme
 from gui.session import Session
 
@@ -77,7 +78,10 @@ class MetricsBar(QWidget):
         else:
             self.cards["accuracy"].set("…" if s.data is not None else "—",
                                        "measuring" if s.data is not None else "needs a labelled data set")
-        if m.latency is not None:
-            self.cards["latency"].set(f"{m.latency.median_ms:.2f} ms", f"per batch of {m.latency.batch_size}")
+        if m.latency is not None:  # the current variant's one measurement (see Session.inspect)
+            lat = m.latency
+            self.cards["latency"].set(latency_median(lat), f"{latency_plus_minus(lat)} {latency_basis(lat)}")
+            self.cards["latency"].setToolTip(f"wall-clock time of one forward pass, on this CPU: "
+                                             f"{latency_figure(lat)} ({latency_spread(lat)})")
         else:
             self.cards["latency"].set("…", "")
