@@ -258,6 +258,13 @@ def test_special_files_are_refused_at_once(tmp_path, kind):
     one_line_error(result, "ordinary files")
 
 
+def test_a_model_folder_holding_a_fifo_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    os.mkfifo(tmp_path / "model.safetensors")  # transformers would block reading it
+    with pytest.raises(ModelLoadError, match="model.safetensors, which is not an ordinary file"):
+        load_model(tmp_path)
+
+
 def test_a_zip_declaring_a_4_gb_member_is_refused(model_files, tmp_path):
     data = bytearray(model_files["pickle"].read_bytes())
     i = 0

@@ -7,6 +7,8 @@ real length before anything trusts it, so a member declaring gigabytes is refuse
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -14,19 +16,32 @@ from pathlib import Path
 import torch
 
 from core.errors import one_line
-from core.fileio import GB, MB, check_input, read_input
+from core.fileio import GB, MB, check_input
 from core.io.base import ModelLoadError
 
 MAX_MODEL_BYTES = 256 * GB
 """The largest model file read (checkpoints are memory-mapped, one tensor at a time, where the format allows)."""
-MAX_PICKLE_BYTES = 4 * GB
-"""The largest pickle read whole (to list what it needs, or a legacy torch.save file)."""
+MAX_SCAN_BYTES = 256 * MB
+"""How much of a pickle is read to list the globals it needs (a legacy torch.save file's pickles come first)."""
 MAX_EXPANSION = 1032  # deflate's best ratio: a member can hold no more than this times its compressed size
 
 
 def check_model_path(path: Path) -> None:
     """Refuse (ModelLoadError, one line) a path no loader may open: special files, /proc, oversized files."""
-    check_input(path, MAX_MODEL_BYTES, "model file", folder_ok=True, error=ModelLoadError)
+    st = check_input(path, MAX_MODEL_BYTES, "model file", folder_ok=True, error=ModelLoadError)
+    if stat.S_ISDIR(st.st_mode):  # a model folder's files are read by other libraries: none may be special
+        try:
+            entries = list(os.scandir(path))
+        except OSError as exc:
+            raise ModelLoadError(one_line(f"{path}: cannot list the folder ({exc.strerror})")) from None
+        for entry in entries:
+            try:
+                special = not (entry.is_file() or entry.is_dir())
+            except OSError:
+                special = True
+            if special and os.path.lexists(entry.path) and (not entry.is_symlink() or os.path.exists(entry.path)):
+                raise ModelLoadError(one_line(f"{path}: holds {entry.name}, which is not an ordinary file; "
+                                              "Prunescope reads only ordinary files"))
 
 
 def path_bytes(path: Path) -> int:
@@ -62,15 +77,20 @@ def zip_names(path: Path) -> list[str]:
         return []
 
 
-def read_zip_members(path: Path, suffix: str, limit: int = MAX_PICKLE_BYTES) -> bytes:
-    """The members of a zip whose names end with ``suffix``, concatenated (at most ``limit`` bytes in all)."""
+def read_zip_members(path: Path, suffix: str, limit: int = MAX_SCAN_BYTES) -> tuple[bytes, bool]:
+    """The members of a zip whose names end with ``suffix``, concatenated, at most ``limit`` bytes in all;
+    and whether that cut them short."""
     try:
         with zipfile.ZipFile(path) as archive:
             check_zip_directory(path, archive)
-            members = [i for i in archive.infolist() if i.filename.endswith(suffix)]
-            if sum(i.file_size for i in members) > limit:
-                raise ModelLoadError(f"{one_line(path.name)}: its {suffix} is larger than {limit // MB:,} MB")
-            return b"".join(archive.read(i) for i in members)
+            parts, left = [], limit
+            for info in archive.infolist():
+                if info.filename.endswith(suffix) and left > 0:
+                    with archive.open(info) as member:
+                        parts.append(member.read(left))
+                    left -= len(parts[-1])
+            total = sum(i.file_size for i in archive.infolist() if i.filename.endswith(suffix))
+            return b"".join(parts), total > limit
     except ModelLoadError:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
@@ -78,9 +98,14 @@ def read_zip_members(path: Path, suffix: str, limit: int = MAX_PICKLE_BYTES) -> 
             from None
 
 
-def read_whole(path: Path, limit: int = MAX_PICKLE_BYTES) -> bytes:
-    """A file's bytes, at most ``limit`` of them (ModelLoadError beyond)."""
-    return read_input(path, limit, "pickle", error=ModelLoadError)
+def read_start(path: Path, limit: int = MAX_SCAN_BYTES) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of an ordinary file, and whether the file is longer."""
+    size = check_input(path, MAX_MODEL_BYTES, "model file", error=ModelLoadError).st_size
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit), size > limit
+    except OSError as exc:
+        raise ModelLoadError(one_line(f"{path}: cannot read ({exc.strerror})")) from None
 
 
 def load_weights_only(path: Path, **kwargs):

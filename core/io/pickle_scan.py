@@ -16,7 +16,8 @@ import io
 import pickletools
 from pathlib import Path
 
-from core.io.files import read_whole, read_zip_members, zip_names
+from core.fileio import MB
+from core.io.files import MAX_SCAN_BYTES, read_start, read_zip_members, zip_names
 
 UNNAMED = "a global whose name is hidden in the pickle's opcodes"
 _STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
@@ -85,13 +86,15 @@ def pickle_globals(path: str | Path) -> list[str]:
     PyTorch's weights-only allowlist, in order of first appearance (every one: nothing is abridged)."""
     path = Path(path)
     if zip_names(path):
-        data = read_zip_members(path, ".pkl")  # data.pkl; TorchScript also constants.pkl
+        data, cut = read_zip_members(path, ".pkl")  # data.pkl; TorchScript also constants.pkl
     else:
-        data = read_whole(path)
+        data, cut = read_start(path)
     allowed = _allowed()
     result: list[str] = []
     for name in _globals_in_stream(data):
         name = name.replace("__builtin__.", "builtins.")  # protocol 2 spells the module the Python 2 way
         if name not in allowed and name not in result:
             result.append(name)
+    if cut:
+        result.append(f"whatever else it needs past its first {MAX_SCAN_BYTES // MB} MB (not read)")
     return result
