@@ -89,7 +89,8 @@ def alias_bomb_seconds() -> tuple[int, float, str]:
     from core.errors import PrunescopeError
     from core.recipe import Recipe
 
-    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lol = '"' + "lol" * 20 + '"'
+    lines = [f"a: &a [{','.join([lol] * 9)}]"]  # 9**10 copies of 60 characters when expanded: 200 GB
     for i in range(1, 10):
         prev, name = chr(96 + i), chr(97 + i)
         lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
