@@ -1,6 +1,9 @@
 """The headless command line: ``python main.py inspect MODEL``, ``python main.py train-zoo``, ``zoo``.
 
-Runs the same engine generators as the studio. Bad input exits with status 2 and one line on stderr.
+Runs the same engine generators as the studio. Bad input exits with status 2 and one line on stderr; a
+system error (disk full, permission denied, a folder where a file should be) exits with status 1 and one
+line; Ctrl+C (SIGINT), at any moment, exits with status 130 and "cancelled". Every output path is checked
+before any work, and a command's files appear together or not at all.
 """
 
 from __future__ import annotations
@@ -8,12 +11,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from core import __version__
-from core.errors import PrunescopeError
+from core.errors import PrunescopeError, one_line, os_error_line
 
 EXIT_BAD_INPUT = 2
+EXIT_SYSTEM_ERROR = 1
+EXIT_CANCELLED = 130
 
 
 class UsageError(PrunescopeError):
@@ -36,12 +42,29 @@ def _progress_printer(enabled: bool):
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust", action="store_true",
-                        help="allow unpickling a whole pickled module (runs code from the file: only for files "
-                             "you trust)")
+                        help="allow loading a file that runs code when it loads: a whole pickled module, a "
+                             "TorchScript archive or a torch.export program (only for files you trust)")
     parser.add_argument("--arch", metavar="PKG.MODULE:FACTORY",
                         help="architecture for a bare state_dict (or a zoo architecture: lenet300, lenet5, resnet8)")
     parser.add_argument("--input-shape", metavar="N,C,H,W",
                         help="input shape to probe the model with when there is no data set, e.g. 1,1,28,28")
+    parser.add_argument("--source", metavar="MODEL",
+                        help="for a compressed file (.psz) of a model that is not in the zoo: the original model "
+                             "it was made from (a .psz never opens a path written inside it)")
+
+
+def load_options(args):
+    """The LoadOptions the load arguments (:func:`add_load_arguments`) ask for."""
+    from core.io import LoadOptions, parse_input_shape
+
+    return LoadOptions(trust=getattr(args, "trust", False), arch=getattr(args, "arch", None),
+                       input_shape=parse_input_shape(args.input_shape) if getattr(args, "input_shape", None)
+                       else None, source=getattr(args, "source", None))
+
+
+DATA_HELP = ("data set: mnist, fashion-mnist, or a folder / .npz of your own. A zoo model (or a .psz of one) "
+             "uses its own by default; any other model has none unless you pass --data: then steps that train "
+             "or calibrate are refused, and inputs come from --input-shape")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="print a model's layers, weight and activation statistics, metrics")
     inspect.add_argument("model", help="zoo:NAME, a TorchScript/.pt2/state_dict/pickle file, or a Hugging Face "
                                        "folder")
-    inspect.add_argument("--data", help="data set: mnist, fashion-mnist, or a folder / .npz of your own "
-                                        "(default: the zoo model's own)")
+    inspect.add_argument("--data", help=DATA_HELP)
     inspect.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     inspect.add_argument("--reference", metavar="MODEL", help="measure fidelity to this model (same inputs)")
     inspect.add_argument("--limit", type=int, default=None, help="evaluate on the first N test examples only")
@@ -74,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--recipe", required=True, metavar="FILE",
                           help="recipe (YAML or JSON); see resources/recipes/")
     compress.add_argument("--out", required=True, metavar="DIR", help="folder for the compressed file and report")
-    compress.add_argument("--data", help="data set (default: the zoo model's own)")
+    compress.add_argument("--data", help=DATA_HELP)
     compress.add_argument("--export", default="", metavar="FORMATS",
                           help="also write the decompressed model: comma-separated state_dict,torchscript,onnx")
     compress.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -90,18 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_inspect(args) -> int:
     from core.analysis.inspection import InspectOptions, inspect_model, open_for_inspection
-    from core.io import LoadOptions, load_model, parse_input_shape
+    from core.fileio import check_output_file
+    from core.io import load_model
     from core.progress import run
     from core.report.reports import layer_table, write_json
 
-    options = LoadOptions(trust=args.trust, arch=args.arch,
-                          input_shape=parse_input_shape(args.input_shape) if args.input_shape else None)
-    if args.json:
+    options = load_options(args)
+    if args.json:  # before any work: a folder, a device, an unwritable place
+        check_output_file(args.json, "--json", error=UsageError)
         protect_inputs([args.json], args)
     loaded, data = run(open_for_inspection(args.model, options, args.data))
     for note in loaded.meta.get("notes", []):
-        print(f"note: {note}", file=sys.stderr)
-    reference = load_model(args.reference, options) if args.reference else None
+        print(f"note: {one_line(note)}", file=sys.stderr)
+    reference = load_model(args.reference, replace(options, source=None)) if args.reference else None
     result = run(inspect_model(loaded, data, InspectOptions(activations=not args.no_activations,
                                                             eval_limit=args.limit), reference),
                  on_progress=_progress_printer(not args.quiet))
@@ -124,7 +147,7 @@ def protect_inputs(outputs: list[str | Path], args) -> None:
     resources (zoo checkpoints, MNIST)."""
     from core.resources import RESOURCES
 
-    inputs = [getattr(args, key, None) for key in ("model", "reference", "data", "recipe")]
+    inputs = [getattr(args, key, None) for key in ("model", "reference", "data", "recipe", "source")]
     inputs = [p for p in inputs if p and not str(p).startswith("zoo:") and Path(p).exists()]
     for out in outputs:
         resolved = Path(out).resolve()
@@ -140,49 +163,48 @@ def cmd_compress(args) -> int:
     import torch
 
     from core.eval.data import load_dataset
-    from core.io.export import FORMATS, SUFFIX, export
-    from core.fileio import atomic_write
-    from core.io import LoadOptions, load_model, parse_input_shape
+    from core.fileio import check_output_file, check_output_folder, write_together
+    from core.io import load_model
+    from core.io.export import FORMATS, SUFFIX, export_bytes
     from core.pipeline.apply import apply_recipe
     from core.progress import run
     from core.recipe import Recipe
-    from core.report.reports import compression_summary, compression_to_dict, write_json_file
+    from core.report.reports import compression_summary, compression_to_dict, json_bytes
 
     formats = [f for f in args.export.split(",") if f]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise UsageError(f"--export {unknown[0]}: not one of {', '.join(FORMATS)}")
-    try:
-        recipe = Recipe.from_text(Path(args.recipe).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"--recipe {args.recipe}: {exc.strerror}") from None
-    options = LoadOptions(trust=args.trust, arch=args.arch,
-                          input_shape=parse_input_shape(args.input_shape) if args.input_shape else None)
+        raise UsageError(one_line(f"--export {unknown[0]}: not one of {', '.join(FORMATS)}"))
+    recipe = Recipe.from_file(args.recipe)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(one_line(f"--out {out} exists and is not a folder"))
+    check_output_folder(out, "--out", error=UsageError)  # before any work
+    options = load_options(args)
     loaded = load_model(args.model, options)
     if formats and loaded.input_shape is None:
         raise UsageError("--export needs the model's input shape: pass --input-shape N,C,H,W")
     data_name = args.data or loaded.dataset
     data = load_dataset(data_name) if data_name else None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    protect_inputs([out / f"{loaded.name}.psz", out / "report.json",
-                    *(out / f"{loaded.name}.decompressed{SUFFIX[f]}" for f in formats)], args)
-    result = run(apply_recipe(recipe, loaded, data), on_progress=_progress_printer(not args.quiet))
     name = f"{loaded.name}.psz"
-    target = out / name
-    with atomic_write(target) as f:
-        f.write(result.file_bytes)
-    if target.stat().st_size != result.compressed_bytes:  # the report must say what is on disk
-        raise RuntimeError(f"{target}: wrote {target.stat().st_size} bytes, expected {result.compressed_bytes}")
+    target, report = out / name, out / "report.json"
+    outputs = [target, report, *(out / f"{loaded.name}.decompressed{SUFFIX[f]}" for f in formats)]
+    for path in outputs:
+        check_output_file(path, "--out", error=UsageError)
+    protect_inputs(outputs, args)
+    result = run(apply_recipe(recipe, loaded, data), on_progress=_progress_printer(not args.quiet))
+    if len(result.file_bytes) != result.compressed_bytes:  # the report must say what is on disk
+        raise RuntimeError(f"{target}: {len(result.file_bytes)} bytes, expected {result.compressed_bytes}")
+    files = {target: result.file_bytes}
     exports = {}
     for fmt in formats:
         path = out / f"{loaded.name}.decompressed{SUFFIX[fmt]}"
-        export(result.model, torch.zeros(loaded.input_shape), fmt, path)
+        files[path] = export_bytes(result.model, torch.zeros(loaded.input_shape), fmt)
         exports[fmt] = path.name
-    write_json_file(compression_to_dict(result, name, exports), out / "report.json")
+    files[report] = json_bytes(compression_to_dict(result, name, exports))
+    write_together(files)  # the file, its report and its exports appear together or not at all
     print(compression_summary(result))
-    print(f"wrote {target} ({result.compressed_bytes:,} bytes) and {out / 'report.json'}")
+    print(f"wrote {target} ({result.compressed_bytes:,} bytes) and {report}")
     return 0
 
 
@@ -221,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except PrunescopeError as exc:
-        print(f"prunescope: error: {exc}", file=sys.stderr)
+        print(f"prunescope: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # the system refused: a full disk, a permission, a folder where a file should be
+        print(f"prunescope: error: {os_error_line(exc)}", file=sys.stderr)
+        return EXIT_SYSTEM_ERROR
     except (Cancelled, KeyboardInterrupt):
         print("prunescope: cancelled", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED

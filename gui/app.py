@@ -70,7 +70,7 @@ def share_the_interpreter() -> None:
 
 def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
                   settings: QSettings | None = None, arch: str | None = None,
-                  input_shape: tuple[int, ...] | None = None, trust: bool = False):
+                  input_shape: tuple[int, ...] | None = None, trust: bool = False, source: str | None = None):
     """The main window with its session; starts opening ``model`` in the background (None: nothing), with
     the options the command line gave (``--arch``, ``--input-shape``, ``--trust``)."""
     from core import plugins
@@ -91,16 +91,16 @@ def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
         gc.collect()  # the window and the modules imported meanwhile: out of later collections too
         gc.freeze()
     if model:
-        session.open_model(model, data, trust=trust, arch=arch, input_shape=input_shape)
+        session.open_model(model, data, trust=trust, arch=arch, input_shape=input_shape, source=source)
     return window
 
 
 def run_studio(model: str = "zoo:lenet300", data: str | None = None, arch: str | None = None,
-               input_shape: tuple[int, ...] | None = None, trust: bool = False) -> int:
+               input_shape: tuple[int, ...] | None = None, trust: bool = False, source: str | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Prunescope")
     app.setOrganizationName("Prunescope")
     apply_style(app)
-    window = create_window(model, data, arch=arch, input_shape=input_shape, trust=trust)
+    window = create_window(model, data, arch=arch, input_shape=input_shape, trust=trust, source=source)
     window.show()
     return app.exec()

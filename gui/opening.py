@@ -4,6 +4,7 @@ path (an architecture), and File > Open recent, remembered with each model's opt
 from __future__ import annotations
 
 import json
+import re
 
 from PySide6.QtCore import QObject, QSettings, Qt
 from PySide6.QtWidgets import QMainWindow, QMenu
@@ -37,15 +38,22 @@ class Opener(QObject):
 
     def open(self, request: OpenRequest) -> None:
         self.session.open_model(request.spec, request.data, trust=request.trust, arch=request.arch,
-                                input_shape=request.input_shape)
+                                input_shape=request.input_shape, source=request.source)
 
     def ask_options(self, args: dict, why: str, focus: str) -> None:
         """Opening needs more (an architecture): the form, filled in with what was given, says why."""
-        initial = OpenRequest(args.get("spec", ""), args.get("arch"), args.get("input_shape"), args.get("data_name"))
+        initial = OpenRequest(args.get("spec", ""), args.get("arch"), args.get("input_shape"), args.get("data_name"),
+                              source=args.get("source"))
         self.window.statusBar().showMessage("Opening needs more: see the form", 8000)
-        if focus == "arch":  # the loader's words are the command line's; here the form has the field
-            why = (why.split(";")[0] + ". Name the architecture that builds it: Browse .py… picks the Python file "
-                   "that defines the model, or type package.module:factory.")
+        why = re.split(r"[;:] (?:pass|say which) ", why)[0]  # the loader's advice is the command line's
+        if focus == "arch" and initial.arch:
+            why += ". The architecture it records is filled in: Open imports and runs it."
+        elif focus == "arch":
+            why += (". Name the architecture that builds it: Browse .py… picks the Python file that defines the "
+                    "model, or type package.module:factory.")
+        elif focus == "source":
+            why += (". Name the model it was made from under Source model" +
+                    (" (the file of that name beside it is filled in: Open uses it)." if initial.source else "."))
         self.open_form(initial, why, focus)
 
     # ------------------------------------------------------------------------------------------ recent
@@ -59,7 +67,8 @@ class Opener(QObject):
         return [r for r in requests if r is not None]
 
     def remember(self, args: dict) -> None:
-        request = OpenRequest(args["spec"], args.get("arch"), args.get("input_shape"), args.get("data_name"))
+        request = OpenRequest(args["spec"], args.get("arch"), args.get("input_shape"), args.get("data_name"),
+                              source=args.get("source"))
         items = [request] + [r for r in self.recent() if r.spec != request.spec]
         self.settings.setValue(RECENT_KEY, json.dumps([r.to_dict() for r in items[:RECENT_MAX]]))
 

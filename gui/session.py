@@ -75,11 +75,14 @@ class Session(QObject):
 
     # ------------------------------------------------------------------------------------------ opening
     def open_model(self, spec: str, data_name: str | None = None, trust: bool = False,
-                   arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> None:
-        """Load ``spec`` (zoo name, file or folder) and its data set in the background, then inspect it."""
+                   arch: str | None = None, input_shape: tuple[int, ...] | None = None,
+                   source: str | None = None) -> None:
+        """Load ``spec`` (zoo name, file or folder) and its data set in the background, then inspect it;
+        ``source`` is the model a compressed file was made from, as the person names it."""
         self.opening = True
-        options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape)
-        self._open_args = {"spec": spec, "data_name": data_name, "arch": arch, "input_shape": input_shape}
+        options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape, source=source)
+        self._open_args = {"spec": spec, "data_name": data_name, "arch": arch, "input_shape": input_shape,
+                           "source": source}
         self._opening_args = dict(self._open_args)
         fallback = self.data.spec if self.data is not None else None
         self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name, fallback),
@@ -160,6 +163,13 @@ class Session(QObject):
             return False
         recipe = recipe or self.draft.to_recipe()
         parent = self.variants.get(on) if on is not None else self.apply_base(recipe)
+        from core.recipe.schema import MAX_CHAIN
+
+        if parent.recipe is not None and len(parent.recipe.chain()) >= MAX_CHAIN:
+            self.sig_error.emit("Too long a chain of variants",
+                                f"#{parent.id} was made by {MAX_CHAIN} runs one after another, as many as a recipe "
+                                "records: build on the original, or save this variant and open its file.")
+            return False
         if recipe.base is not None and not parent.is_original:
             self.sig_error.emit("This recipe starts from the original",
                                 "It is a chain from the original model (it has a base): apply it on the original.")
@@ -246,6 +256,7 @@ class Session(QObject):
 
     def _on_failed(self, title: str, error: BaseException) -> None:
         from core.io import NeedsArchitecture, UntrustedPickleError
+        from core.io.base import SourceModelNeeded
 
         self.opening = False
         self._opening_args = None
@@ -253,7 +264,13 @@ class Session(QObject):
             self.sig_needs_trust.emit(self._open_args.get("spec", str(error.path)), str(error))
             return
         if isinstance(error, NeedsArchitecture):
-            self.sig_needs_options.emit(dict(self._open_args), str(error), "arch")
+            self.sig_needs_options.emit({**self._open_args, "arch": self._open_args.get("arch") or error.suggested},
+                                        str(error), "arch")
+            return
+        if isinstance(error, SourceModelNeeded):  # a same-folder candidate is offered; pressing Open confirms it
+            candidate = str(error.candidate) if error.candidate is not None else None
+            self.sig_needs_options.emit({**self._open_args, "source": self._open_args.get("source") or candidate},
+                                        str(error), "source")
             return
         message = str(error) or type(error).__name__
         self.sig_error.emit(title, message.splitlines()[0] if message else type(error).__name__)

@@ -115,3 +115,16 @@ def test_a_variant_is_named_by_what_it_does_and_knows_its_parent(small_mnist):
     second, result2 = run(compress_variant(2, "#2", LESS, parent, small_mnist, parent=first))
     assert first.parent is None and second.parent == 1
     assert second.recipe == LESS.on(FIRST) == result2.recipe
+
+
+def test_the_longest_chain_a_recipe_records_reads_back_and_one_more_is_refused():
+    from core.recipe import RecipeError
+    from core.recipe.schema import MAX_CHAIN
+
+    chain = FIRST
+    for _ in range(MAX_CHAIN - 1):
+        chain = LESS.on(chain)
+    assert len(chain.chain()) == MAX_CHAIN
+    assert Recipe.from_text(chain.to_yaml()) == chain  # within the parser's nesting limit
+    with pytest.raises(RecipeError, match="at most"):
+        LESS.on(chain)

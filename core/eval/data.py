@@ -22,6 +22,8 @@ import functools
 import gzip
 import os
 import struct
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.errors import PrunescopeError
+from core.errors import PrunescopeError, one_line
+from core.fileio import GB, check_input
 from core.resources import resource_path
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
@@ -112,11 +115,19 @@ class Dataset:
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (optionally gzipped) into a numpy array, checking its header against its size."""
     path = Path(path)
+    check_input(path, MAX_DATA_BYTES, "IDX file", error=DataError)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:
+            raw = f.read(4)
+            raw += f.read(4 * raw[3]) if len(raw) == 4 else b""
+            if len(raw) >= 4 and len(raw) == 4 + 4 * raw[3] and raw[2] in _IDX_DTYPES:  # the size it says, first
+                size = int(np.prod(struct.unpack(f">{raw[3]}I", raw[4:]), dtype=np.float64))
+                if size * np.dtype(_IDX_DTYPES[raw[2]]).itemsize > MAX_DATA_BYTES:
+                    raise DataError(one_line(f"{path}: IDX header says {size:,} values, more than Prunescope "
+                                             f"reads ({MAX_DATA_BYTES >> 30} GB)"))
+            raw += f.read(MAX_DATA_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read IDX file ({exc})") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
@@ -209,11 +220,19 @@ def _make_dataset(name: str, x_train, y_train, x_test, y_test, classes, source: 
 def load_npz(path: str | os.PathLike, val_size: int = 5000, seed: int = 0) -> Dataset:
     """Read ``x_train, y_train, x_test, y_test`` (or ``x, y``, split 5:1 with a fixed seed) from an npz."""
     path = Path(path)
+    check_input(path, MAX_DATA_BYTES, "data set", error=DataError)
     try:
+        with zipfile.ZipFile(path) as archive:  # what the arrays will take, before any is read
+            declared = sum(info.file_size for info in archive.infolist())
+        if declared > MAX_DATA_BYTES:
+            raise DataError(f"{one_line(str(path))}: its arrays would take {declared / (1 << 30):.1f} GB; "
+                            f"Prunescope reads data sets of up to {MAX_DATA_BYTES >> 30} GB")
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read as .npz ({exc})") from exc
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+        raise DataError(one_line(f"{path}: cannot read as .npz ({str(exc)[:200]})")) from None
     classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else None
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         return _make_dataset(path.stem, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
@@ -243,6 +262,7 @@ def _read_image_classes(root: Path, classes: list[str] | None = None):
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
+            check_input(file, MAX_IMAGE_BYTES, "image", error=DataError)
             try:
                 with Image.open(file) as img:
                     arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "P", "I;16") else "RGB"))
@@ -276,6 +296,8 @@ def load_image_folder(root: str | os.PathLike, val_size: int = 5000, seed: int =
 # --------------------------------------------------------------------------------------------- entry point
 
 BUILTIN_DATASETS = ("mnist", "fashion-mnist")
+MAX_DATA_BYTES = 8 * GB
+MAX_IMAGE_BYTES = 256 << 20
 _ALIASES = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist",
             "fashion": "fashion-mnist", "fmnist": "fashion-mnist"}
 
@@ -314,9 +336,10 @@ def _load_dataset(spec: str, val_size: int, seed: int) -> Dataset:
             raise DataError(f"{FASHION_HELP} (looked in {folder})")
         return load_idx_folder(folder, "fashion-mnist", FASHION_CLASSES, val_size, seed)
     path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(f"unknown data set {spec!r}: not one of {', '.join(BUILTIN_DATASETS)} and no such "
-                        "file or folder")
+    if not os.path.lexists(path):
+        raise DataError(one_line(f"unknown data set {spec!r}: not one of {', '.join(BUILTIN_DATASETS)} and no "
+                                 "such file or folder"))
+    check_input(path, MAX_DATA_BYTES, "data set", folder_ok=True, error=DataError)
     if path.is_file():
         if path.suffix.lower() == ".npz":
             return load_npz(path, val_size, seed)

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from core.format import header as header_checks
 from core.format import huffman
 from core.format.huffman import CodingError
 from core.format.layout import CRC, DTYPES, FRAMING_BYTES, MAGIC, MAX_INDEX_BITS, PREAMBLE, READS
 
 MAX_HEADER = 64 << 20
-MAX_ELEMENTS = 1 << 34
+MAX_ELEMENTS = header_checks.MAX_ELEMENTS
 
 
 def _require(condition: bool, message: str) -> None:
@@ -27,36 +29,61 @@ def _require(condition: bool, message: str) -> None:
         raise CodingError(message)
 
 
-def read_header(data: bytes) -> tuple[dict, int]:
-    """The parsed header and the offset where sections start; checks magic, version and checksum first."""
-    _require(len(data) >= FRAMING_BYTES, f"file too short ({len(data)} bytes) to be a Prunescope compressed file")
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number a header may hold")
+
+
+def parse_header(compressed, file_bytes: int, version: int) -> dict:
+    """The header from its zlib-compressed JSON, every field checked (:mod:`core.format.header`)."""
+    try:
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(compressed, MAX_HEADER)
+        _require(not inflater.unconsumed_tail, "header too large")
+        header = json.loads(text, parse_constant=_refuse_constant)
+    except (zlib.error, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CodingError(f"unreadable header ({str(exc)[:200]})") from None
+    header_checks.check_header(header, file_bytes)
+    header["v"] = version  # the framing's version is the one that counts
+    return header
+
+
+def _preamble(data, file_bytes: int) -> tuple[int, int]:
+    _require(file_bytes >= FRAMING_BYTES, f"file too short ({file_bytes} bytes) to be a Prunescope compressed file")
     magic, version, header_length = PREAMBLE.unpack_from(data, 0)
     _require(magic == MAGIC, "not a Prunescope compressed file (bad magic bytes)")
     _require(version in READS, f"compressed file format version {version}; this Prunescope reads versions "
              f"{', '.join(map(str, READS))}")
+    _require(header_length <= file_bytes - FRAMING_BYTES, "header length runs past the end of the file")
+    return version, header_length
+
+
+def read_header(data: bytes) -> tuple[dict, int]:
+    """The parsed header and the offset where sections start; checks magic, version and checksum first."""
+    _require(len(data) >= FRAMING_BYTES, f"file too short ({len(data)} bytes) to be a Prunescope compressed file")
+    version, header_length = _preamble(data, len(data))
     (stored,) = CRC.unpack_from(data, len(data) - CRC.size)
-    _require(zlib.crc32(data[:-CRC.size]) == stored, "checksum mismatch: the file is corrupt or truncated")
+    _require(zlib.crc32(memoryview(data)[:-CRC.size]) == stored, "checksum mismatch: the file is corrupt or truncated")
     start = PREAMBLE.size
-    _require(header_length <= len(data) - FRAMING_BYTES, "header length runs past the end of the file")
-    try:
-        inflater = zlib.decompressobj()
-        text = inflater.decompress(data[start:start + header_length], MAX_HEADER)
-        _require(not inflater.unconsumed_tail, "header too large")
-        header = json.loads(text)
-    except (zlib.error, ValueError, UnicodeDecodeError) as exc:
-        raise CodingError(f"unreadable header ({exc})") from None
-    _require(isinstance(header, dict) and isinstance(header.get("tensors"), list)
-             and isinstance(header.get("model"), dict), "header lacks its tensor list or model description")
-    header["v"] = version  # the framing's version is the one that counts
+    header = parse_header(memoryview(data)[start:start + header_length], len(data), version)
     return header, start + header_length
 
 
+def peek_header(f: BinaryIO, file_bytes: int) -> dict:
+    """The header of an open compressed file of ``file_bytes`` bytes, read without reading the rest: every
+    field is checked, and the sections it lists must fill the file exactly. So a large file that is not
+    what its first bytes claim is refused before it is read (the checksum is checked when it is)."""
+    f.seek(0)
+    version, header_length = _preamble(f.read(PREAMBLE.size).ljust(PREAMBLE.size, b"\0"), file_bytes)
+    _require(header_length <= MAX_HEADER, "header too large")
+    header = parse_header(f.read(header_length), file_bytes, version)
+    sections = sum(sum(entry["z"]) for entry in header["tensors"])
+    _require(FRAMING_BYTES + header_length + sections == file_bytes,
+             f"the header describes a file of {FRAMING_BYTES + header_length + sections:,} bytes, not {file_bytes:,}")
+    return header
+
+
 def _shape(entry: dict) -> tuple[int, ...]:
-    shape = entry.get("s")
-    _require(isinstance(shape, list) and all(isinstance(d, int) and 0 <= d < MAX_ELEMENTS for d in shape),
-             f"bad shape {shape!r}")
-    _require(int(np.prod(shape, dtype=np.float64)) < MAX_ELEMENTS, "tensor too large")
-    return tuple(shape)
+    return header_checks.check_shape(entry.get("s"), "tensor")
 
 
 def _int(entry: dict, key: str, low: int, high: int) -> int:
@@ -81,6 +108,7 @@ def _codebook(section: bytes, entry: dict, k: int) -> torch.Tensor:
 
 
 def _symbols(table: bytes, stream: bytes, count: int, alphabet: int, entry: dict) -> np.ndarray:
+    _require(count <= len(stream) * 8, f"{count:,} symbols cannot fit in a stream of {len(stream):,} bytes")
     if entry.get("huff"):
         _require(len(table) == (alphabet * 4 + 7) // 8, "Huffman table size does not match its alphabet")
         out = huffman.decode(stream, count, huffman.unpack_lengths(table, alphabet))
@@ -156,18 +184,9 @@ def iter_decode(data: bytes) -> tuple[dict, Iterator[tuple[str, torch.Tensor]]]:
     end = len(data) - CRC.size
     view = memoryview(data)
     layout = []
-    for entry in header["tensors"]:
-        _require(isinstance(entry, dict) and isinstance(entry.get("n_"), str) and isinstance(entry.get("z"), list),
-                 "bad tensor entry in header")
-        lengths = entry["z"]
-        _require(all(isinstance(z, int) and not isinstance(z, bool) and z >= 0 for z in lengths),
-                 "bad section lengths")
-        try:
-            _shape(entry)  # a reader may size things by the header before decoding a tensor
-        except CodingError as exc:
-            raise CodingError(f"{entry['n_']}: {exc}") from None
+    for entry in header["tensors"]:  # every field checked by read_header; now the sections' places
         starts = []
-        for length in lengths:
+        for length in entry["z"]:
             _require(offset + length <= end, f"{entry['n_']}: data runs past the end of the file")
             starts.append(offset)
             offset += length
@@ -178,9 +197,10 @@ def iter_decode(data: bytes) -> tuple[dict, Iterator[tuple[str, torch.Tensor]]]:
         for entry, starts in layout:
             sections = [bytes(view[s:s + z]) for s, z in zip(starts, entry["z"])]
             try:
-                yield entry["n_"], decode_tensor(entry, sections)
+                tensor = decode_tensor(entry, sections)
             except CodingError as exc:
                 raise CodingError(f"{entry['n_']}: {exc}") from None
+            yield entry["n_"], tensor
 
     return header, tensors()
 

@@ -150,6 +150,8 @@ def decode(data: bytes, count: int, lengths: np.ndarray) -> np.ndarray:
     """Decode ``count`` symbols from a Huffman-coded stream (see :func:`encode`)."""
     if count == 0:
         return np.zeros(0, np.int64)
+    if count > len(data) * 8:  # every code is at least one bit: checked before the output is allocated
+        raise CodingError(f"Huffman stream of {len(data):,} bytes cannot hold {count:,} symbols")
     symbol_at, length_at, width = _lookup_table(lengths)
     out = _walk(np.frombuffer(data, np.uint8), symbol_at, length_at, width, count)
     if len(out) != count:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from core.errors import PrunescopeError
+from core.errors import PrunescopeError, one_line
 
 
 class ModelLoadError(PrunescopeError):
@@ -23,7 +23,13 @@ class ModelLoadError(PrunescopeError):
 
 
 class NeedsArchitecture(ModelLoadError):
-    """The file holds weights only: it loads once its architecture is named (``--arch``; the studio asks)."""
+    """The file loads once its architecture is named (``--arch``; the studio asks): a state_dict holds weights
+    only, and a compressed file's recorded factory is code, imported only when the person names it too.
+    ``suggested``: the architecture the file records, if any (offered, never used unasked)."""
+
+    def __init__(self, message: str, suggested: str | None = None) -> None:
+        super().__init__(message)
+        self.suggested = suggested
 
 
 class UntrustedPickleError(ModelLoadError):
@@ -31,22 +37,46 @@ class UntrustedPickleError(ModelLoadError):
 
     def __init__(self, path: Path, needs: list[str], kind: str = "a pickled Python object") -> None:
         self.path = path
-        self.needs = needs
-        names = ", ".join(needs[:6]) + (" ..." if len(needs) > 6 else "")
-        super().__init__(
+        self.needs = list(needs)
+        names = ", ".join(needs)  # every one: a payload must not hide behind the model's own classes
+        super().__init__(one_line(
             f"{path.name} is {kind}: loading it runs code stored in the file (it needs "
             f"{names or 'Python classes'}), which can do anything your user account can. Load it only if you "
-            "trust where it came from: pass --trust (command line) or confirm in the studio.")
+            "trust where it came from: pass --trust (command line) or confirm in the studio."))
+
+
+class SourceModelNeeded(ModelLoadError):
+    """A compressed file must be rebuilt on the model it was made from, and nobody has said where that is.
+
+    A ``.psz`` never opens a path written inside it. ``recorded`` is the source's name as the file records
+    it (only for messages); ``candidate`` is a file of that name in the ``.psz``'s own folder, if there is
+    one, which may be used once the person confirms: load again with ``LoadOptions(source=str(candidate))``.
+    """
+
+    def __init__(self, path: Path, recorded: str | None, candidate: Path | None) -> None:
+        self.path, self.recorded, self.candidate = path, recorded, candidate
+        if candidate is not None:
+            hint = (f"a file of that name is in the same folder; to use it, pass --source {candidate} "
+                    "(studio: confirm)")
+        else:
+            hint = "pass --source FILE (the original model), or --arch package.module:factory"
+        super().__init__(one_line(f"{path.name} is rebuilt on the model it was made from "
+                                  f"({Path(recorded).name if recorded else 'not recorded'}), which Prunescope "
+                                  f"does not open by itself: {hint}"))
 
 
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load: ``trust`` allows unpickling code; ``arch`` is ``package.module:factory`` or a zoo
-    architecture for a bare state_dict; ``input_shape`` is a full input shape such as ``(1, 1, 28, 28)``."""
+    architecture for a bare state_dict; ``input_shape`` is a full input shape such as ``(1, 1, 28, 28)``;
+    ``source`` is the model a compressed file (``.psz``) was made from, as the person names it (a file or
+    ``zoo:NAME``): a ``.psz`` whose architecture is neither a zoo one nor ``arch`` is rebuilt on it, and the
+    path the file records is never opened (:class:`SourceModelNeeded` says where it may be)."""
 
     trust: bool = False
     arch: str | None = None
     input_shape: tuple[int, ...] | None = None
+    source: str | None = None
 
 
 @dataclass

@@ -24,6 +24,13 @@ class ExportError(PrunescopeError):
 
 def export(model: nn.Module, example: torch.Tensor, fmt: str, path: str | os.PathLike) -> None:
     """Write ``model`` to ``path`` in format ``fmt`` (see :data:`FORMATS`), atomically."""
+    data = export_bytes(model, example, fmt)
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def export_bytes(model: nn.Module, example: torch.Tensor, fmt: str) -> bytes:
+    """``model`` as the bytes of a file in format ``fmt`` (see :data:`FORMATS`)."""
     model = model.eval()
     buffer = io.BytesIO()
     if fmt == "state_dict":
@@ -55,5 +62,4 @@ def export(model: nn.Module, example: torch.Tensor, fmt: str, path: str | os.Pat
             onnx_log.setLevel(level)
     else:
         raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
-    with atomic_write(path) as f:
-        f.write(buffer.getvalue())
+    return buffer.getvalue()

@@ -11,16 +11,18 @@ passes ``trust=True`` (``--trust`` on the command line, a confirmation naming th
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from core.errors import one_line
 from core.io.base import Loader, LoadedModel, LoadOptions, ModelLoadError
 from core.io.compressed import CompressedLoader
 from core.io.exported import ExportedProgramLoader
-from core.io.files import head, is_pickle
+from core.io.files import check_model_path, head, is_pickle
 from core.io.hf import HuggingFaceLoader
 from core.io.pickled import PickledModuleLoader
 from core.io.state_dict import StateDictLoader
@@ -56,17 +58,14 @@ def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> L
     spec = str(spec)
     if not spec.startswith("zoo:"):
         path = Path(spec).expanduser()
-        if not path.exists():
-            raise ModelLoadError(f"{spec}: no such file or folder")
-        if path.is_file() and not os.access(path, os.R_OK):
-            raise ModelLoadError(f"{spec}: not readable (permission denied)")
+        check_model_path(path)  # special files, /proc, oversized files and unreadable ones end here
         spec = str(path)
     for loader in LOADERS:
         if loader.can_load(spec):
             loaded = loader.load(spec, options, load_model)
             return _check_loaded(loaded)
     tried = "; ".join(loader.describes for loader in LOADERS)
-    raise ModelLoadError(f"{Path(spec).name}: {_diagnose(Path(spec))}. Formats tried: {tried}")
+    raise ModelLoadError(one_line(f"{Path(spec).name}: {_diagnose(Path(spec))}. Formats tried: {tried}"))
 
 
 def _check_loaded(loaded: LoadedModel) -> LoadedModel:
@@ -84,8 +83,9 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
     except ValueError:
-        raise ModelLoadError(f"input shape {text!r} must be comma-separated positive integers, "
-                             "like 1,1,28,28") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise ModelLoadError(f"input shape {text!r} must be comma-separated positive integers, like 1,1,28,28")
+        raise ModelLoadError(one_line(f"input shape {text!r} must be comma-separated positive integers, "
+                                      "like 1,1,28,28")) from None
+    if not shape or len(shape) > 8 or any(d <= 0 or d > 1 << 20 for d in shape) or math.prod(shape) > 1 << 28:
+        raise ModelLoadError(one_line(f"input shape {text!r} must be 1 to 8 comma-separated positive integers, "
+                                      "like 1,1,28,28, of at most 2**28 values in all"))
     return shape

@@ -2,14 +2,28 @@
 
 Used only to tell the user *what* an untrusted pickle needs; whether it is safe is decided by
 ``torch.load(weights_only=True)``, which refuses anything outside PyTorch's allowlist.
+
+A global is left out of the list only when its full dotted name is exactly one on PyTorch's weights-only
+allowlist (``torch._utils._rebuild_tensor_v2``). Anything reached through such a name
+(``torch._utils._rebuild_tensor_v2.__builtins__.get`` is ``eval``) is a different global and is listed. A
+global whose name the scan cannot read from the stream (built by opcodes it does not follow) is listed as
+unnamed rather than left out.
 """
 
 from __future__ import annotations
 
 import io
 import pickletools
-import zipfile
 from pathlib import Path
+
+from core.fileio import MB
+from core.io.files import MAX_SCAN_BYTES, read_start, read_zip_members, zip_names
+
+UNNAMED = "a global whose name is hidden in the pickle's opcodes"
+_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+               "BINUNICODE8"}
+_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
+_MARK = object()
 
 
 def _allowed() -> set[str]:
@@ -22,48 +36,65 @@ def _allowed() -> set[str]:
 
 
 def _globals_in_stream(data: bytes) -> list[str]:
-    """Globals named by every pickle in ``data`` (a legacy torch.save file holds several in a row)."""
+    """Globals named by every pickle in ``data`` (a legacy torch.save file holds several in a row).
+
+    The unpickler's stack is followed opcode by opcode (each opcode's declared pops and pushes), holding
+    strings and memo entries only, so STACK_GLOBAL's module and name are the two values really on top.
+    """
     found: list[str] = []
     stream = io.BytesIO(data)
     while stream.tell() < len(data):
-        strings: list[str] = []
-        memo: dict[int, str] = {}
+        stack: list = []
+        memo: dict[int, object] = {}
         try:
-            for opcode, arg, _pos in pickletools.genops(stream):
+            for opcode, arg, _pos in pickletools.genops(stream):  # stops after the pickle's STOP
                 name = opcode.name
                 if name in ("GLOBAL", "INST"):
                     found.append(str(arg).replace(" ", "."))
-                elif name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-                elif (isinstance(arg, str) and "UNICODE" in name) or name in ("STRING", "BINSTRING",
-                                                                              "SHORT_BINSTRING"):
-                    strings.append(str(arg))
-                elif name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-                    memo[int(arg)] = strings[-1]
-                elif name == "MEMOIZE" and strings:
-                    memo[len(memo)] = strings[-1]
-                elif name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
-                    strings.append(memo[int(arg)])
+                elif name == "STACK_GLOBAL":
+                    module, attr = (stack[-2], stack[-1]) if len(stack) >= 2 else (None, None)
+                    found.append(f"{module}.{attr}" if isinstance(module, str) and isinstance(attr, str)
+                                 else UNNAMED)
+                if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):  # they store the top, and leave it
+                    memo[len(memo) if name == "MEMOIZE" else int(arg)] = stack[-1] if stack else None
+                    continue
+                pushed = (str(arg) if name in _STRING_OPS else memo.get(int(arg)) if name in _GET_OPS
+                          else stack[-1] if name == "DUP" and stack else None)
+                _pop(stack, opcode.stack_before)
+                stack.extend(_MARK if kind is pickletools.markobject else pushed for kind in opcode.stack_after)
         except Exception:  # truncated or not a pickle: report what was read so far
             break
-        if stream.tell() >= len(data) or stream.getbuffer()[stream.tell()] not in (0x80,):
+        if stream.tell() >= len(data) or data[stream.tell()] != 0x80:
             break
     return found
 
 
+def _pop(stack: list, before: list) -> None:
+    """Take off ``stack`` what an opcode pops: everything down to the mark for a stack slice, and the rest."""
+    rest = len(before)
+    if pickletools.stackslice in before:
+        while stack and stack[-1] is not _MARK:
+            stack.pop()
+        if stack:
+            stack.pop()
+        rest -= 2  # the mark and the slice
+    del stack[max(0, len(stack) - rest):]
+
+
 def pickle_globals(path: str | Path) -> list[str]:
     """Distinct ``module.name`` globals a pickle (raw, or ``torch.save``'s zip) refers to, outside
-    PyTorch's weights-only allowlist, in order of first appearance."""
+    PyTorch's weights-only allowlist, in order of first appearance (every one: nothing is abridged)."""
     path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = b"".join(archive.read(n) for n in archive.namelist() if n.endswith("data.pkl"))
-    except (zipfile.BadZipFile, OSError):
-        data = path.read_bytes()
+    if zip_names(path):
+        data, cut = read_zip_members(path, ".pkl")  # data.pkl; TorchScript also constants.pkl
+    else:
+        data, cut = read_start(path)
     allowed = _allowed()
     result: list[str] = []
     for name in _globals_in_stream(data):
         name = name.replace("__builtin__.", "builtins.")  # protocol 2 spells the module the Python 2 way
-        if name not in allowed and name not in result and not name.startswith("torch._utils._rebuild"):
+        if name not in allowed and name not in result:
             result.append(name)
+    if cut:
+        result.append(f"whatever else it needs past its first {MAX_SCAN_BYTES // MB} MB (not read)")
     return result

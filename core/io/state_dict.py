@@ -13,7 +13,7 @@ import torch
 from core.eval import zoo
 from core.io.architectures import factory_of, with_weights
 from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError, NeedsArchitecture
-from core.io.files import is_pickle, path_bytes, zip_names
+from core.io.files import is_pickle, load_weights_only, path_bytes, zip_names
 
 
 def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -45,14 +45,14 @@ class StateDictLoader:
         if not path.is_file() or not is_pickle(path):
             return False
         try:  # weights_only unpickling runs no code; anything needing classes is not a state_dict
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=bool(zip_names(path)))
+            obj = load_weights_only(path, mmap=bool(zip_names(path)))
         except Exception:
             return False
         return _unwrap_state_dict(obj) is not None
 
     def load(self, spec: str, options: LoadOptions, load: LoadFn) -> LoadedModel:
         path = Path(spec)
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_weights_only(path)
         state = _unwrap_state_dict(obj)
         assert state is not None
         meta = obj.get("meta", {}) if isinstance(obj, dict) and isinstance(obj.get("meta"), dict) else {}

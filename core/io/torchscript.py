@@ -21,7 +21,7 @@ class TorchScriptLoader:
     def load(self, spec: str, options: LoadOptions, load: LoadFn) -> LoadedModel:
         path = Path(spec)
         if not options.trust:  # torch.jit.load unpickles the archive (PyTorch's docs: never on untrusted files)
-            raise UntrustedPickleError(path, pickle_globals(path)[:6], "a TorchScript archive")
+            raise UntrustedPickleError(path, pickle_globals(path), "a TorchScript archive")
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:

@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from core.recipe.parsing import MAX_INT, parse_recipe_text, read_recipe_text
 from core.recipe.registry import STEP_TYPES
 from core.recipe.step import Selection, Step, check_step_against
+from core.errors import one_line
 from core.recipe.validate import RecipeError, check_int, fail
 
 RECIPE_VERSION = 1
-MAX_CHAIN = 64
-"""How many recipes a chain (``base``) may hold: each is a whole compression run."""
+MAX_CHAIN = 24
+"""How many recipes a chain (``base``) may hold: each is a whole compression run, and each nests the file one
+level deeper (within the parser's depth limit)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.version != RECIPE_VERSION:
             fail("version", f"this Prunescope reads recipe version {RECIPE_VERSION}; got {self.version!r}")
-        check_int("seed", self.seed, 0)
+        check_int("seed", self.seed, 0, MAX_INT)
         if self.base is not None:
             if not isinstance(self.base, Recipe):
                 fail("base", f"must be a recipe; got {type(self.base).__name__}")
@@ -89,6 +93,7 @@ class Recipe:
     def from_dict(cls, data: Mapping, depth: int = 0) -> Recipe:
         if not isinstance(data, Mapping):
             fail("recipe", f"must be a mapping with a steps list; got {type(data).__name__}")
+        _check_keys(data, "recipe")
         unknown = set(data) - {"version", "name", "description", "seed", "steps", "base"}
         if unknown:
             fail(sorted(unknown)[0], "unknown field (known: version, name, description, seed, steps, base)")
@@ -115,12 +120,15 @@ class Recipe:
 
     @classmethod
     def from_text(cls, text: str) -> Recipe:
-        """Parse YAML or JSON (JSON is YAML), never constructing arbitrary objects."""
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"recipe: not valid YAML or JSON ({str(exc).splitlines()[0]})") from None
-        return cls.from_dict(data)
+        """Parse YAML or JSON (JSON is YAML), never constructing arbitrary objects, and refusing aliases,
+        anchors, deep nesting, non-finite numbers, integers beyond 64 bits and text over 1 MB
+        (:mod:`core.recipe.parsing`)."""
+        return cls.from_dict(parse_recipe_text(text))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> Recipe:
+        """Read a recipe file: an ordinary file of at most 1 MB, UTF-8, then :meth:`from_text`."""
+        return cls.from_text(read_recipe_text(path))
 
 
 def check_order(steps: tuple[Step, ...]) -> None:
@@ -157,9 +165,21 @@ def step_from_dict(data, where: str) -> Step:
     """The step a mapping describes, its kind looked up in the registry; errors name ``where``."""
     if not isinstance(data, Mapping):
         fail(where, f"must be a mapping with a kind; got {type(data).__name__}")
+    _check_keys(data, where)
+    if "kind" not in data and len(data) == 1:  # the one-key form: {prune_magnitude: {sparsity: 0.9}}
+        (kind, fields), = data.items()
+        if kind in STEP_TYPES and (fields is None or isinstance(fields, Mapping)):
+            if fields and "kind" in fields:
+                fail(f"{where}.{kind}.kind", "the step's kind is its key here; remove this field")
+            data = {"kind": kind, **(fields or {})}
+            _check_keys(data, where)
     kind = data.get("kind")
-    if kind not in STEP_TYPES:
-        fail(f"{where}.kind", f"unknown step {kind!r}; known: {', '.join(STEP_TYPES)}")
+    if "kind" not in data:
+        fail(where, f"a step needs a kind: write {{kind: prune_magnitude, sparsity: 0.9}} or "
+             f"{{prune_magnitude: {{sparsity: 0.9}}}} (got the fields {', '.join(map(str, data))[:120] or 'none'}); "
+             f"known kinds: {', '.join(STEP_TYPES)}")
+    if not isinstance(kind, str) or kind not in STEP_TYPES:
+        fail(f"{where}.kind", one_line(f"unknown step {kind!r:.80}; known: {', '.join(STEP_TYPES)}"))
     step_type = STEP_TYPES[kind]
     names = {f.name for f in dataclasses.fields(step_type)} - {"select"}
     allowed = names | {"kind", "layers", "ignore", "overrides"}
@@ -181,6 +201,12 @@ def step_from_dict(data, where: str) -> Step:
         raise RecipeError(f"{where}: {exc}") from None
     except RecipeError as exc:  # name the step by its place in the recipe, not by its kind
         raise RecipeError(where + str(exc)[len(kind):]) from None
+
+
+def _check_keys(data: Mapping, where: str) -> None:
+    bad = next((k for k in data if not isinstance(k, str)), None)
+    if bad is not None:
+        fail(where, one_line(f"field names must be text; got {bad!r:.40}"))
 
 
 def check_against(recipe: Recipe, layer_names: Iterable[str]) -> None:

@@ -70,10 +70,15 @@ def finite(obj):
     return obj
 
 
+def json_bytes(data: dict) -> bytes:
+    """A report as strict JSON (non-finite numbers become null)."""
+    return json.dumps(finite(data), indent=1, allow_nan=False).encode()
+
+
 def write_json_file(data: dict, path: str | os.PathLike) -> None:
     """Write a report atomically, as strict JSON (non-finite numbers become null)."""
     with atomic_write(path) as f:
-        f.write(json.dumps(finite(data), indent=1, allow_nan=False).encode())
+        f.write(json_bytes(data))
 
 
 def write_json(result: Inspection, path: str | os.PathLike) -> None:

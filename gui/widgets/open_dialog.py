@@ -1,5 +1,6 @@
 """Open model: one small form for everything the command line takes (file, architecture, input shape, data
-set, trust), so a model that needs more than a path opens in the studio too.
+set, trust, and for a compressed file the model it was made from), so a model that needs more than a path
+opens in the studio too.
 
 The architecture is ``package.module:factory`` or ``path/to/file.py:factory``; Browse picks a ``.py`` file
 and lists the factories defined at its top level, read from its syntax tree, without importing it (importing
@@ -31,10 +32,11 @@ class OpenRequest:
     input_shape: tuple[int, ...] | None = None
     data: str | None = None
     trust: bool = False
+    source: str | None = None  # for a .psz: the model it was made from (never a path the file names)
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "arch": self.arch, "input_shape": list(self.input_shape or []) or None,
-                "data": self.data}
+                "data": self.data, "source": self.source}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenRequest | None:
@@ -42,14 +44,15 @@ class OpenRequest:
         try:
             shape = d.get("input_shape")
             return cls(str(d["spec"]), d.get("arch") or None, tuple(int(x) for x in shape) if shape else None,
-                       d.get("data") or None)
+                       d.get("data") or None, source=d.get("source") or None)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
     @property
     def label(self) -> str:
         extras = [f"--arch {self.arch}" if self.arch else "", f"--data {self.data}" if self.data else "",
-                  f"--input-shape {','.join(map(str, self.input_shape))}" if self.input_shape else ""]
+                  f"--input-shape {','.join(map(str, self.input_shape))}" if self.input_shape else "",
+                  f"--source {self.source}" if self.source else ""]
         return " ".join([self.spec, *[e for e in extras if e]])
 
 
@@ -85,11 +88,14 @@ class OpenDialog(QDialog):
         self.data.addItems(["", "mnist", "fashion-mnist"])
         self.data.setCurrentText(initial.data or "")
         self.data.lineEdit().setPlaceholderText("the model's own, or mnist, fashion-mnist, a folder / .npz")
+        self.source = QLineEdit(initial.source or "",
+                                placeholderText="for a compressed .psz: the model it was made from")
         self.trust = QCheckBox("Trust this file: allow it to run code (pickles, TorchScript)")
         self.trust.setChecked(initial.trust)
         self.error = QLabel("", objectName="dialogError", wordWrap=True)
         self.error.setStyleSheet("color: #f28b82")
         browse_file, browse_arch, browse_data = QPushButton("Browse…"), QPushButton("Browse .py…"), QPushButton("…")
+        browse_source = QPushButton("Browse…")
         browse_data.setToolTip("a data folder (IDX files, or one folder per class)")
         form = QFormLayout()
         form.addRow("Model", _row(self.file, browse_file))
@@ -97,6 +103,7 @@ class OpenDialog(QDialog):
         form.addRow("", self.factory)
         form.addRow("Input shape", self.shape)
         form.addRow("Data set", _row(self.data, browse_data))
+        form.addRow("Source model", _row(self.source, browse_source))
         form.addRow("", self.trust)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
         self.open_button = buttons.button(QDialogButtonBox.StandardButton.Open)
@@ -109,10 +116,11 @@ class OpenDialog(QDialog):
         browse_file.clicked.connect(self._browse_file)
         browse_arch.clicked.connect(self._browse_arch)
         browse_data.clicked.connect(self._browse_data)
+        browse_source.clicked.connect(self._browse_source)
         self.factory.currentTextChanged.connect(self._factory_chosen)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
-        {"arch": self.arch, "shape": self.shape, "data": self.data}.get(focus, self.file).setFocus()
+        {"arch": self.arch, "shape": self.shape, "data": self.data, "source": self.source}.get(focus, self.file).setFocus()
 
     # ------------------------------------------------------------------------------------------ browsing
     def _browse_file(self) -> None:
@@ -148,6 +156,13 @@ class OpenDialog(QDialog):
         if name:
             self.arch.setText(f"{self._arch_file}:{name}")
 
+    def _browse_source(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "The model the compressed file was made from",
+                                              str(Path(self.file.text()).parent) if self.file.text() else "",
+                                              MODEL_FILTER)
+        if path:
+            self.source.setText(path)
+
     def _browse_data(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Data folder (IDX files, or one folder per class)")
         if path:
@@ -162,7 +177,7 @@ class OpenDialog(QDialog):
         shape_text = self.shape.text().strip()
         shape = parse_input_shape(shape_text) if shape_text else None
         return OpenRequest(spec, self.arch.text().strip() or None, shape, self.data.currentText().strip() or None,
-                           self.trust.isChecked())
+                           self.trust.isChecked(), self.source.text().strip() or None)
 
     def accept(self) -> None:
         try:

@@ -127,3 +127,55 @@ def test_apply_on_a_torchscript_model_says_how_to_open_the_eager_one_in_the_stud
     window.session.sig_error.connect(lambda title, message: errors.append(message))
     assert not window.session.apply()
     assert len(errors) == 1 and "File > Open model" in errors[0] and "Architecture" in errors[0]
+
+
+def write_psz(loaded, folder):
+    from core.pipeline.apply import apply_recipe
+    from core.progress import run
+
+    recipe = Recipe.from_text("steps: [{kind: prune_magnitude, sparsity: 0.5}, {kind: encode}]")
+    result = run(apply_recipe(recipe, loaded, None, measure_before=False))
+    path = folder / f"{loaded.name}.psz"
+    path.write_bytes(result.file_bytes)
+    return path, result
+
+
+def test_a_compressed_file_of_ones_own_model_asks_for_its_architecture_and_offers_the_recorded_one(
+        qtbot, empty_window, own_model):
+    from core.io import LoadOptions, load_model
+
+    window = empty_window
+    weights, source, _ = own_model
+    arch = f"{source}:make"
+    psz, result = write_psz(load_model(str(weights), LoadOptions(arch=arch, input_shape=(1, 1, 28, 28))),
+                            weights.parent)
+    window.session.open_model(str(psz))
+    qtbot.waitUntil(lambda: window.opener.dialog is not None and window.opener.dialog.isVisible(), timeout=60_000)
+    dialog = window.opener.dialog
+    assert dialog.arch.text() == arch and "runs that code" in dialog.message.text()  # offered, not imported
+    dialog.accept()
+    wait_idle(qtbot, window)
+    assert window.session.loaded.format == "prunescope"
+    assert torch.equal(window.session.loaded.module.conv2.weight, result.model.conv2.weight)
+
+
+def test_a_compressed_file_without_a_recorded_architecture_asks_for_its_source_and_offers_the_one_beside_it(
+        qtbot, empty_window, model_files, tmp_path):
+    import shutil
+
+    from core.io import LoadOptions, load_model
+
+    window = empty_window
+    original = tmp_path / "whole_model.pt"
+    shutil.copy(model_files["pickle"], original)
+    psz, result = write_psz(load_model(str(original), LoadOptions(trust=True, input_shape=(1, 1, 28, 28))), tmp_path)
+    window.session.open_model(str(psz), "mnist")
+    qtbot.waitUntil(lambda: window.opener.dialog is not None and window.opener.dialog.isVisible(), timeout=60_000)
+    dialog = window.opener.dialog
+    assert dialog.source.text() == str(original) and "Source model" in dialog.message.text()
+    dialog.trust.setChecked(True)  # the source is a whole pickled model: it runs code
+    dialog.accept()
+    wait_idle(qtbot, window)
+    assert window.session.loaded.format == "prunescope"
+    assert torch.equal(window.session.loaded.module.state_dict()["body.fc1.weight"],
+                       result.model.state_dict()["body.fc1.weight"])
