@@ -12,6 +12,7 @@ ACCENT_FILL = (79, 195, 247, 90)
 WARM = "#ffb74d"        # rarely firing units
 DANGER = "#ef5350"      # dead units, errors
 GOOD = "#81c784"
+DISABLED = "#5f6368"    # text of a control that does nothing now (Undo with nothing to undo)
 
 
 def plot_defaults() -> None:

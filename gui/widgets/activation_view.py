@@ -87,6 +87,7 @@ class ActivationView(QWidget):
             header.addWidget(w)
 
         self.plot = pg.PlotWidget()
+        self.plot.setProperty("exportName", "How often units fire (bars)")
         theme.grid(self.plot, x=False)
         self.plot.setLabel("left", "fires on")
         self.plot.getAxis("left").setTicks([[(v, f"{v:.0%}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)]])
@@ -103,6 +104,7 @@ class ActivationView(QWidget):
         self.plot.scene().sigMouseClicked.connect(self._bar_clicked)
 
         self.heatmap = pg.PlotWidget()
+        self.heatmap.setProperty("exportName", "How often units fire (heatmap)")
         self.heatmap.setAspectLocked(True)
         self.heatmap.invertY(True)
         self.heatmap.hideAxis("left")
@@ -128,6 +130,7 @@ class ActivationView(QWidget):
         layout.addWidget(self.summary)
         for key in (QKeySequence.StandardKey.Delete, QKeySequence(Qt.Key.Key_Backspace)):
             shortcut = QShortcut(key, self, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.setWhatsThis("Remove the selected units (activation plot)")  # the help page lists it
             shortcut.activated.connect(self.remove_selected)
         self.show_layer("", None, "")
 

@@ -46,11 +46,13 @@ class CompareView(QWidget):
         self.curve_a = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(theme.MUTED, style=Qt.PenStyle.DashLine))
         self.curve_b = pg.PlotDataItem(stepMode="center", fillLevel=0, pen=pg.mkPen(theme.ACCENT),
                                        brush=pg.mkBrush(*theme.ACCENT_FILL))
+        self.weights_plot.setProperty("exportName", "Compare: weights of the selected tensor")
         self.weights_plot.addItem(self.curve_a)
         self.weights_plot.addItem(self.curve_b)
         self.class_plot = pg.PlotWidget(title="accuracy per class: A grey, B blue")
         self.class_bars_a = pg.BarGraphItem(x=[], height=[], width=0.38, brush=pg.mkBrush(theme.MUTED))
         self.class_bars_b = pg.BarGraphItem(x=[], height=[], width=0.38, brush=pg.mkBrush(theme.ACCENT))
+        self.class_plot.setProperty("exportName", "Compare: accuracy per class")
         self.class_plot.addItem(self.class_bars_a)
         self.class_plot.addItem(self.class_bars_b)
         self.changed_title = QLabel("", objectName="panelTitle")

@@ -48,6 +48,7 @@ class HistogramView(QWidget):
         header.addWidget(self.log_counts)
 
         self.plot = pg.PlotWidget()
+        self.plot.setProperty("exportName", "Weight histogram")
         self.plot.setMenuEnabled(True)
         theme.grid(self.plot)
         self.plot.setLabel("left", "weights")

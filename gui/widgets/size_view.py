@@ -24,6 +24,7 @@ class SizeView(QWidget):
         super().__init__(parent)
         self.title = theme.steady(QLabel("Where the bytes are", objectName="panelTitle"))
         self.plot = pg.PlotWidget()
+        self.plot.setProperty("exportName", "Where the bytes are")
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
         self.plot.getAxis("bottom").setTicks([[(v, f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1.0)]])

@@ -22,6 +22,7 @@ class TradeoffPlot(QWidget):
         super().__init__(parent)
         self.setObjectName("panel")
         self.plot = pg.PlotWidget()
+        self.plot.setProperty("exportName", "Accuracy against size")
         self.plot.setLogMode(x=True, y=False)
         theme.grid(self.plot)
         self.plot.setLabel("bottom", "size on disk (bytes, log scale)")
