@@ -42,15 +42,26 @@ def plot_png(plot) -> bytes:
 def _export_mode(widget: QWidget, painter):
     """pyqtgraph items of ``widget``'s scene draw for export meanwhile (what pyqtgraph's exporters do)."""
     scene = widget.scene() if hasattr(widget, "scene") and callable(widget.scene) else None
-    items = [item for item in (scene.items() if scene is not None else []) if hasattr(item, "setExportMode")]
+    import pyqtgraph as pg
+
+    everything = scene.items() if scene is not None else []
+    items = [item for item in everything if hasattr(item, "setExportMode")]
+    # an empty text item (a plot's message, when there is none) clips to an empty path, which the SVG
+    # writes as d="" (invalid SVG path data): it draws nothing, so it sits the export out
+    silent = [item for item in everything if isinstance(item, pg.TextItem) and item.isVisible()
+              and not item.toPlainText()]
     options = {"antialias": True, "background": None, "painter": painter}
     for item in items:
         item.setExportMode(True, options)
+    for item in silent:
+        item.hide()
     try:
         yield
     finally:
         for item in items:
             item.setExportMode(False)
+        for item in silent:
+            item.show()
 
 
 def save_svg(widget: QWidget, path: str) -> None:

@@ -338,7 +338,8 @@ class MainWindow(QMainWindow):
                                 QMessageBox.StandardButton.Cancel)
         load = box.addButton("Load and run its code", QMessageBox.ButtonRole.AcceptRole)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.buttonClicked.connect(lambda b: b is load and self.session.open_trusted(spec))
+        box.buttonClicked.connect(lambda b: self.session.open_trusted(spec) if b is load
+                                  else self.task_bar.note(f"Not opened: {spec}"))
 
     def _show_dialog(self, icon, title: str, text: str, buttons=QMessageBox.StandardButton.Ok) -> QMessageBox:
         box = QMessageBox(icon, title, text, buttons, self)

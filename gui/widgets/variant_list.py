@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
-from core.report.reports import human_bytes
+from core.report.reports import human_bytes, times
 from gui.variant_store import VariantStore
 
 
@@ -18,6 +18,9 @@ class VariantList(QWidget):
         self.setObjectName("panel")
         self.store = store
         self.list = QListWidget()
+        # a row is two lines, the name over its numbers: one line ran past the dock's edge
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.undo_button = QPushButton("Undo")
         self.redo_button = QPushButton("Redo")
         self.save_button = QPushButton("Save file…")
@@ -46,11 +49,12 @@ class VariantList(QWidget):
         self.list.clear()
         original = self.store.original
         for v in self.store.variants:
-            ratio = f" · {original.size_bytes / v.size_bytes:.0f}x" if original and not v.is_original else ""
+            ratio = f" · {times(original.size_bytes / v.size_bytes)}" if original and not v.is_original else ""
             accuracy = f" · {v.accuracy:.2%}" if v.accuracy is not None else ""
             mark = "" if v.is_original or v.id in self.store.saved else " ·  unsaved"
-            item = QListWidgetItem(f"{'original' if v.is_original else v.name}   {human_bytes(v.size_bytes)}"
+            item = QListWidgetItem(f"{'original' if v.is_original else v.name}\n{human_bytes(v.size_bytes)}"
                                    f"{ratio}{accuracy}{mark}")
+            item.setToolTip(item.text())
             item.setData(Qt.ItemDataRole.UserRole, v.id)
             self.list.addItem(item)
             if v.id == self.store.current_id:
