@@ -5,7 +5,8 @@
 Opens LeNet-300-100 on MNIST, applies a handful of quick recipes (magnitude pruning, two epochs of
 fine-tuning, k-means with codebook fine-tuning; seconds each) through the same Apply path a user clicks, selects a layer and shows the
 requested tab. With ``--save DIR`` it also writes a PNG of the window for every view and quits; with
-``--sizes 1366x768,1920x1080`` also one per view at each of those window sizes (``DIR/<view>-WxH.png``).
+``--sizes 1366x768,1920x1080`` also one per view at each of those window sizes (``DIR/<view>-WxH.png``,
+and ``DIR/heatmap-WxH.png``: the Layers page with the unit heatmap).
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def main() -> int:
         if args.save:
             folder = Path(args.save)
             folder.mkdir(parents=True, exist_ok=True)
-            shots = [(window.size(), "")] + [(QSize(*(int(n) for n in wh.lower().split("x"))), f"-{wh}")
-                                             for wh in args.sizes.split(",") if wh]
+            shots = [(window.size(), "")]
+            for wh in filter(None, args.sizes.split(",")):
+                shots.append((QSize(*(int(n) for n in wh.lower().split("x"))), f"-{wh}"))
             for size, suffix in shots:
                 window.resize(size)
                 for name, index in VIEWS.items():
@@ -84,6 +86,14 @@ def main() -> int:
                         app.processEvents()
                         time.sleep(0.02)
                     window.grab().save(str(folder / f"{name}{suffix}.png"))
+                if suffix:  # and the unit heatmap with its colour scale, at each extra size
+                    window.tabs.setCurrentIndex(VIEWS["layers"])
+                    window.activations.view_box.setCurrentIndex(1)
+                    for _ in range(20):
+                        app.processEvents()
+                        time.sleep(0.02)
+                    window.grab().save(str(folder / f"heatmap{suffix}.png"))
+                    window.activations.view_box.setCurrentIndex(0)
             for variant in session.variants.variants:
                 session.variants.saved.add(variant.id)
             window.confirm_close = lambda unsaved: True

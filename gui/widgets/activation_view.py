@@ -132,6 +132,7 @@ class ActivationView(QWidget):
         self.colour_bar.axis.setTicks([[(v, f"{v:.0%}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)]])
         self.heatmap.getPlotItem().layout.addItem(self.colour_bar, 2, 5)
         self.heatmap.getPlotItem().layout.setColumnFixedWidth(4, 8)
+        self.heatmap.getPlotItem().layout.setContentsMargins(2, 8, 2, 8)  # room for the bar's 0% and 100%
         self.heatmap.scene().sigMouseClicked.connect(self._cell_clicked)
         self.heatmap.scene().sigMouseMoved.connect(self._cell_hovered)
 

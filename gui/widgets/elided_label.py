@@ -17,6 +17,7 @@ class ElidedLabel(QLabel):
         policy.setHorizontalStretch(10)
         self.setSizePolicy(policy)
         self.setMinimumWidth(1)
+        self._detail = ""
         self._update_tip()
 
     def displayed_text(self) -> str:
@@ -34,8 +35,14 @@ class ElidedLabel(QLabel):
         super().resizeEvent(event)
         self._update_tip()
 
+    def set_detail(self, text: str) -> None:
+        """A tooltip for when the whole text shows (when it is cut, the tooltip is the whole text, then this)."""
+        self._detail = text
+        self._update_tip()
+
     def _update_tip(self) -> None:
-        self.setToolTip(self.text() if self.is_elided() else "")
+        whole = self.text() if self.is_elided() else ""
+        self.setToolTip("\n".join(t for t in (whole, getattr(self, "_detail", "")) if t))
 
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)

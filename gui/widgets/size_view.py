@@ -68,8 +68,9 @@ class SizeView(QWidget):
                           brushes=[pg.mkBrush(c) for c in colours], pens=[pg.mkPen(None)] * len(names))
         self.plot.getAxis("left").setTicks([[(int(yy), n) for yy, n in zip(y, names)]])
         self.plot.setRange(xRange=(0, 1.0), yRange=(-0.6, len(names) - 0.4), padding=0)
-        self.title.setText(f"Where the bytes are  ·  {human_bytes(total)} "
-                           + ("in the file" if stored else "of parameters"))
+        self.title.setText(f"Where the bytes are · {human_bytes(total)}" + (" in the file" if stored else ""))
+        self.title.set_detail(f"{human_bytes(total)} " + ("of tensors in the variant's file" if stored
+                                                            else "of parameters, stored densely"))
 
     def _on_click(self, event) -> None:
         if not self._names:

@@ -91,8 +91,9 @@ class TradeoffPlot(QWidget):
         else:
             self.caption.setText("The original is the star. Apply a recipe to add a variant.")
 
-    ANCHORS = ((0.5, 1.5), (0.5, -0.5), (-0.12, 0.5), (1.12, 0.5))
-    """Where a name may sit, tried in turn: above its point, below, right, left (TextItem anchors)."""
+    ANCHORS = ((0.5, 1.5), (0.5, -0.5), (-0.12, 0.5), (1.12, 0.5), (0.0, 1.5), (1.0, 1.5), (0.0, -0.5), (1.0, -0.5))
+    """Where a name may sit, tried in turn: above its point, below, right, left, then above or below
+    and to one side (TextItem anchors)."""
 
     def _place_labels(self, *_args) -> None:
         """Names that never cover each other or another point: the current variant's first, then the
