@@ -25,6 +25,9 @@ def apply_style(app: QApplication) -> None:
                          (QPalette.ColorRole.HighlightedText, "#ffffff"), (QPalette.ColorRole.ToolTipBase, theme.PANEL),
                          (QPalette.ColorRole.ToolTipText, theme.TEXT), (QPalette.ColorRole.PlaceholderText, theme.MUTED)):
         palette.setColor(role, QColor(colour))
+    # setColor above set every colour group, the disabled one too: a disabled button looked enabled
+    for role in (QPalette.ColorRole.ButtonText, QPalette.ColorRole.Text, QPalette.ColorRole.WindowText):
+        palette.setColor(QPalette.ColorGroup.Disabled, role, QColor(theme.DISABLED))
     app.setPalette(palette)
     app.setStyleSheet(resource_path("styles", "studio.qss").read_text(encoding="utf-8"))
     theme.plot_defaults()

@@ -8,13 +8,14 @@ import torch
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox, QScrollArea, QTabWidget,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QScrollArea,
+                               QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from core.eval import zoo
 from core.eval.data import BUILTIN_DATASETS, FASHION_HELP, dataset_available
 from core.fileio import atomic_write
-from gui.exporting import export_plot_to, plot_png
+from gui import shortcuts
+from gui.exporting import export_plot_to, plot_name, plot_png, plots_on_screen
 from gui.session import Session
 from gui.widgets.compare_view import CompareView
 from gui.widgets.demo_view import DemoView
@@ -134,13 +135,11 @@ class MainWindow(QMainWindow):
                                       triggered=self.session.inspect)
         self.cancel_action = QAction("Cancel task", self, shortcut=QKeySequence("Esc"),
                                      triggered=self.session.cancel)
-        self.export_hist_action = QAction("Export weight histogram…", self,
-                                          triggered=lambda: self.export_plot(self.histogram.plot))
-        self.export_act_action = QAction("Export activation plot…", self,
-                                         triggered=lambda: self.export_plot(self.activations.shown_plot()))
+        self.export_menu = QMenu("Export plot", self)  # every plot on screen, listed when the menu opens
+        self.export_menu.aboutToShow.connect(self._fill_export_menu)
         quit_action = QAction("Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
         for item in (self.open_action, self.recent_menu, self.zoo_menu, self.data_menu, None, self.inspect_action,
-                     self.cancel_action, None, self.export_hist_action, self.export_act_action, None, quit_action):
+                     self.cancel_action, None, self.export_menu, None, quit_action):
             if item is None:
                 file_menu.addSeparator()
             elif isinstance(item, QMenu):
@@ -180,7 +179,11 @@ class MainWindow(QMainWindow):
         bar.addAction(self.undo_action)
         bar.addAction(self.redo_action)
         help_menu = self.menuBar().addMenu("&Help")
+        self.help_action = QAction("Help and keyboard shortcuts", self, triggered=self.show_help,
+                                   shortcut=QKeySequence.StandardKey.HelpContents)
+        help_menu.addAction(self.help_action)
         help_menu.addAction("About Prunescope", self._about)
+        shortcuts.install(self, self.undo_action, self.redo_action, [self.apply_action, self.help_action])
 
     def _fill_data_menu(self) -> None:
         self.data_menu.clear()
@@ -193,6 +196,19 @@ class MainWindow(QMainWindow):
         self.data_menu.setToolTipsVisible(True)
         self.data_menu.addSeparator()
         self.data_menu.addAction("Open data folder…", self._open_data_folder)
+
+    def _fill_export_menu(self) -> None:
+        self.export_menu.clear()
+        plots = plots_on_screen(self)
+        for plot in plots:
+            self.export_menu.addAction(f"{plot_name(plot)}…", lambda p=plot: self.export_plot(p))
+        if not plots:
+            self.export_menu.addAction("No plot on screen").setEnabled(False)
+
+    def show_help(self) -> None:
+        """The help page: every shortcut (read from the actions) and the README's link."""
+        self.help_dialog = shortcuts.HelpDialog(self)
+        self.help_dialog.open()
 
     def _open_data_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open data folder (IDX files, or one folder per class)")
@@ -339,7 +355,8 @@ class MainWindow(QMainWindow):
                                 QMessageBox.StandardButton.Cancel)
         load = box.addButton("Load and run its code", QMessageBox.ButtonRole.AcceptRole)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.buttonClicked.connect(lambda b: b is load and self.session.open_trusted(spec))
+        box.buttonClicked.connect(lambda b: self.session.open_trusted(spec) if b is load
+                                  else self.task_bar.note(f"Not opened: {spec}"))
 
     def _show_dialog(self, icon, title: str, text: str, buttons=QMessageBox.StandardButton.Ok) -> QMessageBox:
         box = QMessageBox(icon, title, text, buttons, self)
@@ -349,9 +366,12 @@ class MainWindow(QMainWindow):
         return box
 
     def _about(self) -> None:
-        self._show_dialog(QMessageBox.Icon.Information, "About Prunescope",
-                          "Prunescope: see what compression does to a neural network.\n"
-                          "Honest bytes, measured accuracy.")
+        box = self._show_dialog(QMessageBox.Icon.Information, "About Prunescope", shortcuts.about_html())
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        label = box.findChild(QLabel, "qt_msgbox_label")
+        if label is not None:
+            label.setOpenExternalLinks(True)
 
     # ------------------------------------------------------------------------------------------ window
     def dragEnterEvent(self, event) -> None:

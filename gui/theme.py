@@ -12,6 +12,7 @@ ACCENT_FILL = (79, 195, 247, 90)
 WARM = "#ffb74d"        # rarely firing units
 DANGER = "#ef5350"      # dead units, errors
 GOOD = "#81c784"
+DISABLED = "#5f6368"    # text of a control that does nothing now (Undo with nothing to undo)
 
 
 def plot_defaults() -> None:
@@ -48,3 +49,20 @@ def grid(plot, x: bool = True, y: bool = True) -> None:
     plot.showGrid(x=x, y=y, alpha=0.15)
     for name in ("left", "bottom"):
         plot.getAxis(name).setStyle(maxTickLevel=1)
+
+
+def wrapped_message(item, plot) -> None:
+    """Keep a plot's centred message (a pyqtgraph TextItem) inside the plot: its text wraps at the view's
+    width, now and whenever the plot is resized (a long "not measured: ..." ran past both edges)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QTextOption
+
+    view = plot.getPlotItem().getViewBox()
+    item.textItem.document().setDefaultTextOption(QTextOption(Qt.AlignmentFlag.AlignCenter))
+
+    def fit(*_args) -> None:
+        width = view.width() if view.width() > 0 else plot.width()
+        item.setTextWidth(max(80.0, width - 24))
+
+    view.sigResized.connect(fit)
+    fit()

@@ -142,6 +142,35 @@ def compare_layers(a: Variant, b: Variant) -> list[LayerDiff]:
                       (rows_a.get(n, empty).bytes, rows_b.get(n, empty).bytes)) for n in names]
 
 
+def stored_bytes_by_layer(variant: Variant) -> dict[str, int]:
+    """Bytes each layer (module name, "" for the model's own parameters) takes in the variant's file: the
+    sum over its tensors of what the file's byte account priced them at. The original's are its dense
+    bytes. Header and framing bytes belong to no layer."""
+    sizes: dict[str, int] = {}
+    for row in variant.layers:
+        layer = row.name.rsplit(".", 1)[0] if "." in row.name else ""
+        sizes[layer] = sizes.get(layer, 0) + row.bytes
+    return sizes
+
+
+CHANCE_MARGIN = 0.05
+"""How far above 1/classes an accuracy still counts as guessing (a 10-class model at 14% does not work)."""
+
+
+def chance_level(variant: Variant) -> float | None:
+    """The accuracy of guessing: 1 / the number of classes in the test labels (None without predictions)."""
+    if variant.labels is None or not len(variant.labels):
+        return None
+    classes = int(max(variant.labels.max(), variant.predictions.max() if variant.predictions is not None else 0)) + 1
+    return 1.0 / max(classes, 1)
+
+
+def at_chance(variant: Variant) -> bool:
+    """Whether the variant's accuracy is no better than guessing (within :data:`CHANCE_MARGIN`)."""
+    chance = chance_level(variant)
+    return chance is not None and variant.accuracy is not None and variant.accuracy <= chance + CHANCE_MARGIN
+
+
 def _flat_prepare(loaded):
     flat = loaded.input_shape is not None and len(loaded.input_shape) == 2
     return (lambda x: x.reshape(x.shape[0], -1)) if flat else None

@@ -7,7 +7,7 @@ import base64
 import html
 from datetime import datetime, timezone
 
-from core.report.reports import human_bytes, latency_change
+from core.report.reports import human_bytes, latency_change, size_change
 from core.pipeline.variants import Variant, compare_layers
 
 STYLE = """
@@ -23,13 +23,18 @@ img { max-width: 100%; border-radius: 8px; margin: 8px 0; }
 """
 
 
-def summary_line(original: Variant, variant: Variant) -> str:
-    """"1.07 MB -> 20.1 KB, 53x smaller, accuracy 98.94% -> 98.90%"."""
-    text = (f"{human_bytes(original.size_bytes)} → {human_bytes(variant.size_bytes)}, "
-            f"{original.size_bytes / variant.size_bytes:.0f}x smaller")
+def summary_phrases(original: Variant, variant: Variant) -> list[str]:
+    """The headline's phrases, each to be read whole: ["1.07 MB → 20.1 KB", "53x smaller", "accuracy …"]."""
+    phrases = [f"{human_bytes(original.size_bytes)} → {human_bytes(variant.size_bytes)}",
+               size_change(original.size_bytes, variant.size_bytes)]
     if original.accuracy is not None and variant.accuracy is not None:
-        text += f", accuracy {original.accuracy:.2%} → {variant.accuracy:.2%}"
-    return text
+        phrases.append(f"accuracy {original.accuracy:.2%} → {variant.accuracy:.2%}")
+    return phrases
+
+
+def summary_line(original: Variant, variant: Variant) -> str:
+    """"1.07 MB → 20.1 KB, 53x smaller, accuracy 98.94% → 98.90%"."""
+    return ", ".join(summary_phrases(original, variant))
 
 
 def build_html(model_name: str, original: Variant, variant: Variant, images: dict[str, bytes],

@@ -86,6 +86,19 @@ def write_json(result: Inspection, path: str | os.PathLike) -> None:
     write_json_file(inspection_to_dict(result), path)
 
 
+def times(ratio: float) -> str:
+    """A size ratio with the digits it needs: ``81.3`` -> ``"81x"``, ``1.02`` -> ``"1.02x"`` (under 10, two
+    decimals: a 2% change must not read "1x"). Every view writes ratios through this one function."""
+    return f"{ratio:.0f}x" if ratio >= 9.995 else f"{ratio:.2f}x"
+
+
+def size_change(before: int | float, after: int | float) -> str:
+    """``"81x smaller"``, ``"1.02x smaller"``, ``"1.25x larger"`` or ``"the same size"``, from two byte counts."""
+    if not before or not after or before == after:
+        return "the same size"
+    return f"{times(before / after)} smaller" if after < before else f"{times(after / before)} larger"
+
+
 def human_bytes(n: int | float | None) -> str:
     """``1066440`` -> ``"1.07 MB"`` (decimal units, as file managers show)."""
     if n is None:
@@ -252,7 +265,7 @@ def compression_summary(result) -> str:
     lines.append(f"{'header + framing':24s} {'':10s} {'':>7s} {'':>6s} {'':>8s} {'':>12s} "
                  f"{result.account.header_bytes + result.account.framing_bytes:>10,}")
     lines.append(f"original {result.original_bytes:,} bytes -> compressed {result.compressed_bytes:,} bytes: "
-                 f"{result.ratio:.1f}x smaller")
+                 f"{times(result.ratio)} smaller")
     stage_text = ", ".join(f"{k} {v:,}" for k, v in result.stages.items())
     lines.append(f"stages (bytes of real encodings): {stage_text}")
     for label, m in (("before", result.before), ("after", result.after), ("int8", result.int8)):

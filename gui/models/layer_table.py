@@ -33,8 +33,11 @@ class LayerTableModel(QStandardItemModel):
         self._names: list[str] = []
         self._codebooks: dict = {}
         self._overrides_of = lambda name: []  # the recipe's per-layer values for a layer, as text
+        self._stored: dict[str, int] = {}
+        self._finished = False
         self.setHorizontalHeaderLabels(list(COLUMNS))
-        tips = {"Sparsity": "fraction of the layer's parameters that are exactly zero",
+        tips = {"Bytes": "the layer's bytes: dense in the original, as stored in a compressed variant's file",
+                "Sparsity": "fraction of the layer's parameters that are exactly zero",
                 "Near 0": "fraction of weights with |w| at most 1% of the layer's largest |w|",
                 "Fires": "mean over units of how often a unit's output is positive on the data set",
                 "Dead": "units that never fired on the data set",
@@ -46,10 +49,15 @@ class LayerTableModel(QStandardItemModel):
             if column in tips:
                 self.setHeaderData(section, Qt.Orientation.Horizontal, tips[column], Qt.ItemDataRole.ToolTipRole)
 
-    def set_measurements(self, measurements: Measurements, codebooks: dict | None = None) -> None:
-        """Show ``measurements``; ``codebooks`` (layer -> levels) are the current variant's quantized layers."""
+    def set_measurements(self, measurements: Measurements, codebooks: dict | None = None,
+                         stored: dict[str, int] | None = None, finished: bool = False) -> None:
+        """Show ``measurements``; ``codebooks`` (layer -> levels) are the current variant's quantized layers,
+        ``stored`` (layer -> bytes) what a compressed variant's file takes per layer (Bytes shows it);
+        ``finished``: the inspection is over, so what has not come is not coming ("—", not "…")."""
         self._m = measurements
         self._codebooks = codebooks or {}
+        self._stored = stored or {}
+        self._finished = finished
         layers = measurements.inventory.layers if measurements.inventory else ()
         names = [info.name for info in layers]
         if names != self._names:
@@ -69,7 +77,7 @@ class LayerTableModel(QStandardItemModel):
                 item.setData(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
                              Qt.ItemDataRole.TextAlignmentRole)
             self.setItem(row, col, item)
-        text = ("—" if value is None and ((col in (7, 8) and self._m.activations) or col == 9)
+        text = ("—" if value is None and ((col in (7, 8) and (self._m.activations or self._finished)) or col == 9)
                 else self._text(col, value))
         # "—": measured, but this layer has no neurons of its own (BatchNorm, LayerNorm, ...)
         if col == 2:
@@ -118,8 +126,9 @@ class LayerTableModel(QStandardItemModel):
         status = [mark for mark, on in (("pruned", info.sparsity >= 0.01), ("shared", levels is not None),
                                         ("dead units", act is not None and len(act.dead) > 0)) if on]
         overrides = self._overrides_of(info.name)
-        return (f"{MARK}{info.name}" if overrides else info.name, info.type, info.shape, info.params, info.bytes,
-                info.sparsity, ws.near_zero if ws else None, float(act.nonzero_fraction.mean()) if act else None,
+        return (f"{MARK}{info.name}" if overrides else info.name, info.type, info.shape, info.params,
+                self._stored.get(info.name, info.bytes), info.sparsity,
+                ws.near_zero if ws else None, float(act.nonzero_fraction.mean()) if act else None,
                 (len(act.dead), act.units) if act else None, bits, " · ".join(status) or "—",
                 " · ".join(overrides) or "—")
 

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushBu
 
 from core.analysis.activations import ActivationStats
 from gui import theme
+from gui.widgets.elided_label import ElidedLabel
 
 RARE = 0.05  # units firing on fewer than 5% of observations are drawn in the warning colour
 
@@ -32,14 +33,27 @@ def heatmap_grid(units: int) -> tuple[int, int]:
     return max(1, math.ceil(units / columns)), columns
 
 
+def firing_rgb(rates: np.ndarray) -> np.ndarray:
+    """The heatmap's colour of each firing rate (0-1), (n, 3) floats: dark (never) to the accent colour
+    (always), on a square-root scale so that rare units stay distinguishable from dead ones. The heatmap
+    and its colour bar both come from here."""
+    low, high = _rgb(theme.PANEL), _rgb(theme.ACCENT)
+    t = np.sqrt(np.clip(np.asarray(rates, dtype=np.float64), 0, 1))[:, None]
+    return low + (high - low) * (0.15 + 0.85 * t)
+
+
+def firing_colormap() -> pg.ColorMap:
+    """:func:`firing_rgb` as a pyqtgraph colour map over rates 0-1, for the heatmap's colour bar."""
+    rates = np.linspace(0.0, 1.0, 33)
+    return pg.ColorMap(rates, firing_rgb(rates).astype(np.uint8))
+
+
 def heatmap_rgba(rates: np.ndarray, selected: set[int] | frozenset[int] = frozenset()) -> np.ndarray:
     """Firing rates as a (rows, columns, 4) uint8 image in unit order, row by row: dark (never) to the
     accent colour (always), dead units red, selected units white, cells past the last unit transparent."""
     rows, columns = heatmap_grid(len(rates))
-    low, high = _rgb(theme.PANEL), _rgb(theme.ACCENT)
     image = np.zeros((rows * columns, 4), dtype=np.uint8)
-    t = np.sqrt(np.clip(rates, 0, 1))[:, None]  # square root: rare units stay distinguishable from dead ones
-    image[:len(rates), :3] = (low + (high - low) * (0.15 + 0.85 * t)).astype(np.uint8)
+    image[:len(rates), :3] = firing_rgb(rates).astype(np.uint8)
     image[:len(rates), 3] = 255
     image[np.flatnonzero(rates == 0), :3] = _rgb(theme.DANGER)
     for unit in selected:
@@ -63,7 +77,7 @@ class ActivationView(QWidget):
         self._order = np.zeros(0, dtype=np.int64)  # unit index drawn at each bar position
         self.selected: set[int] = set()
         self.removable = True
-        self.title = QLabel("Activations")
+        self.title = ElidedLabel("Activations")
         self.title.setObjectName("panelTitle")
         self.view_box = QComboBox()
         self.view_box.addItems(["bars", "heatmap"])
@@ -87,6 +101,7 @@ class ActivationView(QWidget):
             header.addWidget(w)
 
         self.plot = pg.PlotWidget()
+        self.plot.setProperty("exportName", "How often units fire (bars)")
         theme.grid(self.plot, x=False)
         self.plot.setLabel("left", "fires on")
         self.plot.getAxis("left").setTicks([[(v, f"{v:.0%}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)]])
@@ -100,15 +115,24 @@ class ActivationView(QWidget):
         self.plot.addItem(self.selection_bars)
         self.message = pg.TextItem("", color=theme.MUTED, anchor=(0.5, 0.5))
         self.plot.addItem(self.message, ignoreBounds=True)
+        theme.wrapped_message(self.message, self.plot)
         self.plot.scene().sigMouseClicked.connect(self._bar_clicked)
 
         self.heatmap = pg.PlotWidget()
+        self.heatmap.setProperty("exportName", "How often units fire (heatmap)")
         self.heatmap.setAspectLocked(True)
         self.heatmap.invertY(True)
         self.heatmap.hideAxis("left")
         self.heatmap.hideAxis("bottom")
         self.heatmap_image = pg.ImageItem(axisOrder="row-major")
         self.heatmap.addItem(self.heatmap_image)
+        # the scale the cells are coloured on (dead units, red, are named in the summary below)
+        self.colour_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=firing_colormap(), interactive=False,
+                                          width=12, label="fires on")
+        self.colour_bar.axis.setTicks([[(v, f"{v:.0%}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)]])
+        self.heatmap.getPlotItem().layout.addItem(self.colour_bar, 2, 5)
+        self.heatmap.getPlotItem().layout.setColumnFixedWidth(4, 8)
+        self.heatmap.getPlotItem().layout.setContentsMargins(2, 8, 2, 8)  # room for the bar's 0% and 100%
         self.heatmap.scene().sigMouseClicked.connect(self._cell_clicked)
         self.heatmap.scene().sigMouseMoved.connect(self._cell_hovered)
 
@@ -119,7 +143,6 @@ class ActivationView(QWidget):
         self.summary.setObjectName("caption")
         self.summary.setWordWrap(True)  # a long line must not set the panel's minimum width
         theme.steady(self.summary, 4)
-        theme.steady(self.title)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
@@ -128,6 +151,7 @@ class ActivationView(QWidget):
         layout.addWidget(self.summary)
         for key in (QKeySequence.StandardKey.Delete, QKeySequence(Qt.Key.Key_Backspace)):
             shortcut = QShortcut(key, self, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.setWhatsThis("Remove the selected units (activation plot)")  # the help page lists it
             shortcut.activated.connect(self.remove_selected)
         self.show_layer("", None, "")
 
@@ -140,7 +164,7 @@ class ActivationView(QWidget):
             self.selected = set()
         self._name, self._stats, self._waiting, self._unit, self._source = name, stats, waiting, unit, source
         self.removable = removable
-        self.title.setText(f"How often {name or 'the model'}'s {unit} fire" if name else "Activations")
+        self.title.setText(f"{name}  ·  {unit} firing" if name else "Activations")
         self._redraw()
 
     def displayed(self) -> np.ndarray:
@@ -225,7 +249,7 @@ class ActivationView(QWidget):
     # ------------------------------------------------------------------------------------------ drawing
     def _switch_view(self, index: int) -> None:
         self.stack.setCurrentIndex(index)
-        self.sorted_box.setEnabled(index == 0)
+        self.sorted_box.setVisible(index == 0)  # the heatmap is always in unit order
         self._redraw()
 
     def _redraw(self) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QSplitter,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from core.report.reports import human_bytes, latency_change
+from core.report.reports import human_bytes, latency_change, times
 from core.pipeline.variants import Variant, changed_predictions, compare_layers, per_class_accuracy
 from gui import theme
 
 MAX_IMAGES = 24
+IMAGE_PIXELS = 84  # a 28x28 digit at 3x
+MAX_TABLE_WIDTH = 640  # the per-tensor table's least width, at most (the weights plot beside it takes the rest)
 
 
 def _pixmap(image: np.ndarray, scale: int = 3) -> QPixmap:
@@ -41,40 +43,59 @@ class CompareView(QWidget):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.weights_plot = pg.PlotWidget(title="|w| of the selected tensor's layer: A dashed, B filled")
+        # columns as wide as their contents, the table as wide as its columns (_fit_table): a stretched last
+        # column fed its width back into the table's and pushed Bytes and Change behind a scrollbar
+        self.table.horizontalHeader().setStretchLastSection(False)
+        self.weights_plot = pg.PlotWidget(title="|w| of the selected tensor: A dashed, B filled")
         self.curve_a = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(theme.MUTED, style=Qt.PenStyle.DashLine))
         self.curve_b = pg.PlotDataItem(stepMode="center", fillLevel=0, pen=pg.mkPen(theme.ACCENT),
                                        brush=pg.mkBrush(*theme.ACCENT_FILL))
+        self.weights_plot.setProperty("exportName", "Compare: weights of the selected tensor")
         self.weights_plot.addItem(self.curve_a)
         self.weights_plot.addItem(self.curve_b)
         self.class_plot = pg.PlotWidget(title="accuracy per class: A grey, B blue")
         self.class_bars_a = pg.BarGraphItem(x=[], height=[], width=0.38, brush=pg.mkBrush(theme.MUTED))
         self.class_bars_b = pg.BarGraphItem(x=[], height=[], width=0.38, brush=pg.mkBrush(theme.ACCENT))
+        self.class_plot.setProperty("exportName", "Compare: accuracy per class")
         self.class_plot.addItem(self.class_bars_a)
         self.class_plot.addItem(self.class_bars_b)
-        self.changed_title = QLabel("", objectName="panelTitle")
-        self.changed_grid = QGridLayout()
+        self.changed_title = QLabel("", objectName="panelTitle", wordWrap=True)
+        # the changed images flow into as many columns as fit and scroll: a grid of fixed rows overlapped
+        # and set the window's minimum height (taller than a 768-pixel screen)
+        self.changed_images = QListWidget(objectName="changedImages")
+        self.changed_images.setViewMode(QListView.ViewMode.IconMode)
+        self.changed_images.setResizeMode(QListView.ResizeMode.Adjust)
+        self.changed_images.setMovement(QListView.Movement.Static)
+        self.changed_images.setWrapping(True)
+        self.changed_images.setUniformItemSizes(True)
+        self.changed_images.setSpacing(4)
+        self.changed_images.setIconSize(QSize(IMAGE_PIXELS, IMAGE_PIXELS))
+        self.changed_images.setSelectionMode(QListView.SelectionMode.NoSelection)
+        self.changed_images.setMinimumHeight(IMAGE_PIXELS + 12)  # one row of digits, their captions may scroll
         changed = QWidget()
         changed_layout = QVBoxLayout(changed)
+        changed_layout.setContentsMargins(6, 0, 0, 0)
         changed_layout.addWidget(self.changed_title)
-        changed_layout.addLayout(self.changed_grid)
-        changed_layout.addStretch(1)
+        changed_layout.addWidget(self.changed_images, 1)
 
         pickers = QHBoxLayout()
         pickers.addWidget(QLabel("Compare A", objectName="caption"))
         pickers.addWidget(self.a_box, 1)
         pickers.addWidget(QLabel("with B", objectName="caption"))
         pickers.addWidget(self.b_box, 1)
-        top = QSplitter(Qt.Orientation.Horizontal)
+        self.top = top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(self.table)
         top.addWidget(self.weights_plot)
+        top.setStretchFactor(1, 1)  # the table keeps the width its columns need (see _fit_table)
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(self.class_plot)
         bottom.addWidget(changed)
+        bottom.setSizes([400, 600])
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(top)
         body.addWidget(bottom)
+        body.setSizes([1, 1])  # half each: the table's rows and the images both get room
+        self.body = body
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.addLayout(pickers)
@@ -112,7 +133,7 @@ class CompareView(QWidget):
                if a.accuracy is not None and b.accuracy is not None else "not measured")
         lat = latency_change(a.latency, b.latency) if a.latency and b.latency else "not measured"  # stored ones
         self.summary.setText(f"<b>Size</b> {human_bytes(a.size_bytes)} → {human_bytes(b.size_bytes)} "
-                             f"({a.size_bytes / b.size_bytes:.1f}x)   <b>Accuracy</b> {acc}   <b>Latency</b> {lat}")
+                             f"({times(a.size_bytes / b.size_bytes)})   <b>Accuracy</b> {acc}   <b>Latency</b> {lat}")
         self._fill_table(a, b)
         self._draw_weights()
         self._draw_classes(a, b)
@@ -131,6 +152,27 @@ class CompareView(QWidget):
         self.table.resizeColumnsToContents()
         if rows and self.table.currentRow() < 0:
             self.table.setCurrentCell(0, 0)
+        self._fit_table()
+
+    def _fit_table(self) -> None:
+        """Give the table the width of all its columns (Bytes and Change were behind a scrollbar), leaving
+        the weights plot at least a third of the row, and the height of its rows, leaving the class plot
+        and the changed images at least 45% of the page."""
+        header = self.table.horizontalHeader()
+        needed = (sum(header.sectionSize(i) for i in range(header.count())) + 2 * self.table.frameWidth()
+                  + self.table.verticalScrollBar().sizeHint().width() + 2)
+        total = sum(self.top.sizes())
+        self.table.setMinimumWidth(min(needed, MAX_TABLE_WIDTH))  # the splitter cannot squeeze it again
+        if total > 0:
+            width = min(needed, total * 2 // 3)
+            self.top.setSizes([width, total - width])
+        rows = self.table.rowCount()
+        tall = (header.height() + 2 * self.table.frameWidth() + 4
+                + sum(self.table.rowHeight(i) for i in range(rows)))
+        total = sum(self.body.sizes())
+        if total > 0 and rows:
+            height = min(tall, total * 55 // 100)
+            self.body.setSizes([height, total - height])
 
     def _draw_weights(self) -> None:
         a, b = self.pair()
@@ -159,10 +201,7 @@ class CompareView(QWidget):
         self.class_plot.setYRange(max(0.0, low - 0.02), 1.0)
 
     def _show_changed(self, a: Variant, b: Variant) -> None:
-        while self.changed_grid.count():
-            widget = self.changed_grid.takeAt(0).widget()
-            if widget is not None:
-                widget.deleteLater()
+        self.changed_images.clear()
         changed = changed_predictions(a, b)
         wrong = changed["now_wrong"]
         self.changed_title.setText(f"B now gets {len(wrong)} test images wrong that A got right "
@@ -170,17 +209,13 @@ class CompareView(QWidget):
         if self.images is None:
             return
         names = self.classes or tuple(str(i) for i in range(int(b.labels.max()) + 1))
-        for k, index in enumerate(wrong[:MAX_IMAGES]):
-            cell = QLabel()
-            cell.setPixmap(_pixmap(np.asarray(self.images[index])))
-            cell.setToolTip(f"test image {index}")
-            caption = QLabel(f"{names[b.labels[index]]} → {names[b.predictions[index]]}", objectName="caption")
-            box = QWidget()
-            box_layout = QVBoxLayout(box)
-            box_layout.setContentsMargins(2, 2, 2, 2)
-            box_layout.addWidget(cell, 0, Qt.AlignmentFlag.AlignHCenter)
-            box_layout.addWidget(caption, 0, Qt.AlignmentFlag.AlignHCenter)
-            self.changed_grid.addWidget(box, k // 8, k % 8)
+        for index in wrong[:MAX_IMAGES]:
+            item = QListWidgetItem(QIcon(_pixmap(np.asarray(self.images[index]))),
+                                   f"{names[b.labels[index]]} → {names[b.predictions[index]]}")
+            item.setToolTip(f"test image {index}: a {names[b.labels[index]]}, which B takes for a "
+                            f"{names[b.predictions[index]]}")
+            item.setSizeHint(QSize(IMAGE_PIXELS + 16, IMAGE_PIXELS + 28))
+            self.changed_images.addItem(item)
 
     def shown_images(self) -> int:
-        return self.changed_grid.count()
+        return self.changed_images.count()

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QButtonGroup, QCheckBox, QHBoxLayout, QLabel, QToo
 from core.analysis.inventory import LayerInfo
 from core.analysis.stats import Histogram, WeightStats
 from gui import theme
+from gui.widgets.elided_label import ElidedLabel
 
 MODES = {"abs": "|w|", "signed": "w", "log": "log₁₀ |w|"}
 
@@ -29,7 +30,7 @@ class HistogramView(QWidget):
         self._stats: WeightStats | None = None
         self._info: LayerInfo | None = None
 
-        self.title = QLabel("Weight magnitudes")
+        self.title = ElidedLabel("Weight magnitudes")
         self.title.setObjectName("panelTitle")
         self.mode_buttons = QButtonGroup(self)
         header = QHBoxLayout()
@@ -48,6 +49,7 @@ class HistogramView(QWidget):
         header.addWidget(self.log_counts)
 
         self.plot = pg.PlotWidget()
+        self.plot.setProperty("exportName", "Weight histogram")
         self.plot.setMenuEnabled(True)
         theme.grid(self.plot)
         self.plot.setLabel("left", "weights")
@@ -62,6 +64,7 @@ class HistogramView(QWidget):
         self.plot.addItem(self.curve)
         self.message = pg.TextItem("", color=theme.MUTED, anchor=(0.5, 0.5))
         self.plot.addItem(self.message, ignoreBounds=True)
+        theme.wrapped_message(self.message, self.plot)
         # the original's distribution, once a compressed variant is shown
         self.overlay = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(theme.MUTED, width=1, style=Qt.PenStyle.DashLine),
                                        antialias=False)
@@ -87,7 +90,6 @@ class HistogramView(QWidget):
         self.summary.setWordWrap(True)  # a long line must not set the panel's minimum width
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         theme.steady(self.summary, 2)
-        theme.steady(self.title)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
@@ -191,7 +193,7 @@ class HistogramView(QWidget):
     def _redraw(self) -> None:
         info, stats, hist = self._info, self._stats, self.histogram()
         name = (info.name or "(model)") if info else ""
-        self.title.setText(f"Weights of {name}  ·  {info.type} {'×'.join(map(str, info.shape))}" if info
+        self.title.setText(f"{name}  ·  {info.type} {'×'.join(map(str, info.shape))}" if info
                            else "Weights")
         self.plot.setLabel("bottom", MODES[self.mode])
         if hist is None:

@@ -7,7 +7,7 @@ variant, the original's distribution is overlaid and the layer's codebook levels
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelectionModel, QPoint, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QPoint, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QSplitter, QTableView, QVBoxLayout,
                                QWidget)
 
@@ -22,6 +22,10 @@ DEFAULT_COLUMNS = ("Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Bi
 """The Override column is not among them: it shows by itself while the recipe has a per-layer value."""
 """The columns shown until the user picks others (right-click the header): the rest fit in the pane's
 width only on a wide screen, and each is one click away."""
+
+
+BYTES_MIN_HEIGHT = 130
+"""The least height "Where the bytes are" keeps beside a long layer table (its title and three bars)."""
 
 
 class LayersPage(QWidget):
@@ -71,6 +75,8 @@ class LayersPage(QWidget):
         self.left_splitter.addWidget(self.table)
         self.left_splitter.addWidget(self.size_view)
         self.left_splitter.setSizes([520, 300])
+        # a smaller window shrinks both panes by the same share: the table fell to 1.5 rows at 1366x768
+        self.left_splitter.installEventFilter(self)
         left_layout.addWidget(self.left_splitter, 1)
         left_layout.addWidget(QLabel("Click a layer to inspect it; drag the red line to prune it. Drop a model "
                                      "file anywhere to open it.", objectName="caption", wordWrap=True))
@@ -92,10 +98,18 @@ class LayersPage(QWidget):
         session.sig_model_changed.connect(self._on_model_changed)
         session.sig_measured.connect(self._on_measured)
         session.variants.sig_current_changed.connect(self._on_current_variant)
+        session.runner.sig_idle.connect(self._on_idle)
 
     def _codebooks(self) -> dict:
         current = self.session.variants.current
         return current.codebooks if current is not None else {}
+
+    def _stored(self) -> dict[str, int] | None:
+        """Bytes per layer in the current variant's file; None for the original (its dense sizes are right)."""
+        from core.pipeline.variants import stored_bytes_by_layer
+
+        current = self.session.variants.current
+        return stored_bytes_by_layer(current) if current is not None and not current.is_original else None
 
     def _on_current_variant(self, _variant_id: int) -> None:
         self._show_layer(self.current_layer())
@@ -160,7 +174,7 @@ class LayersPage(QWidget):
             self._show_layer(name, units=False)
         else:
             self._show_layer(name)
-            self.size_view.show_inventory(self.session.measurements.inventory, name)
+            self.size_view.show_inventory(self.session.measurements.inventory, name, self._stored())
         self.sig_layer_changed.emit(name or "")
 
     # ------------------------------------------------------------------------------------------ session
@@ -178,13 +192,13 @@ class LayersPage(QWidget):
 
     def _on_model_changed(self) -> None:
         self._kept_selection = self.current_layer() or self._kept_selection
-        self.table_model.set_measurements(self.session.measurements, self._codebooks())
+        self.table_model.set_measurements(self.session.measurements, self._codebooks(), self._stored())
         self.size_view.show_inventory(None)
         self._show_layer(None)
 
     def _on_measured(self, key: str) -> None:
         selected = self.current_layer() or self._kept_selection
-        self.table_model.set_measurements(self.session.measurements, self._codebooks())
+        self.table_model.set_measurements(self.session.measurements, self._codebooks(), self._stored())
         if key == "inventory" and self.table_model.rowCount():
             # A new model's layers: every plot on the page redraws, and each pyqtgraph scene repaints in
             # Python (16-24 ms on a large model). Drawn in one pass they froze the window for 50-60 ms, so
@@ -204,19 +218,34 @@ class LayersPage(QWidget):
             if key == "weights":
                 self.sig_layer_changed.emit(selected or "")
 
+    def _on_idle(self) -> None:
+        """The inspection is over: cells still waiting ("…") say they will not come, and so does the unit plot."""
+        if self.session.measurements.inventory is not None:
+            self.table_model.set_measurements(self.session.measurements, self._codebooks(), self._stored(),
+                                              finished=True)
+            self._show_layer(self.current_layer(), weights=False)
+
     def _after_landing(self) -> None:
         name = self.current_layer()
-        self.size_view.show_inventory(self.session.measurements.inventory, name)
+        self.size_view.show_inventory(self.session.measurements.inventory, name, self._stored())
         self._show_layer(name, weights=False)
 
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self.left_splitter and event.type() == QEvent.Type.Resize and self.table_model.rowCount():
+            QTimer.singleShot(0, self, self._fit_table)  # once the splitter has laid its panes out
+        return False
+
     def _fit_table(self) -> None:
-        """Give the table's empty rows to the bytes plot: a three-layer model should not sit above a
-        half-empty table. A table that needs more room than it has keeps what it has (it scrolls)."""
+        """Size the table to its rows, both ways: a three-layer model gives its empty rows to the bytes plot,
+        and a six-layer model opened after it gets them back (the table stayed three rows tall). The bytes
+        plot keeps at least BYTES_MIN_HEIGHT; a table that needs more than the rest scrolls."""
         sizes = self.left_splitter.sizes()
+        if len(sizes) != 2 or sum(sizes) <= 0:
+            return
         needed = (self.table.horizontalHeader().height() + 2 * self.table.frameWidth() + 4
                   + self.table.verticalHeader().length() + self.table.horizontalScrollBar().sizeHint().height())
-        if len(sizes) == 2 and sizes[0] > needed:
-            self.left_splitter.setSizes([needed, sizes[1] + sizes[0] - needed])
+        table = max(min(needed, sum(sizes) - BYTES_MIN_HEIGHT), 0)
+        self.left_splitter.setSizes([table, sum(sizes) - table])
 
     # ------------------------------------------------------------------------------------------ drawing
     def _threshold_dragged(self, threshold: float) -> None:

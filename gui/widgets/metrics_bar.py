@@ -8,6 +8,7 @@ from core.report.reports import (human_bytes, latency_basis, latency_figure, lat
                                  latency_spread)
 from gui import theme
 from gui.session import Session
+from gui.widgets.elided_label import ElidedLabel
 
 
 class Card(QFrame):
@@ -16,11 +17,10 @@ class Card(QFrame):
         self.setObjectName("card")
         self.setToolTip(tooltip)
         self.caption = QLabel(caption.upper(), objectName="cardCaption")
-        self.value = QLabel("—", objectName="cardValue")
+        self.value = ElidedLabel("—", objectName="cardValue")  # a long value ends in "…", whole in its tooltip
         self.detail = QLabel("", objectName="cardDetail")
         self.detail.setWordWrap(True)
-        for label, lines in ((self.value, None), (self.detail, 2)):
-            theme.steady(label, lines)
+        theme.steady(self.detail, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 8, 14, 8)
         layout.setSpacing(1)
@@ -66,7 +66,12 @@ class MetricsBar(QWidget):
             return
         data = s.data.name if s.data else "no data set"
         description = s.loaded.meta.get("description") or s.loaded.source
-        self.cards["model"].set(s.loaded.name, f"{description}  ·  {s.loaded.format}  ·  {data}")
+        # the model's name on the big line, the variant's on the detail line ("lenet300 · #3 95% pru" was cut)
+        name, _, variant = s.loaded.name.partition(" · ")
+        # a variant's description ("compressed from ...") names its whole chain: the tooltip has it
+        shown = (variant, s.loaded.format, data) if variant else (description, s.loaded.format, data)
+        self.cards["model"].set(name, "  ·  ".join(p for p in shown if p))
+        self.cards["model"].setToolTip(f"{s.loaded.name}\n{description}")
         inv = m.inventory
         self.cards["params"].set(f"{inv.params:,}" if inv else "…",
                                  f"{human_bytes(inv.bytes)} of weights, {len(inv.layers)} layers" if inv else "")

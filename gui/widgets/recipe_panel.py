@@ -14,7 +14,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from core.recipe import kinds
-from core.report.reports import human_bytes
+from core.report.reports import human_bytes, size_change
 from gui import theme
 from gui.methods import sections_for
 from gui.methods.readonly import StepCard
@@ -151,7 +151,7 @@ class RecipePanel(QWidget):
         params = sum(p.params for p in previews.values())
         kept = sum(p.params * p.kept for p in previews.values()) / max(params, 1)
         total = sum(p.estimated_bytes for p in previews.values()) + self.other_bytes
-        ratio = f", ≈ {self.original_bytes / total:.0f}x smaller" if self.original_bytes and total else ""
+        ratio = f", ≈ {size_change(self.original_bytes, total)}" if self.original_bytes and total else ""
         layer = previews.get(self.layer or "")
         detail = f"<br>{self.layer}: keeps {layer.kept:.1%}, ≈ {human_bytes(layer.estimated_bytes)}" if layer else ""
         self.preview_label.setText(f"<b>Keeps {kept:.1%} of weights · ≈ {human_bytes(total)}{ratio}</b>{detail}"

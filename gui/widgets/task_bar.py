@@ -31,7 +31,7 @@ class TaskBar(QWidget):
         runner.sig_started.connect(self._on_started)
         runner.sig_progress.connect(self._on_progress)
         runner.sig_cancelled.connect(lambda title: self._remember(f"Cancelled: {title}"))
-        runner.sig_failed.connect(lambda title, _e: self._remember(f"Failed: {title}"))
+        runner.sig_failed.connect(self._on_failed)
         runner.sig_finished.connect(lambda title, _v: self._remember(f"Done: {title}"))
         runner.sig_idle.connect(self._set_idle)
         self._last = "Ready"
@@ -51,6 +51,20 @@ class TaskBar(QWidget):
         else:
             self.progress.setRange(0, 0)
         self.label.setText(f"{p.stage}: {p.message}" if p.message else p.stage)
+
+    def _on_failed(self, title: str, error: BaseException) -> None:
+        from core.io import UntrustedPickleError
+
+        if isinstance(error, UntrustedPickleError):  # not a failure: the studio asks before running its code
+            self._remember(f"Waiting for your answer: {title.removeprefix('Opening ')} can run code when loaded")
+        else:
+            self._remember(f"Failed: {title}")
+
+    def note(self, text: str) -> None:
+        """Say ``text`` where the last task's outcome shows (the outcome of a question the task asked)."""
+        self._remember(text)
+        if not self.runner.busy:
+            self.label.setText(text)
 
     def _remember(self, text: str) -> None:
         self._last = text

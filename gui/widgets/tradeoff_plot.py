@@ -7,9 +7,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from core.report.reports import human_bytes
+from core.report.reports import human_bytes, size_change
 from core.pipeline.variants import Variant, pareto_front
 from gui import theme
+from gui.widgets.bytes_axis import BytesLogAxis
 
 
 class TradeoffPlot(QWidget):
@@ -21,10 +22,11 @@ class TradeoffPlot(QWidget):
     def __init__(self, parent: QWidget | None = None, title: bool = True) -> None:
         super().__init__(parent)
         self.setObjectName("panel")
-        self.plot = pg.PlotWidget()
-        self.plot.setLogMode(x=True, y=False)
+        # x is log10(bytes), ticks written as sizes (a log axis of its own: pyqtgraph's ran its labels together)
+        self.plot = pg.PlotWidget(axisItems={"bottom": BytesLogAxis("bottom")})
+        self.plot.setProperty("exportName", "Accuracy against size")
         theme.grid(self.plot)
-        self.plot.setLabel("bottom", "size on disk (bytes, log scale)")
+        self.plot.setLabel("bottom", "size on disk (log scale)")
         self.plot.setLabel("left", "test accuracy (%)")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.getPlotItem().getViewBox().setDefaultPadding(0.08)  # room for the points' names
@@ -35,6 +37,10 @@ class TradeoffPlot(QWidget):
         self.plot.addItem(self.front)
         self.plot.addItem(self.points)
         self.labels: list[pg.TextItem] = []
+        self._current_id: int | None = None
+        view = self.plot.getPlotItem().getViewBox()
+        view.sigRangeChanged.connect(self._place_labels)
+        view.sigResized.connect(self._place_labels)
         self.caption = QLabel("", objectName="caption", wordWrap=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
@@ -67,21 +73,61 @@ class TradeoffPlot(QWidget):
                           "brush": pg.mkBrush(colour),
                           "pen": pg.mkPen("#ffffff" if v.id == current_id else theme.BACKGROUND,
                                           width=3 if v.id == current_id else 1.5)})
-            label = pg.TextItem(v.name if not v.is_original else "original", color=theme.MUTED, anchor=(0.5, 1.6))
+            label = pg.TextItem(v.name if not v.is_original else "original", color=theme.MUTED, anchor=(0.5, 1.5))
             label.setPos(np.log10(v.size_bytes), 100 * v.accuracy)
             self.plot.addItem(label)
             self.labels.append(label)
         self.points.setData(spots)
-        self.front.setData([sizes[i] for i in front], [100 * accuracy[i] for i in front])
+        self.front.setData([np.log10(sizes[i]) for i in front], [100 * accuracy[i] for i in front])
+        self._current_id = current_id
+        self._place_labels()
         original = next((v for v in self.variants if v.is_original), None)
         best = min((self.variants[i] for i in front if not self.variants[i].is_original),
                    key=lambda v: v.size_bytes, default=None)
         if original and best:
             self.caption.setText(f"{len(self.variants)} variants; Pareto front in dashes. Smallest on the front: "
                                  f"{best.name}, {human_bytes(best.size_bytes)} "
-                                 f"({original.size_bytes / best.size_bytes:.0f}x smaller), {best.accuracy:.2%}.")
+                                 f"({size_change(original.size_bytes, best.size_bytes)}), {best.accuracy:.2%}.")
         else:
             self.caption.setText("The original is the star. Apply a recipe to add a variant.")
+
+    ANCHORS = ((0.5, 1.5), (0.5, -0.5), (-0.12, 0.5), (1.12, 0.5), (0.0, 1.5), (1.0, 1.5), (0.0, -0.5), (1.0, -0.5))
+    """Where a name may sit, tried in turn: above its point, below, right, left, then above or below
+    and to one side (TextItem anchors)."""
+
+    def _place_labels(self, *_args) -> None:
+        """Names that never cover each other or another point: the current variant's first, then the
+        Pareto front's, the rest, the original's last; each takes the first free place around its point,
+        and one with none stays hidden (hovering the point still names it)."""
+        from PySide6.QtCore import QPointF, QRectF
+
+        view = self.plot.getPlotItem().getViewBox()
+        if not self.labels or view.width() <= 0:
+            return
+        area = view.sceneBoundingRect()
+        points = [view.mapViewToScene(QPointF(float(np.log10(v.size_bytes)), 100 * v.accuracy)) for v in self.variants]
+        taken = [QRectF(p.x() - 9, p.y() - 9, 18, 18) for p in points]
+        order = sorted(range(len(self.variants)), key=lambda i: (
+            self.variants[i].id != self._current_id, self.variants[i].is_original,
+            self.variants[i].id not in self.front_ids, i))
+        for i in order:
+            label, point = self.labels[i], points[i]
+            size = label.textItem.boundingRect().size()
+            own = taken[i]
+            for anchor in self.ANCHORS:
+                rect = QRectF(point.x() - anchor[0] * size.width(), point.y() - anchor[1] * size.height(),
+                              size.width(), size.height())
+                if area.contains(rect) and not any(rect.intersects(r) for r in taken if r is not own):
+                    label.setAnchor(anchor)
+                    label.setVisible(True)
+                    taken.append(rect)
+                    break
+            else:
+                label.setVisible(False)
+
+    def placed_label_rects(self) -> list:
+        """The scene rectangles of the names shown now (for tests)."""
+        return [label.sceneBoundingRect() for label in self.labels if label.isVisible()]
 
     def _tip(self, x, y, data):
         v = next((v for v in self.variants if v.id == data), None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
-from core.report.reports import human_bytes
+from core.report.reports import human_bytes, times
 from gui.variant_store import VariantStore
 
 
@@ -21,6 +21,9 @@ class VariantList(QWidget):
         self.list = QListWidget()
         self.name_edit = QLineEdit(placeholderText="name of the current variant", objectName="variantName")
         self.name_edit.setToolTip("Rename the current variant: type and press Enter (undoable)")
+        # a row is two lines, the name over its numbers: one line ran past the dock's edge
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.undo_button = QPushButton("Undo")
         self.redo_button = QPushButton("Redo")
         self.save_button = QPushButton("Save file…")
@@ -52,14 +55,15 @@ class VariantList(QWidget):
         self.list.clear()
         original = self.store.original
         for v in self.store.variants:
-            ratio = f" · {original.size_bytes / v.size_bytes:.0f}x" if original and not v.is_original else ""
+            ratio = f" · {times(original.size_bytes / v.size_bytes)}" if original and not v.is_original else ""
             accuracy = f" · {v.accuracy:.2%}" if v.accuracy is not None else ""
             mark = "" if v.is_original or v.id in self.store.saved else " ·  unsaved"
             parent = f"  ← #{v.parent}" if v.parent is not None else ""
-            item = QListWidgetItem(f"{'original' if v.is_original else v.name}{parent}   {human_bytes(v.size_bytes)}"
+            item = QListWidgetItem(f"{'original' if v.is_original else v.name}{parent}\n{human_bytes(v.size_bytes)}"
                                    f"{ratio}{accuracy}{mark}")
-            item.setToolTip(f"made from #{v.parent}" if v.parent is not None
-                            else "" if v.is_original else "made from the original")
+            made = ("" if v.is_original else f"made from #{v.parent}" if v.parent is not None
+                    else "made from the original")
+            item.setToolTip(item.text() + (f"\n{made}" if made else ""))
             item.setData(Qt.ItemDataRole.UserRole, v.id)
             self.list.addItem(item)
             if v.id == self.store.current_id:
