@@ -319,7 +319,8 @@ class MainWindow(QMainWindow):
         return path
 
     def load_recipe_dialog(self, path: str | None = None) -> None:
-        from core.recipe import Recipe, RecipeError
+        from core.errors import PrunescopeError
+        from core.recipe import Recipe
 
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, "Load recipe", str(Path.home()),
@@ -327,8 +328,8 @@ class MainWindow(QMainWindow):
             if not path:
                 return
         try:
-            recipe = Recipe.from_text(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, RecipeError) as exc:
+            recipe = Recipe.from_file(path)  # size-capped, UTF-8, an ordinary file: never a FIFO or a device
+        except (OSError, PrunescopeError) as exc:
             self._show_dialog(QMessageBox.Icon.Warning, "Cannot load the recipe", f"{Path(path).name}: {exc}")
             return
         self.session.draft.load_recipe(recipe)

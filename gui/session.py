@@ -232,15 +232,14 @@ class Session(QObject):
         self.inspect()
 
     def save_variant(self, variant_id: int, folder: str | Path) -> Path:
-        """Write a variant's compressed file and its report.json into ``folder`` (atomically)."""
-        from core.fileio import atomic_write
-        from core.report.reports import write_json_file
+        """Write a variant's compressed file and its report.json into ``folder``: both appear, or neither."""
+        from core.fileio import write_together
+        from core.report.reports import json_bytes
 
         report = self.variants.reports[variant_id]
         target = Path(folder) / report["file"]
-        with atomic_write(target) as f:
-            self.variants.copy_file(variant_id, f)
-        write_json_file(report, Path(folder) / f"{target.stem}.report.json")
+        write_together({target: self.variants.files[variant_id].read_bytes(),
+                        Path(folder) / f"{target.stem}.report.json": json_bytes(report)})
         self.variants.saved.add(variant_id)
         return target
 

@@ -70,11 +70,6 @@ class VariantStore(QObject):
         path.write_bytes(file_bytes)
         self.undo_stack.push(_AddVariant(self, variant, model, path, report))
 
-    def copy_file(self, variant_id: int, target) -> None:
-        """Write a variant's compressed file into the open binary file ``target``."""
-        with open(self.files[variant_id], "rb") as source:
-            shutil.copyfileobj(source, target)
-
     def _drop_files(self) -> None:
         """Delete every variant's file, those only an undone command still named too (the history is
         cleared with them)."""

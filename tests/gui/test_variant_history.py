@@ -4,6 +4,8 @@ overrides are visible and can be cleared, and the selected layer survives Apply.
 
 from __future__ import annotations
 
+import os
+
 import yaml
 
 from core.pipeline.apply import apply_recipe
@@ -105,3 +107,38 @@ def test_overrides_are_visible_and_cleared_and_the_selection_survives_apply(qtbo
     assert model.data(model.index(row, 0)) == "fc2" and model.data(model.index(row, column)) == "—"
     assert window.layers.table.isColumnHidden(column)  # it showed by itself, and goes with the last override
     assert yaml.safe_dump(window.session.draft.to_recipe().to_dict()).count("overrides") == 0
+
+
+def test_a_recipe_that_is_a_fifo_is_refused_and_the_draft_stays(window, tmp_path):
+    import os
+
+    fifo = tmp_path / "recipe.yaml"
+    os.mkfifo(fifo)
+    before = window.session.draft.to_recipe()
+    window.load_recipe_dialog(str(fifo))  # would block forever reading it
+    assert window.dialog.windowTitle() == "Cannot load the recipe" and "recipe.yaml" in window.dialog.text()
+    assert window.session.draft.to_recipe() == before
+
+
+def test_saving_a_variant_writes_its_file_and_report_together(qtbot, window, tmp_path, monkeypatch):
+    import core.fileio
+
+    draft(window, 0.9, 5)
+    variant = apply_and_wait(qtbot, window)
+    real_replace = os.replace
+
+    def failing_second_rename(src, dst, calls=[]):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(core.fileio.os, "replace", failing_second_rename)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert window.save_variant_dialog(variant.id, str(folder)) is None  # says why, in a dialog
+    assert "No space left" in window.dialog.text()
+    assert sorted(p.name for p in folder.iterdir()) == []  # neither file, no temporaries
+    monkeypatch.undo()
+    saved = window.save_variant_dialog(variant.id, str(folder))
+    assert saved.exists() and (folder / f"{saved.stem}.report.json").exists()
