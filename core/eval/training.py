@@ -7,6 +7,7 @@ thread count) gives the same weights.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,16 @@ class TrainConfig:
     seed: int = 0
 
 
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""A training loss: ``loss(logits, inputs, labels)`` -> a scalar tensor (the inputs let a loss run a teacher
+on the same batch, see :func:`core.methods.distill.distillation_loss`)."""
+
+
+def cross_entropy(logits: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The default loss: cross-entropy against the labels."""
+    return nn.functional.cross_entropy(logits, labels)
+
+
 def random_shift(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
     """Translate each image of a ``(B, C, H, W)`` batch by a random whole number of pixels in [-shift, shift]."""
     b, c, h, w = images.shape
@@ -41,8 +52,10 @@ def random_shift(images: torch.Tensor, shift: int, generator: torch.Generator) -
     return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
-def train(model: nn.Module, data: Split, config: TrainConfig, report_every: int = 20) -> Task[list[float]]:
-    """Train ``model`` in place on ``data``; yields :class:`Progress`, returns the mean loss of each epoch."""
+def train(model: nn.Module, data: Split, config: TrainConfig, report_every: int = 20,
+          loss: Loss = cross_entropy) -> Task[list[float]]:
+    """Train ``model`` in place on ``data`` to minimise ``loss``; yields :class:`Progress`, returns the mean
+    loss of each epoch."""
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -50,7 +63,7 @@ def train(model: nn.Module, data: Split, config: TrainConfig, report_every: int 
     losses: list[float] = []
     model.train()
     try:
-        yield from _epochs(model, data, config, optimizer, generator, losses, report_every)
+        yield from _epochs(model, data, config, optimizer, generator, losses, report_every, loss)
     finally:
         # torch's optimizers sit in reference cycles: without this their momentum buffers (as large as the
         # model) would live until a cyclic collection, which the studio runs on its UI thread, where freeing
@@ -63,7 +76,7 @@ def train(model: nn.Module, data: Split, config: TrainConfig, report_every: int 
 
 
 def _epochs(model: nn.Module, data: Split, config: TrainConfig, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator, losses: list[float], report_every: int) -> Task[None]:
+            generator: torch.Generator, losses: list[float], report_every: int, loss_of: Loss) -> Task[None]:
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     total = steps_per_epoch * config.epochs
     step = 0
@@ -77,7 +90,7 @@ def _epochs(model: nn.Module, data: Split, config: TrainConfig, optimizer: torch
                 x = random_shift(x, config.shift, generator)
             for group in optimizer.param_groups:  # cosine decay, per step
                 group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * step / total))
-            loss = nn.functional.cross_entropy(model(x), y)
+            loss = loss_of(model(x), x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -4,7 +4,7 @@ optionally a preview and a structure op) and registering them (:mod:`core.recipe
 Importing this package registers the built-in methods; :func:`core.plugins.discover` does so on the first
 look-up, so nothing else names them. The order here is the order kinds are listed (the studio's panel too).
 Shared parts: ``masks`` (pruning masks as parametrizations), ``codebooks`` (shared weights: k-means,
-uniform, binary, ternary).
+uniform, binary, ternary), ``distill`` (the distillation loss a step that trains can use).
 """
 
 # isort: off (the order of registration)
