@@ -205,7 +205,7 @@ class Session(QObject):
         recipe = Recipe(steps=(RemoveUnits(layer=layer, units=tuple(int(u) for u in units)),
                                Encode(small_tensors="float32")),  # the kept weights stay exactly as they were
                         name=f"remove {len(units)} {noun} of {layer}")
-        return self.apply(recipe)
+        return self.apply(recipe, on=current.id if current is not None else None)  # the units shown are its own
 
     def _compressed(self, value, base: LoadedModel) -> None:
         from core.report.reports import compression_to_dict

@@ -142,3 +142,14 @@ def test_saving_a_variant_writes_its_file_and_report_together(qtbot, window, tmp
     monkeypatch.undo()
     saved = window.save_variant_dialog(variant.id, str(folder))
     assert saved.exists() and (folder / f"{saved.stem}.report.json").exists()
+
+
+def test_removing_units_works_on_the_variant_shown_whatever_apply_builds_on(qtbot, window):
+    window.session.draft.set(prune_method="structured", sparsity=0.5, quant_method="none", finetune_epochs=0)
+    parent = apply_and_wait(qtbot, window)  # fc1 keeps 150 of its 300 units
+    window.recipe_panel.base_choice.setCurrentIndex(window.recipe_panel.base_choice.findData("original"))
+    assert window.session.remove_units("fc1", [0, 1])
+    qtbot.waitUntil(lambda: len(window.session.variants.variants) == 3, timeout=120_000)
+    wait_idle(qtbot, window)
+    child = window.session.variants.current
+    assert child.parent == parent.id and window.session.loaded.module.fc1.out_features == 148
