@@ -43,7 +43,7 @@ class StepKind:
 
 
 _KINDS: dict[str, StepKind] = {}
-FAMILIES = ("pruning", "training", "quantization", "coding")
+FAMILIES = ("pruning", "architecture", "distillation", "training", "quantization", "coding")
 """The order kinds are listed in (the order a compression applies them): by family, then as registered.
 Modules imported on several threads at once register in any order; this keeps the listing one order."""
 
