@@ -28,14 +28,24 @@ class StructureError(PrunescopeError):
 Replay = Callable[[nn.Module, object, dict], None]
 """``replay(model, example, op)``: apply one op to ``model`` in place (``example``: an input batch)."""
 
+Check = Callable[[nn.Module, dict], None]
+"""``check(model, op)``: raise StructureError if the weights decoded into the rebuilt ``model`` do not fit
+``op`` (an index a layer computes with that is out of range, say); called once the file is decoded."""
+
 _OPS: dict[str, Replay] = {}
+_CHECKS: dict[str, Check] = {}
 
 
-def register_op(kind: str, replay_op: Replay) -> None:
-    """Register how ops of ``kind`` are replayed (once per kind; re-registering replaces it)."""
+def register_op(kind: str, replay_op: Replay, check: Check | None = None) -> None:
+    """Register how ops of ``kind`` are replayed, and optionally how the decoded weights are checked
+    against them (once per kind; re-registering replaces it)."""
     if not kind or not isinstance(kind, str):
         raise ValueError(f"a structure op needs a name; got {kind!r}")
     _OPS[kind] = replay_op
+    if check is not None:
+        _CHECKS[kind] = check
+    else:
+        _CHECKS.pop(kind, None)
 
 
 def known_ops() -> list[str]:
@@ -61,6 +71,15 @@ def replay(model: nn.Module, example, ops: list[dict]) -> None:
     """Apply ``ops`` in order to ``model`` (a fresh copy of the architecture they were recorded on)."""
     for op in validate_ops(ops):
         _OPS[op["op"]](model, example, op)
+
+
+def check_decoded(model: nn.Module, ops: list[dict]) -> None:
+    """Check the weights decoded into ``model`` (rebuilt by :func:`replay` from ``ops``) against the ops
+    whose kinds registered a check; StructureError if a decoded tensor does not fit its op."""
+    for op in validate_ops(ops):
+        check = _CHECKS.get(op["op"])
+        if check is not None:
+            check(model, op)
 
 
 def ops_from_file(structure, version: int) -> list[dict]:

@@ -26,7 +26,7 @@ from core.eval.data import BUILTIN_DATASETS
 from core.fileio import GB, MB, check_input, read_input
 from core.format.decoding import iter_decode, peek_header
 from core.format.huffman import CodingError
-from core.format.structure import StructureError, ops_from_file, replay
+from core.format.structure import StructureError, check_decoded, ops_from_file, replay
 from core.io.architectures import fit_shapes, import_factory
 from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError, NeedsArchitecture, SourceModelNeeded
 from core.io.files import head
@@ -124,6 +124,10 @@ def load_compressed(path: Path, options: LoadOptions, load: LoadFn) -> LoadedMod
             for name, tensor in tensors:  # one tensor at a time: never the file's state beside the model's
                 targets[name].data = tensor.to(targets[name].dtype)
     except CodingError as exc:
+        raise _invalid(path.name, exc) from None
+    try:
+        check_decoded(model, ops)
+    except StructureError as exc:
         raise _invalid(path.name, exc) from None
     dataset = info.get("dataset")
     notes = []

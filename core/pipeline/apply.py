@@ -53,6 +53,7 @@ class CompressionResult:
     int8_model: nn.Module | None = None
     int8: Measured | None = None
     codebooks: dict[str, list[float]] = field(default_factory=dict)  # layer -> levels (shared per tensor)
+    notes: list[str] = field(default_factory=list)  # what the steps said (a layer skipped, and why)
 
     @property
     def compressed_bytes(self) -> int:
@@ -86,15 +87,16 @@ def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = Non
     A chain (a recipe with a ``base``) runs link by link, each on the model the previous link's file
     decodes to, exactly as the studio made it variant by variant; the result reports against ``loaded``."""
     links = recipe.chain()
-    start = loaded
+    start, notes = loaded, []
     for number, link in enumerate(links):
         last = number == len(links) - 1
         result = yield from _run(link, start, data, measure_before and number == 0, loaded)
         if number == 0:
             before = result.before
+        notes.extend(result.notes)
         if not last:
             start = compressed_model(result, start, link.name or f"link {number + 1}")
-    result.recipe, result.before = recipe, before
+    result.recipe, result.before, result.notes = recipe, before, notes
     return result
 
 
@@ -129,7 +131,8 @@ def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_befo
     yield Progress("compress", total, total, "measuring the decoded model")
     after = yield from measure(decoded, origin, data, original)
     result = CompressionResult(recipe, encoded.data, encoded.account, decoded, encoded.model_info,
-                               saved_size_bytes(original), before, after, encoded.stages, codebooks=encoded.codebooks)
+                               saved_size_bytes(original), before, after, encoded.stages, codebooks=encoded.codebooks,
+                               notes=list(ctx.notes))
     for conversion in ctx.conversions:
         if conversion.name == "int8":
             result.int8_model = yield from conversion.convert(decoded)

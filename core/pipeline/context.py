@@ -4,7 +4,8 @@ A handler (see :mod:`core.recipe.registry`) gets the step and a :class:`RunConte
 ``ctx.model``, the run's one working copy, in place; it chooses its layers with :meth:`RunContext.layers`,
 which refuses a pattern that matches nothing; it trains with :meth:`RunContext.finetune`; a structural
 change appends its op to ``ctx.structure`` (replayed when the file is loaded); the encode step sets
-``ctx.encoding``; a step whose result is a conversion of the decoded model (int8 inference) appends a
+``ctx.encoding``; a note for the report (a layer a step skipped, and why) goes to :meth:`RunContext.note`;
+a step whose result is a conversion of the decoded model (int8 inference) appends a
 :class:`Conversion`. Nothing here is shared with another run.
 """
 
@@ -61,6 +62,11 @@ class RunContext:
     structure: list[dict] = field(default_factory=list)  # structure ops made in this run
     encoding: EncodeOptions = field(default_factory=EncodeOptions)
     conversions: list[Conversion] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the report and the studio should say (skipped layers)
+
+    def note(self, message: str) -> None:
+        """Record a note for the report, prefixed with the step's place (``steps[0]: ...``)."""
+        self.notes.append(f"{self.where} ({self.recipe.steps[self.index].kind}): {message}")
 
     @property
     def where(self) -> str:

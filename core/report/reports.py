@@ -250,6 +250,7 @@ def compression_to_dict(result, file_name: str, exports: dict[str, str] | None =
         "accounting": {"framing_bytes": account.framing_bytes, "header_bytes": account.header_bytes,
                        "tensor_bytes": sum(t.bytes for t in account.tensors), "total": account.total},
         "stages": stages, "recipe": result.recipe.to_dict(), "exports": exports or {},
+        "notes": list(result.notes),
     }
 
 
@@ -273,4 +274,5 @@ def compression_summary(result) -> str:
             lines.append(f"test accuracy {label}: {m.test.accuracy:.2%} ({m.test.count:,} examples)")
         elif m is not None and m.fidelity is not None:
             lines.append(f"fidelity {label}: top-1 agreement {m.fidelity.top1_agreement:.2%}")
+    lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
