@@ -172,3 +172,14 @@ def write_own_cnn(folder: Path, module: str = "ownnet") -> tuple[Path, Path, dic
     state = namespace["make"]().state_dict()
     torch.save(state, folder / "net.pt")
     return folder / "net.pt", source, state
+
+
+def write_small_npz(path: Path, dataset, count: int = 2000) -> Path:
+    """The first ``count`` training and test images of ``dataset`` as an ``.npz`` data set, so that a
+    command-line test measures and trains on a few thousand images instead of the whole set."""
+    import numpy as np
+
+    train, test = dataset.train.subset(count), dataset.test.subset(count)
+    np.savez(path, x_train=train.images.numpy(), y_train=train.labels.numpy(), x_test=test.images.numpy(),
+             y_test=test.labels.numpy(), classes=np.array(dataset.classes))
+    return path

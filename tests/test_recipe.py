@@ -9,8 +9,11 @@ import pytest
 from core.methods.coding import Encode
 from core.methods.finetune import FineTune
 from core.methods.int8 import QuantizeActivations
+from core.methods.low_rank import LowRank
 from core.methods.magnitude import IterativePrune, PruneMagnitude
 from core.methods.quantize import Quantize
+from core.methods.separable import Separable
+from core.methods.sharing import ShareFilters
 from core.methods.structured import PruneStructured, RemoveUnits
 from core.recipe import STEP_TYPES, Recipe, RecipeError, Selection, check_against
 from core.resources import resource_path
@@ -21,6 +24,9 @@ EXAMPLES = [
                    select=Selection(overrides=(("fc3", 0.5),))),
     PruneStructured(amount=0.3, importance="activation", scope="global", seed=3, select=Selection(("conv.*",))),
     RemoveUnits(layer="fc1", units=(3, 1, 4)),
+    LowRank(rank=0, energy=0.8, method="spatial", select=Selection(("conv.*",), (), (("conv2", 12),))),
+    Separable(fit_steps=50, fit_lr=0.005, batches=2, select=Selection(("conv2",))),
+    ShareFilters(k=8, select=Selection(overrides=(("fc1", 32),))),
     FineTune(epochs=3, lr=0.02, augment=True, batch_size=64),
     Quantize(method="uniform", bits=4, granularity="channel", symmetric=False, finetune_epochs=2, lr=0.002,
              select=Selection(overrides=(("conv1", 8),))),
