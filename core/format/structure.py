@@ -3,8 +3,9 @@
 A compressed file stores weights for the architecture as the recipe left it. To rebuild it, the file lists
 the structural changes as ops, in order: ``{"op": KIND, ...}``. Each kind of op is registered by the method
 that makes it (``torch_pruning``: units removed through Torch-Pruning, in :mod:`core.methods.structured`);
-:func:`replay` applies the ops to a fresh copy of the original architecture. Factorised layers, replaced
-layers and exit heads are further kinds of op, added the same way.
+:func:`replay` applies the ops to a fresh copy of the original architecture. Factorised, separable and
+shared layers (``low_rank``, ``separable``, ``share_filters``) are further kinds, added the same way; a kind
+may also register a check of the weights decoded into the rebuilt model (:func:`check_decoded`).
 
 Files of format version 1 and 2 recorded one flat Torch-Pruning history instead; :func:`ops_from_file`
 reads that as one ``torch_pruning`` op.
