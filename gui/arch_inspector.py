@@ -29,8 +29,6 @@ class SpectrumPresenter(QObject):
         self.session, self.view = session, view
         self.layer: str | None = None
         self.active = False  # the view is on screen: only then is a spectrum computed
-        registered = arch.kind_registered(arch.LOW_RANK)
-        view.set_recipe_available(registered, "" if registered else NOT_INSTALLED.format(arch.LOW_RANK))
         view.sig_method_changed.connect(lambda _m: self.show_layer(self.layer, keep_method=True))
         view.sig_rank_dragged.connect(self._dragged)
         view.sig_add_to_recipe.connect(self._add)
@@ -47,6 +45,8 @@ class SpectrumPresenter(QObject):
         self.layer = layer
         if not self.active:
             return
+        registered = arch.kind_registered(arch.LOW_RANK)
+        self.view.set_recipe_available(registered, "" if registered else NOT_INSTALLED.format(arch.LOW_RANK))
         s, m = self.session, self.session.measurements
         if not layer or s.loaded is None or m.inventory is None:
             self.view.show_layer("", False, waiting="Select a Linear or Conv layer")
