@@ -80,6 +80,9 @@ class MainWindow(QMainWindow):
         session.draft.sig_changed.connect(self._show_apply_base)
         self.recipe_panel.sig_save.connect(self.save_recipe_dialog)
         self.recipe_panel.sig_load.connect(self.load_recipe_dialog)
+        for section in self.recipe_panel.sections:  # a section that shows an inspector view (distillation's)
+            if hasattr(section, "sig_show_outputs"):
+                section.sig_show_outputs.connect(lambda: self.layers.show_inspector_tab("Softened outputs"))
         session.draft.sig_refused.connect(lambda why: self.statusBar().showMessage(f"Not changed: {why}", 8000))
         self.variant_list.sig_save.connect(self.save_variant_dialog)
         self.tradeoff.sig_variant_clicked.connect(session.make_current)

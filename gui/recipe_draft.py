@@ -24,6 +24,7 @@ from core.methods.structured import IMPORTANCES, PruneStructured
 from core.recipe import Recipe, RecipeError, Selection, Step
 from core.recipe.schema import check_order
 from core.recipe.step import matches
+from gui.draft_kinds import KindEdits
 
 PRUNE_METHODS = ("none", "magnitude", "iterative", "structured")
 QUANT_METHODS = ("none", "kmeans", "uniform", "binary", "ternary")
@@ -52,7 +53,7 @@ DRAFT_NAME = "studio"
 """The name of a draft that was not loaded from a file: a variant made from it is named by what it does."""
 
 
-class RecipeDraft(QObject):
+class RecipeDraft(KindEdits, QObject):
     sig_changed = Signal()
     """Something in the draft changed; previews should redraw."""
     sig_refused = Signal(str)
@@ -62,6 +63,7 @@ class RecipeDraft(QObject):
         super().__init__(parent)
         self.name, self.description, self.seed = DRAFT_NAME, "", 0
         self.base: Recipe | None = None  # a loaded chain's earlier links, kept as they are
+        self.claimed: set[str] = set()  # kinds whose first step a panel section edits whole (gui.draft_kinds)
         self._memory = dict(DEFAULTS)  # the value of every field, also of those whose step is absent
         self._steps: tuple[Step, ...] = ()
         self._steps = self._edited(set(DEFAULTS))
@@ -103,7 +105,8 @@ class RecipeDraft(QObject):
 
     def controlled(self) -> set[int]:
         """Indices of the steps the controls edit; the others are shown as they are."""
-        return {i for role in ROLES if (i := self.role_index(role)) is not None}
+        return ({i for role in ROLES if (i := self.role_index(role)) is not None}
+                | {i for kind in self.claimed if (i := self.kind_index(kind)) is not None})
 
     def remove_step(self, index: int) -> None:
         """Take one step out of the recipe (the user asked for it)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
 from PySide6.QtCore import QObject, Signal
 
 from core.analysis.activations import ActivationStats
@@ -25,6 +27,22 @@ from core.pipeline.variants import compress_variant, original_variant
 from gui.recipe_draft import DRAFT_NAME, RecipeDraft
 from gui.variant_store import VariantStore
 from gui.workers import TaskRunner
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """One layer's singular values as the low-rank step would factorise it (plain numpy, made in the background).
+
+    ``energy[r - 1]`` and ``factorised[r - 1]`` are the fraction of Σσ² kept and the factors' weights at rank r;
+    ``weights`` is the layer's weight count now; a rank at or above ``break_even`` (m n / (m + n)) saves nothing."""
+
+    layer: str
+    method: str
+    values: np.ndarray
+    energy: np.ndarray
+    factorised: np.ndarray
+    weights: int
+    break_even: float
 
 
 @dataclass
@@ -68,7 +86,16 @@ class Session(QObject):
         self._open_args: dict = {}
         self._opening_args: dict | None = None  # the open in progress, until it succeeds
         self.opening = False
+        self.generation = 0  # counts model changes: analyses of an earlier model are dropped
+        self._analyses: dict = {}  # key -> (generation, title, make_task, on_done), waiting for a free runner
+        self._analysing: tuple | None = None  # (key, title) of the analysis running now
+        self._spectra: dict = {}  # (layer, method) -> Spectrum, for this generation
+        self._logits: dict = {}  # (teacher, image index) -> logits (numpy), for this generation
+        self._teachers: dict = {}  # teacher spec -> LoadedModel
+        self._targets: tuple | None = None  # (low-rank targets, separable targets) of the current model
         self.runner.sig_partial.connect(self._on_partial)
+        self.runner.sig_idle.connect(self._next_analysis)
+        self.sig_model_changed.connect(self._forget_analyses)
         self.runner.sig_failed.connect(self._on_failed)
         self.runner.sig_cancelled.connect(self._on_cancelled)
         self.variants.sig_current_changed.connect(self._on_current_variant)
@@ -250,6 +277,7 @@ class Session(QObject):
             self.sig_measured.emit(partial.key)
 
     def _on_cancelled(self, title: str) -> None:
+        self._drop_analysis(title)  # the user cancelled it: not run again
         self.opening = False
         self._opening_args = None
 
@@ -257,6 +285,7 @@ class Session(QObject):
         from core.io import NeedsArchitecture, UntrustedPickleError
         from core.io.base import SourceModelNeeded
 
+        self._drop_analysis(title)  # it failed: not run again
         self.opening = False
         self._opening_args = None
         if isinstance(error, UntrustedPickleError):
@@ -273,3 +302,116 @@ class Session(QObject):
             return
         message = str(error) or type(error).__name__
         self.sig_error.emit(title, message.splitlines()[0] if message else type(error).__name__)
+
+    # ------------------------------------------------------------------------------------------ analyses
+    def analyse(self, key, title: str, make_task, on_done) -> None:
+        """Run a short, read-only analysis of the current model (a layer's spectrum, a teacher's logits) in
+        the background once the runner is free: it never interrupts opening, inspecting or compressing, and
+        one that such a task supersedes runs again afterwards. ``on_done(value)`` runs on the UI thread,
+        unless another model became current meanwhile. A newer request with the same ``key`` replaces it."""
+        self._analyses[key] = (self.generation, title, make_task, on_done)
+        self._next_analysis()
+
+    def _next_analysis(self) -> None:
+        if self.runner.busy:
+            return
+        self._analysing = None
+        while self._analyses:
+            key, (generation, title, make_task, on_done) = next(iter(self._analyses.items()))
+            if generation != self.generation:
+                del self._analyses[key]
+                continue
+            self._analysing = (key, title)
+
+            def done(value, key=key, entry=self._analyses[key]):
+                if self._analyses.get(key) is entry:
+                    del self._analyses[key]
+                if entry[0] == self.generation:
+                    entry[3](value)
+
+            self.runner.start(title, make_task, done)
+            return
+
+    def _drop_analysis(self, title: str) -> None:
+        if self._analysing is not None and self._analysing[1] == title:
+            self._analyses.pop(self._analysing[0], None)
+
+    def _forget_analyses(self) -> None:
+        self.generation += 1
+        self._spectra.clear()
+        self._logits.clear()
+        self._targets = None
+
+    def architecture_targets(self) -> tuple[list[str], list[str]]:
+        """The current model's layers a low-rank step can factorise, and the convolutions a separable step can
+        replace (the engine's rules, read once per model)."""
+        if self._targets is None:
+            from gui.methods import arch_api as arch
+
+            model = self.loaded.module if self.loaded is not None else None
+            self._targets = ((arch.low_rank_targets(model), arch.separable_targets(model)) if model is not None
+                             else ([], []))
+        return self._targets
+
+    def separable_counts(self, layer: str) -> tuple[int, int] | None:
+        """(weights before, after) of making ``layer`` depthwise-separable; None for a layer that cannot be."""
+        from gui.methods import arch_api as arch
+
+        if layer not in self.architecture_targets()[1]:
+            return None
+        return arch.separable_params(self.loaded.module.get_submodule(layer))
+
+    def spectrum(self, layer: str, method: str, on_done) -> None:
+        """The singular-value spectrum of ``layer`` (a :class:`Spectrum`), computed in the background once per
+        model, layer and method; ``on_done`` gets it (at once when it is known)."""
+        key = (layer, method)
+        if key in self._spectra:
+            on_done(self._spectra[key])
+            return
+        module = self.loaded.module.get_submodule(layer)
+
+        def task():
+            from gui.methods import arch_api as arch
+
+            values = arch.singular_values(module, method)
+            power = values.to(torch.float64) ** 2
+            energy = (torch.cumsum(power, 0) / max(float(power.sum()), 1e-300)).numpy()
+            factorised = np.array([arch.factorised_params(module, r, method) for r in range(1, len(values) + 1)])
+            return Spectrum(layer, method, values.numpy().copy(), energy, factorised, int(module.weight.numel()),
+                            float(arch.break_even(module, method)))
+            yield  # a generator, so it runs in the background like every task
+
+        def keep(result: Spectrum) -> None:
+            self._spectra[key] = result
+            on_done(result)
+
+        self.analyse(("spectrum",), f"Singular values of {layer}", task, keep)
+
+    def teacher_logits(self, teacher: str, index: int, on_done) -> None:
+        """The teacher's logits (numpy, one row per class) for test image ``index``, in the background, once
+        per teacher and image; ``teacher`` is ``original`` (the model as loaded) or a model spec."""
+        key = (teacher, index)
+        if key in self._logits:
+            on_done(self._logits[key])
+            return
+        if self.data is None or not self.variants.variants:
+            return
+        from core.analysis.outputs import load_teacher, logits_on_test_images
+
+        data = self.data
+        known = (self.variants.models.get(self.variants.original.id, self.loaded) if teacher == "original"
+                 else self._teachers.get(teacher))
+
+        def task():
+            loaded = known if known is not None else (yield from load_teacher(teacher))
+            logits = yield from logits_on_test_images(loaded, data, [index])
+            return loaded, logits[0]
+
+        def keep(value) -> None:
+            loaded, logits = value
+            if teacher != "original":
+                self._teachers[teacher] = loaded
+            self._logits[key] = logits
+            on_done(logits)
+
+        self.analyse(("logits", teacher), f"Teacher outputs for test image {index}", task, keep)

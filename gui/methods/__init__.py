@@ -37,4 +37,4 @@ def sections_for(kinds) -> list[type]:
 
 
 # isort: off (registration)
-from gui.methods import pruning, finetune, quantize, coding  # noqa: E402,F401
+from gui.methods import pruning, architecture, distill, finetune, quantize, coding  # noqa: E402,F401

@@ -8,14 +8,18 @@ variant, the original's distribution is overlaid and the layer's codebook levels
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QItemSelectionModel, QPoint, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QSplitter, QTableView, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QSplitter, QTableView, QTabWidget,
+                               QVBoxLayout, QWidget)
 
+from gui.arch_inspector import SeparablePresenter, SoftenedPresenter, SpectrumPresenter
 from gui.models.layer_table import COLUMNS, LayerSortProxy, LayerTableModel
 from gui.session import Session
 from gui.widgets.activation_view import ActivationView
 from gui.widgets.histogram_view import HistogramView
+from gui.widgets.separable_toggle import SeparableToggle
 from gui.widgets.size_view import SizeView
+from gui.widgets.softened_view import SoftenedView
+from gui.widgets.spectrum_view import SpectrumView
 
 
 DEFAULT_COLUMNS = ("Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Bits")
@@ -80,8 +84,29 @@ class LayersPage(QWidget):
         left_layout.addWidget(self.left_splitter, 1)
         left_layout.addWidget(QLabel("Click a layer to inspect it; drag the red line to prune it. Drop a model "
                                      "file anywhere to open it.", objectName="caption", wordWrap=True))
+        # the weights' views share the upper pane: the histogram, the spectrum (low rank) and, for the whole
+        # model, a teacher's softened outputs (distillation); a separable toggle shows under them for a conv
+        self.spectrum = SpectrumView()
+        self.softened = SoftenedView()
+        self.separable = SeparableToggle()
+        self.weight_tabs = QTabWidget(objectName="inspectorTabs")
+        self.weight_tabs.setDocumentMode(True)
+        for view, title, tip in ((self.histogram, "Weights", "the selected layer's weight histogram"),
+                                 (self.spectrum, "Low rank", "the selected layer's singular values: drag the rank"),
+                                 (self.softened, "Softened outputs", "the teacher's class probabilities at T")):
+            self.weight_tabs.setTabToolTip(self.weight_tabs.addTab(view, title), tip)
+        upper = QWidget()
+        upper_layout = QVBoxLayout(upper)
+        upper_layout.setContentsMargins(0, 0, 0, 0)
+        upper_layout.setSpacing(0)
+        upper_layout.addWidget(self.weight_tabs, 1)
+        upper_layout.addWidget(self.separable)
+        self.spectrum_presenter = SpectrumPresenter(session, self.spectrum, self)
+        self.separable_presenter = SeparablePresenter(session, self.separable, self)
+        self.softened_presenter = SoftenedPresenter(session, self.softened, self)
+        self.weight_tabs.currentChanged.connect(self._inspector_tab_changed)
         self.inspector = QSplitter(Qt.Orientation.Vertical)
-        self.inspector.addWidget(self.histogram)
+        self.inspector.addWidget(upper)
         self.inspector.addWidget(self.activations)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
@@ -175,6 +200,7 @@ class LayersPage(QWidget):
         else:
             self._show_layer(name)
             self.size_view.show_inventory(self.session.measurements.inventory, name, self._stored())
+        self._show_architecture(name)
         self.sig_layer_changed.emit(name or "")
 
     # ------------------------------------------------------------------------------------------ session
@@ -195,6 +221,7 @@ class LayersPage(QWidget):
         self.table_model.set_measurements(self.session.measurements, self._codebooks(), self._stored())
         self.size_view.show_inventory(None)
         self._show_layer(None)
+        self._show_architecture(None)
 
     def _on_measured(self, key: str) -> None:
         selected = self.current_layer() or self._kept_selection
@@ -216,6 +243,7 @@ class LayersPage(QWidget):
             # that competes with the background task for the interpreter
             self._show_layer(selected, weights=key == "weights", units=key != "weights")
             if key == "weights":
+                self._show_architecture(selected)
                 self.sig_layer_changed.emit(selected or "")
 
     def _on_idle(self) -> None:
@@ -246,6 +274,24 @@ class LayersPage(QWidget):
                   + self.table.verticalHeader().length() + self.table.horizontalScrollBar().sizeHint().height())
         table = max(min(needed, sum(sizes) - BYTES_MIN_HEIGHT), 0)
         self.left_splitter.setSizes([table, sum(sizes) - table])
+
+    # ------------------------------------------------------------------------------------------ architecture
+    def show_inspector_tab(self, title: str) -> None:
+        """Bring the upper pane's view titled ``title`` ("Weights", "Low rank", "Softened outputs") to the front."""
+        for index in range(self.weight_tabs.count()):
+            if self.weight_tabs.tabText(index) == title:
+                self.weight_tabs.setCurrentIndex(index)
+                return
+        raise KeyError(title)
+
+    def _inspector_tab_changed(self, _index: int) -> None:
+        current = self.weight_tabs.currentWidget()
+        self.spectrum_presenter.set_active(current is self.spectrum)
+        self.softened_presenter.set_active(current is self.softened)
+
+    def _show_architecture(self, name: str | None) -> None:
+        self.spectrum_presenter.show_layer(name)
+        self.separable_presenter.show_layer(name)
 
     # ------------------------------------------------------------------------------------------ drawing
     def _threshold_dragged(self, threshold: float) -> None:
