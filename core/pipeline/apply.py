@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from core.analysis.cost import Cost, count_macs
 from core.analysis.inspection import model_inputs
 from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, Fidelity, accuracy, fidelity, saved_size_bytes
@@ -53,6 +54,8 @@ class CompressionResult:
     int8_model: nn.Module | None = None
     int8: Measured | None = None
     codebooks: dict[str, list[float]] = field(default_factory=dict)  # layer -> levels (shared per tensor)
+    cost_before: Cost | None = None  # MACs of the original and of the decoded model, one sample
+    cost_after: Cost | None = None
 
     @property
     def compressed_bytes(self) -> int:
@@ -129,7 +132,9 @@ def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_befo
     yield Progress("compress", total, total, "measuring the decoded model")
     after = yield from measure(decoded, origin, data, original)
     result = CompressionResult(recipe, encoded.data, encoded.account, decoded, encoded.model_info,
-                               saved_size_bytes(original), before, after, encoded.stages, codebooks=encoded.codebooks)
+                               saved_size_bytes(original), before, after, encoded.stages, codebooks=encoded.codebooks,
+                               cost_before=count_macs(original, example),
+                               cost_after=count_macs(decoded, example))
     for conversion in ctx.conversions:
         if conversion.name == "int8":
             result.int8_model = yield from conversion.convert(decoded)

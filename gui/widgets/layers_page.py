@@ -18,7 +18,7 @@ from gui.widgets.histogram_view import HistogramView
 from gui.widgets.size_view import SizeView
 
 
-DEFAULT_COLUMNS = ("Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Bits")
+DEFAULT_COLUMNS = ("Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Bits", "MACs")
 """The Override column is not among them: it shows by itself while the recipe has a per-layer value."""
 """The columns shown until the user picks others (right-click the header): the rest fit in the pane's
 width only on a wide screen, and each is one click away."""
