@@ -410,6 +410,7 @@ class MainWindow(QMainWindow):
             self.layers.set_visible_columns(columns.split(","))
         mode = str(self.settings.value("view/histogram_mode", "abs"))
         self.histogram.set_mode(mode if mode in ("abs", "signed", "log") else "abs")
+        self.tradeoff.use_settings(self.settings)  # the x axis chosen last time, remembered as it changes
 
     def _confirm_close(self, unsaved: list) -> bool:
         names = ", ".join(v.name for v in unsaved[:4]) + (" ..." if len(unsaved) > 4 else "")

@@ -18,6 +18,7 @@ from core.analysis.activations import ActivationStats
 from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, Fidelity, Latency
 from core.analysis.inspection import InspectOptions, inspect_model, open_for_inspection
+from core.analysis.cost import Cost
 from core.analysis.inventory import Inventory
 from core.io import LoadedModel, LoadOptions
 from core.progress import Partial
@@ -57,6 +58,7 @@ class Measurements:
     latency: Latency | None = None
     saved_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
+    cost: Cost | None = None  # multiply-accumulates per sample, measured by the inspection (off the UI thread)
 
 
 class Session(QObject):

@@ -24,13 +24,16 @@ BASE_RECIPES = {
     # structure ops (a Torch-Pruning history), sparse_raw tensors, fixed-width streams
     "lenet300-structured": ("zoo:lenet300", "steps: [{kind: prune_structured, amount: 0.25, layers: [fc1]}, "
                                             "{kind: prune_magnitude, sparsity: 0.5}, {kind: encode, huffman: false}]"),
+    # one codebook shared by every layer, stored once (``cbr`` references, format version 4)
+    "lenet300-global": ("zoo:lenet300", "steps: [{kind: prune_magnitude, sparsity: 0.9}, "
+                                        "{kind: quantize, bits: 3, scope: global}, {kind: encode}]"),
     # dense per-channel codebooks on a residual CNN
     "resnet8-uniform": ("zoo:resnet8-fashion", "steps: [{kind: quantize, method: uniform, bits: 4, "
                                                "granularity: channel}, {kind: encode}]"),
 }
 
 MODEL_KEYS = ("arch", "num_classes", "source", "name", "structure", "dataset", "input_shape", "classes")
-ENTRY_KEYS = ("n_", "e", "s", "z", "dt", "out", "huff", "k", "pc", "cb", "n", "w", "b")
+ENTRY_KEYS = ("n_", "e", "s", "z", "dt", "out", "huff", "k", "pc", "cb", "n", "w", "b", "cbr")
 
 
 def make_bases(folder: Path) -> dict[str, Path]:
@@ -70,7 +73,7 @@ def seal(header, version: int, sections: bytes, raw_json: bytes | None = None) -
 def _values(rng: random.Random, current):
     pool = [None, True, False, 0, 1, -1, 2, 7, 255, 256, 65536, 65537, 2 ** 31, 2 ** 63, -(2 ** 31), 10 ** 9,
             10 ** 30, 0.5, -0.0, 1e308, "", "x", "f32", "f16", "b1", "i64", "raw", "sparse", "masked", "dense",
-            "sparse_raw", "lenet300", "resnet8", "zoo:lenet300", "../x", "/dev/zero", "tests.factories:Evil",
+            "sparse_raw", "fc1.weight", "fc3.weight", "fc1.bias", "lenet300", "resnet8", "zoo:lenet300", "../x", "/dev/zero", "tests.factories:Evil",
             "a\nb", [], [[]], [1], [-1], [0, 0], [1, 1, 28, 28], [10 ** 6] * 4, ["x"], {}, {"a": 1},
             {"op": "torch_pruning"}, {"op": "torch_pruning", "history": [["fc1", True, [10 ** 9]]]}]
     choice = rng.random()

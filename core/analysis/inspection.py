@@ -2,7 +2,8 @@
 
 :func:`inspect_model` runs, in order: the layer inventory, weight statistics, activation statistics (on the
 data set's validation split, or the loader's probe inputs), and evaluation (test accuracy for a classifier
-of the data set; fidelity to a reference model when one is given; latency of one batch; bytes on disk).
+of the data set; fidelity to a reference model when one is given; latency of one batch; bytes on disk),
+and, when the model can be run, its multiply-accumulates per sample (:mod:`core.analysis.cost`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from core.errors import PrunescopeError
+from core.analysis.cost import Cost, count_macs
 from core.analysis.activations import ActivationError, ActivationStats, activation_stats
 from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, Fidelity, Latency, accuracy, call_model, fidelity, latency, logits_of, \
@@ -62,6 +64,7 @@ class Inspection:
     latency: Latency | None = None
     saved_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
+    cost: Cost | None = None  # multiply-accumulates for one sample (None: the model was not run)
 
 
 def model_inputs(loaded: LoadedModel, data: Dataset | None, limit: int, batch_size: int = 500) -> Iterator:
@@ -116,6 +119,9 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
         result.notes.append(NO_INPUTS)
         options = replace(options, activations=False, evaluate=False)
     yield Partial("inventory", result.inventory)
+    if runnable:
+        result.cost = count_macs(model, next(model_inputs(loaded, data, 1, batch_size=1)))
+        yield Partial("cost", result.cost)
     result.weights = yield from weight_stats(model)
     yield Partial("weights", result.weights)
     if options.activations:

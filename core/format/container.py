@@ -18,6 +18,9 @@ of its sections; sections follow in the same order. Encodings:
 - ``dense``: codebook indices for every weight of an unpruned quantized layer.
 - ``raw``: the tensor's bytes (float16 or float32 for floats; biases, BatchNorm, unquantized layers).
 
+A quantized tensor whose codebook is an earlier tensor's (one codebook shared by several layers) names that
+tensor in ``cbr`` and leaves its own codebook section empty: the codebook is stored once (version 4).
+
 The account of every byte (:class:`FileAccount`) comes with the file; :func:`price` gives the same
 account for options not written (the Deep Compression stages), from symbol counts, without writing them.
 :func:`decode` checks the CRC, then every length, count and code against the header, so a corrupt or
@@ -188,6 +191,8 @@ def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_
     entry: dict = {"s": list(tensor.shape), "out": _dtype_name(tensor.dtype), "huff": use_huffman, "k": k,
                    "pc": int(code.codebook.shape[0]) if per_channel else 0, "cb": cb_dtype}
     codebook = b"" if code.codebook is None else _codebook_bytes(code.codebook, cb_dtype)
+    if code.codebook_of is not None:  # stored once, with the tensor it names (checked by _header)
+        entry["cbr"], codebook = code.codebook_of, b""
     account.codebook_bytes = len(codebook)
     if code.codes is not None:
         encoding, bits, streams = quantized_streams(code, tensor.numel(), use_huffman, index_bits)
@@ -230,9 +235,26 @@ def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_
     return entry, sections, account
 
 
+def _check_references(state: dict[str, torch.Tensor], codes: dict[str, WeightCode]) -> None:
+    """A tensor that shares a codebook names an earlier quantized tensor that stores the same per-tensor
+    codebook itself (so the decoder finds it, once, before it is needed)."""
+    earlier: set[str] = set()
+    for name in state:
+        code = codes.get(name)
+        if code is not None and code.codebook_of is not None:
+            owner = codes.get(code.codebook_of)
+            if (code.codebook_of not in earlier or owner is None or owner.codebook_of is not None
+                    or owner.codes is None or code.codes is None or owner.codebook.ndim != 1
+                    or not torch.equal(owner.codebook.detach().cpu(), code.codebook.detach().cpu())):
+                raise CodingError(f"{name} shares the codebook of {code.codebook_of}, which is not an earlier "
+                                  "tensor storing that same per-tensor codebook")
+        earlier.add(name)
+
+
 def _header(state: dict[str, torch.Tensor], codes: dict[str, WeightCode], model_info: dict, use_huffman: bool,
             index_bits: int, small_float: str, build: bool) -> tuple[bytes, list, list[TensorAccount]]:
     entries, payload, accounts = [], [], []
+    _check_references(state, codes)
     for name, tensor in state.items():
         entry, sections, account = encode_tensor(name, tensor, codes.get(name), use_huffman, index_bits, small_float,
                                                  build)

@@ -194,8 +194,13 @@ def iter_decode(data: bytes) -> tuple[dict, Iterator[tuple[str, torch.Tensor]]]:
     _require(offset == end, f"{end - offset} bytes after the last tensor")
 
     def tensors() -> Iterator[tuple[str, torch.Tensor]]:
+        codebooks: dict[str, bytes] = {}  # the codebook sections later tensors may share (checked by the header)
         for entry, starts in layout:
             sections = [bytes(view[s:s + z]) for s, z in zip(starts, entry["z"])]
+            if "cbr" in entry:
+                sections[0] = codebooks[entry["cbr"]]
+            elif entry["e"] != "raw":
+                codebooks[entry["n_"]] = sections[0]
             try:
                 tensor = decode_tensor(entry, sections)
             except CodingError as exc:

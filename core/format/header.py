@@ -100,14 +100,14 @@ def _int_field(entry: dict, key: str, low: int, high: int, where: str, required:
     return value
 
 
-def check_entry(entry, names: set[str]) -> None:
-    """One tensor's entry: name, encoding, shape, section lengths, dtypes and coding parameters."""
+def check_entry(entry, names: dict[str, dict]) -> None:
+    """One tensor's entry: name, encoding, shape, section lengths, dtypes and coding parameters.
+    ``names``: the entries before it, by name (a shared codebook must name one of them)."""
     _require(isinstance(entry, dict), "bad tensor entry in header")
     name = entry.get("n_")
     _require(isinstance(name, str) and 0 < len(name) <= MAX_NAME, "tensor entry without a valid name")
     where = repr(name[:80])
     _require(name not in names, f"tensor {where} is listed twice")
-    names.add(name)
     kind = entry.get("e")
     _require(isinstance(kind, str) and kind in SECTIONS, f"{where}: unknown tensor encoding {kind!r:.40}")
     shape = check_shape(entry.get("s"), where)
@@ -116,6 +116,7 @@ def check_entry(entry, names: set[str]) -> None:
              and all(_is_int(z) and z >= 0 for z in lengths),
              f"{where}: {kind} needs {SECTIONS[kind]} section lengths")
     _text_field(entry, "out", DTYPES, where, "f32")
+    _require(kind != "raw" or "cbr" not in entry, f"{where}: only a quantized tensor shares a codebook")
     if kind == "raw":
         _text_field(entry, "dt", DTYPES, where)
         return
@@ -133,6 +134,23 @@ def check_entry(entry, names: set[str]) -> None:
     pc = _int_field(entry, "pc", 0, shape[0] if shape else 0, where, required=False) or 0
     _require(pc == 0 or pc == shape[0], f"{where}: per-channel codebook rows do not match the tensor")
     _text_field(entry, "cb", ("f16", "f32"), where, "f32")
+    if "cbr" in entry:
+        _check_reference(entry, names, where)
+
+
+def _check_reference(entry: dict, earlier: dict[str, dict], where: str) -> None:
+    """A shared codebook (``cbr``): an earlier quantized tensor's own per-tensor codebook of the same size
+    and dtype, and no codebook section of this tensor's own."""
+    ref = entry["cbr"]
+    owner = earlier.get(ref) if isinstance(ref, str) else None
+    _require(owner is not None, f"{where}: field cbr={ref!r:.40} must name an earlier tensor")
+    _require(entry["e"] in ("dense", "masked", "sparse") and owner.get("e") in ("dense", "masked", "sparse"),
+             f"{where}: only a quantized tensor shares the codebook of a quantized tensor")
+    _require("cbr" not in owner and owner["z"][0] > 0, f"{where}: the tensor named by cbr does not store a codebook")
+    _require(entry["z"][0] == 0, f"{where}: a tensor sharing a codebook stores none of its own")
+    _require(not entry.get("pc") and not owner.get("pc") and entry.get("k") == owner.get("k")
+             and entry.get("cb", "f32") == owner.get("cb", "f32"),
+             f"{where}: the shared codebook differs in size or dtype from the one it names")
 
 
 def check_header(header, file_bytes: int) -> None:
@@ -142,9 +160,10 @@ def check_header(header, file_bytes: int) -> None:
     check_depth(header)
     _require(len(header["tensors"]) <= MAX_TENSORS, f"header lists more than {MAX_TENSORS:,} tensors")
     check_model_info(header["model"])
-    names: set[str] = set()
+    earlier: dict[str, dict] = {}
     total = 0
     for entry in header["tensors"]:
-        check_entry(entry, names)
+        check_entry(entry, earlier)
+        earlier[entry["n_"]] = entry
         total += sum(entry["z"])
     _require(total <= file_bytes, "the header's sections add up to more than the file holds")

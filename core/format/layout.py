@@ -5,7 +5,9 @@ Layout::
     "PSCZ"  u16 version  u32 header length  zlib(JSON header)  sections...  u32 CRC-32 of all before
 
 Versions: 1, the first; 2 added the ``masked`` encoding; 3 records the model's structural changes as a
-list of structure ops (:mod:`core.format.structure`) instead of one Torch-Pruning history.
+list of structure ops (:mod:`core.format.structure`) instead of one Torch-Pruning history; 4 lets a
+quantized tensor share an earlier tensor's codebook (``cbr``: that tensor's name; its own codebook section
+is empty), so a codebook shared by several layers (``quantize`` with ``scope: global``) is stored once.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 MAGIC = b"PSCZ"
-VERSION = 3  # 2: the ``masked`` encoding; 3: structure ops
-READS = (1, 2, 3)  # version 1 holds no ``masked`` tensors, versions 1 and 2 one pruning history
+VERSION = 4  # 2: the ``masked`` encoding; 3: structure ops; 4: codebooks shared by reference
+READS = (1, 2, 3, 4)  # version 1 holds no ``masked`` tensors, versions 1 and 2 one pruning history
 PREAMBLE = struct.Struct("<4sHI")
 CRC = struct.Struct("<I")
 FRAMING_BYTES = PREAMBLE.size + CRC.size
@@ -33,13 +35,16 @@ class WeightCode:
     """A layer's weights as the pipeline hands them to the encoder.
 
     ``mask``: kept positions (None: dense). ``codes`` and ``codebook`` (``(k,)``, or ``(rows, k)`` per
-    output channel): quantized values; ``codes`` None means raw float values are stored.
+    output channel): quantized values; ``codes`` None means raw float values are stored. ``codebook_of``:
+    the state_dict name of an earlier tensor whose (per-tensor) codebook this one shares, so the file
+    stores that codebook once; None: this tensor stores its own.
     """
 
     mask: torch.Tensor | None
     codes: torch.Tensor | None
     codebook: torch.Tensor | None
     values: torch.Tensor
+    codebook_of: str | None = None
 
 
 @dataclass

@@ -87,7 +87,9 @@ class Shared(nn.Module):
     def __init__(self, codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor, method: str, bits: int,
                  trainable: bool = True) -> None:
         super().__init__()
-        self.codebook = nn.Parameter(codebook.clone().float(), requires_grad=trainable)
+        # a Parameter is shared as it is (one codebook for several layers: training it sums their gradients)
+        self.codebook = (codebook if isinstance(codebook, nn.Parameter)
+                         else nn.Parameter(codebook.clone().float(), requires_grad=trainable))
         if codebook.shape[-1] > 256:
             raise ValueError(f"a codebook of {codebook.shape[-1]} levels does not fit one byte per code")
         self.register_buffer("packed", codes.to(torch.uint8), persistent=False)
@@ -188,25 +190,52 @@ returning (codebook, codes, mask, bits per index)."""
 TRAINABLE = {"kmeans", "binary", "ternary"}  # codebooks trained by fine-tuning (uniform levels are fixed)
 
 
+def _unparametrized(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's weights as it computes with them (no copy) and its mask, its parametrizations removed
+    (the new parametrization carries the mask on)."""
+    mask = current_mask(module)
+    mask = torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask.clone()
+    if parametrize.is_parametrized(module, "weight"):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return module.weight.detach(), mask
+
+
 def quantize_layer(module: nn.Module, method: str, bits: int, per_channel: bool = False,
                    symmetric: bool = True) -> Shared:
     """Replace ``module.weight`` by shared weights (keeping any pruning mask); returns the parametrization."""
     if method not in METHODS:
         raise ValueError(f"unknown quantization method {method!r}")
-    mask = current_mask(module)
-    mask = torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask.clone()
-    if parametrize.is_parametrized(module, "weight"):  # the new parametrization carries the mask on
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-    weight = module.weight.detach()  # the masked values, as the layer computed with them (no copy)
+    weight, mask = _unparametrized(module)
     codebook, codes, mask, bits_used = METHODS[method](weight, mask, bits, per_channel, symmetric)
     shared = Shared(codebook, codes, mask, method, bits_used, trainable=method in TRAINABLE)
     del weight, codes
+    _install(module, shared)
+    return shared
+
+
+def quantize_layers_global(modules: list[nn.Module], bits: int) -> nn.Parameter:
+    """k-means weight sharing with ONE codebook for all ``modules``: 2**bits centroids (linear initialisation)
+    of the union of their kept weights; each layer's weights become indices into it. Returns the codebook:
+    a single Parameter that every layer's :class:`Shared` holds, so fine-tuning trains it with the gradients
+    of all the layers (and the file stores it once)."""
+    if not modules:
+        raise ValueError("a global codebook needs at least one layer")
+    prepared = [_unparametrized(m) for m in modules]
+    kept = torch.cat([_kept(w, mask) for w, mask in prepared])
+    k = min(2 ** bits, max(1, kept.numel()))
+    codebook = nn.Parameter(torch.from_numpy(kmeans_1d(kept.numpy(), k).centroids).float())
+    del kept
+    for module, (weight, mask) in zip(modules, prepared):
+        _install(module, Shared(codebook, codes_of(weight.float(), codebook.detach()), mask, "kmeans", bits))
+    return codebook
+
+
+def _install(module: nn.Module, shared: Shared) -> None:
     parametrize.register_parametrization(module, "weight", shared, unsafe=True)
     original = module.parametrizations.weight.original  # unused by Shared: free its memory
     placeholder = torch.zeros((), dtype=original.dtype, device=original.device).expand(original.shape)
     # the layer stays as trainable as it was (Shared ignores the original, so it never gets a gradient)
     module.parametrizations.weight.original = nn.Parameter(placeholder, requires_grad=original.requires_grad)
-    return shared
 
 
 class FakeQuant(nn.Module):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from core.analysis.estimate import Plan
-from core.methods.codebooks import METHODS, fake_quantize_layer, quantize_layer
+from core.methods.codebooks import METHODS, fake_quantize_layer, quantize_layer, quantize_layers_global
 from core.methods.magnitude import prunable_names
 from core.methods.masks import prunable_layers
 from core.pipeline.context import RunContext
@@ -26,7 +26,9 @@ from core.recipe.validate import check_choice, check_int, check_positive, fail
 class Quantize(Step):
     """Store weights in fewer bits: ``uniform`` levels (per tensor or channel, symmetric or affine),
     ``kmeans`` weight sharing (a codebook per layer, linear initialisation, then ``finetune_epochs`` of
-    codebook training), or ``binary``/``ternary`` weights. ``overrides`` set bits per layer."""
+    codebook training), or ``binary``/``ternary`` weights. ``overrides`` set bits per layer. ``scope``:
+    ``layer`` (a codebook per layer) or ``global`` (k-means only: one codebook shared by every selected
+    layer, made from the union of their kept weights, trained by all of them and stored once)."""
 
     kind: ClassVar[str] = "quantize"
     method: str = "kmeans"
@@ -36,11 +38,13 @@ class Quantize(Step):
     finetune_epochs: int = 0
     lr: float = 0.001
     augment: bool = False
+    scope: str = "layer"
 
     def summary(self) -> str:
         method = {"kmeans": "k-means"}.get(self.method, self.method)
         bits = "" if self.method in ("binary", "ternary") else f"{self.bits}-bit "
-        return f"{bits}{method}{self._overridden()}"
+        scope = ", one global codebook" if self.scope == "global" else ""
+        return f"{bits}{method}{scope}{self._overridden()}"
 
     def validate(self, where: str) -> None:
         super().validate(where)
@@ -53,6 +57,11 @@ class Quantize(Step):
         check_positive(f"{where}.lr", self.lr)
         for pattern, value in self.select.overrides:
             check_int(f"{where}.overrides[{pattern}]", value, 1, 8)
+        check_choice(f"{where}.scope", self.scope, ("layer", "global"))
+        if self.scope == "global" and self.method != "kmeans":
+            fail(f"{where}.scope", f"a global codebook is made by k-means: use method kmeans, not {self.method}")
+        if self.scope == "global" and self.select.overrides:
+            fail(f"{where}.overrides", "one global codebook has one size: set bits, not bits per layer")
 
     def needs(self) -> frozenset[Need]:
         return frozenset({Need.TRAINING_DATA}) if self.finetune_epochs else frozenset()
@@ -66,6 +75,10 @@ def run_quantize(step: Quantize, ctx: RunContext) -> Task[None]:
     layers = prunable_layers(ctx.model)
     names = ctx.layers(step, list(layers))
     per_channel = step.granularity == "channel"
+    if step.scope == "global":
+        quantize_layers_global([layers[n] for n in names], step.bits)
+        yield from ctx.finetune(step.finetune_epochs, step.lr, step.augment)
+        return
     if step.method == "uniform" and step.finetune_epochs:
         for n in names:
             fake_quantize_layer(layers[n], step.select.value_for(n, step.bits), per_channel, step.symmetric)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from core.analysis.cost import Cost, count_macs
 from core.analysis.inspection import model_inputs
 from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, Fidelity, accuracy, fidelity, saved_size_bytes
@@ -54,6 +55,8 @@ class CompressionResult:
     int8: Measured | None = None
     codebooks: dict[str, list[float]] = field(default_factory=dict)  # layer -> levels (shared per tensor)
     notes: list[str] = field(default_factory=list)  # what the steps said (a layer skipped, and why)
+    cost_before: Cost | None = None  # MACs of the original and of the decoded model, one sample
+    cost_after: Cost | None = None
 
     @property
     def compressed_bytes(self) -> int:
@@ -132,7 +135,8 @@ def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_befo
     after = yield from measure(decoded, origin, data, original)
     result = CompressionResult(recipe, encoded.data, encoded.account, decoded, encoded.model_info,
                                saved_size_bytes(original), before, after, encoded.stages, codebooks=encoded.codebooks,
-                               notes=list(ctx.notes))
+                               notes=list(ctx.notes), cost_before=count_macs(original, example),
+                               cost_after=count_macs(decoded, example))
     for conversion in ctx.conversions:
         if conversion.name == "int8":
             result.int8_model = yield from conversion.convert(decoded)

@@ -10,6 +10,7 @@ the run hold more than the original, the working copy and the file.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -40,9 +41,20 @@ class Encoded:
 def weight_codes(model: nn.Module) -> dict[str, container.WeightCode]:
     """What the encoder stores for each pruned or quantized layer, keyed by state_dict name (the values
     are the layer's weights as it computes them: call on a model whose parametrizations are in place)."""
-    codes = {}
-    for name, (module, shared, mask) in _coded_layers(model).items():
-        codes[name] = _code(shared, mask, module.weight.detach())
+    return _codes(_coded_layers(model))
+
+
+def _codes(layers: dict[str, tuple[nn.Module, Shared | None, torch.Tensor | None]]) -> dict[str, container.WeightCode]:
+    """Each layer's code; a codebook shared by several layers (one Parameter: ``scope: global``) is stored by
+    the first of them and referenced by the others."""
+    codes, owners = {}, {}
+    for name, (module, shared, mask) in layers.items():
+        code = _code(shared, mask, module.weight.detach())
+        if shared is not None and not shared.per_channel:
+            owner = owners.setdefault(id(shared.codebook), name)
+            if owner != name:
+                code = dataclasses.replace(code, codebook_of=owner)
+        codes[name] = code
     return codes
 
 
@@ -78,7 +90,7 @@ def strip_for_encoding(model: nn.Module) -> dict[str, container.WeightCode]:
                     placeholder = torch.zeros((), dtype=module.weight.dtype).expand(module.weight.shape)
                     module.parametrizations.weight.original = nn.Parameter(placeholder, requires_grad=trainable)
                 parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=not quantized)
-    return {name: _code(shared, mask, module.weight.detach()) for name, (module, shared, mask) in layers.items()}
+    return _codes(layers)
 
 
 def describe(loaded: LoadedModel, structure: list[dict], example) -> dict:

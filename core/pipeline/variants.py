@@ -19,6 +19,7 @@ from torch import nn
 from core.format.container import FileAccount
 from core.eval.data import Split
 from core.eval.evaluate import Latency, accuracy
+from core.analysis.cost import Cost, count_macs
 from core.analysis.inventory import inventory, kept_fraction
 from core.progress import Task
 from core.recipe import Recipe
@@ -51,10 +52,16 @@ class Variant:
     weights: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> WeightStats
     codebooks: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> quantization levels
     parent: int | None = None  # the variant this one was made from (None: the original, or made from it)
+    cost: Cost | None = field(default=None, compare=False)  # MACs for one sample (None: not run on inputs)
 
     @property
     def is_original(self) -> bool:
         return self.recipe is None
+
+    @property
+    def nonzero_params(self) -> int:
+        """Parameters that are not exactly zero, over all its tensors (what pruning removes)."""
+        return sum(round(row.params * row.kept) for row in self.layers)
 
 
 def layers_from_account(account: FileAccount, model: nn.Module) -> tuple[LayerSummary, ...]:
@@ -179,7 +186,8 @@ def _flat_prepare(loaded):
 def describe_variant(variant_id: int, name: str, recipe: Recipe | None, model: nn.Module, loaded, data,
                      size_bytes: int, layers: tuple[LayerSummary, ...],
                      known_latency: Latency | None = None) -> Task[Variant]:
-    """Measure a model as a variant: test predictions (with accuracy and loss), latency, weight statistics.
+    """Measure a model as a variant: test predictions (with accuracy and loss), latency, weight statistics,
+    multiply-accumulates per sample.
 
     Latency is :func:`core.eval.evaluate.latency` on :func:`core.analysis.inspection.latency_inputs` (the
     batch that ``inspect`` times), unless ``known_latency`` already holds that measurement of this model."""
@@ -198,7 +206,10 @@ def describe_variant(variant_id: int, name: str, recipe: Recipe | None, model: n
     if example is not None:
         lat = yield from latency(model, example)
     weights = yield from weight_stats(model)
-    return Variant(variant_id, name, recipe, size_bytes, acc, loss, lat, layers, predicted, labels, weights)
+    one = latency_inputs(loaded, data, 1)
+    cost = count_macs(model, one) if one is not None else None
+    return Variant(variant_id, name, recipe, size_bytes, acc, loss, lat, layers, predicted, labels, weights,
+                   cost=cost)
 
 
 def compress_variant(variant_id: int, name: str, recipe: Recipe, loaded, data, parent: Variant | None = None
@@ -215,6 +226,30 @@ def compress_variant(variant_id: int, name: str, recipe: Recipe, loaded, data, p
                                           result.compressed_bytes, layers_from_account(result.account, result.model))
     return dataclasses.replace(variant, codebooks=result.codebooks,
                                parent=parent.id if parent is not None and not parent.is_original else None), result
+
+
+MARKER_PRECEDENCE = ("architecture", "distillation", "pruning", "quantization", "training", "coding")
+"""Which family names a variant made by steps of several: the one that changes the model most."""
+
+
+def variant_families(variant: Variant) -> tuple[str, ...]:
+    """The families (:data:`core.recipe.registry.FAMILIES`) of every step of the variant's recipe chain, in
+    that order; () for the original."""
+    from core.recipe.registry import FAMILIES, step_kind
+
+    if variant.recipe is None:
+        return ()
+    found = {step_kind(step.kind).family or "other" for link in variant.recipe.chain() for step in link.steps}
+    return tuple(sorted(found, key=lambda f: (FAMILIES.index(f) if f in FAMILIES else len(FAMILIES), f)))
+
+
+def marker_family(variant: Variant) -> str:
+    """The one family a plot marks the variant by: "original", the first of :data:`MARKER_PRECEDENCE` its
+    steps belong to, else its first family ("none" for a recipe without steps)."""
+    if variant.is_original:
+        return "original"
+    families = variant_families(variant)
+    return next((f for f in MARKER_PRECEDENCE if f in families), families[0] if families else "none")
 
 
 def default_name(recipe: Recipe) -> str:

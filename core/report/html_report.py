@@ -7,6 +7,7 @@ import base64
 import html
 from datetime import datetime, timezone
 
+from core.analysis.cost import human_macs
 from core.report.reports import human_bytes, latency_change, size_change
 from core.pipeline.variants import Variant, compare_layers
 
@@ -32,6 +33,22 @@ def summary_phrases(original: Variant, variant: Variant) -> list[str]:
     return phrases
 
 
+def macs_change(original: Variant, variant: Variant) -> str:
+    """"2.29 M → 2.29 M (non-zero weights: 2.29 M → 181 k)": both variants' MACs per sample."""
+    a, b = original.cost, variant.cost
+    return (f"{human_macs(a.total)} → {human_macs(b.total)} (non-zero weights: {human_macs(a.effective_total)} → "
+            f"{human_macs(b.effective_total)})")
+
+
+def layer_macs(variant: Variant, tensor: str) -> str:
+    """A weight tensor's layer's MACs per sample in ``variant`` (blank for other tensors)."""
+    if variant.cost is None or not tensor.endswith("weight"):
+        return ""
+    layer = tensor.rsplit(".", 1)[0] if "." in tensor else ""
+    value = variant.cost.per_layer.get(layer)
+    return "" if value is None else f"{value:,}"
+
+
 def summary_line(original: Variant, variant: Variant) -> str:
     """"1.07 MB → 20.1 KB, 53x smaller, accuracy 98.94% → 98.90%"."""
     return ", ".join(summary_phrases(original, variant))
@@ -43,7 +60,7 @@ def build_html(model_name: str, original: Variant, variant: Variant, images: dic
     e = html.escape
     rows = "".join(
         f"<tr><td>{e(r.name)}</td><td>{r.params[1]:,}</td><td>{r.kept[1]:.1%}</td><td>{r.weight_bits[1]}</td>"
-        f"<td>{human_bytes(r.bytes[0])}</td><td>{human_bytes(r.bytes[1])}</td></tr>"
+        f"<td>{human_bytes(r.bytes[0])}</td><td>{human_bytes(r.bytes[1])}</td><td>{layer_macs(variant, r.name)}</td></tr>"
         for r in compare_layers(original, variant))
     figures = "".join(f"<h2>{e(caption)}</h2><img alt='{e(caption)}' src='data:image/png;base64,"
                       f"{base64.b64encode(png).decode()}'>" for caption, png in images.items())
@@ -61,13 +78,17 @@ def build_html(model_name: str, original: Variant, variant: Variant, images: dic
                     "its 95% confidence interval; \"noisy\" when single passes varied widely or that interval "
                     "stayed wide.</p>"
                     if original.latency is not None and variant.latency is not None else "")
+    macs_text = (f"<p class='muted'>Multiply-accumulates per sample {e(macs_change(original, variant))} "
+                 "(counted by torch's FLOP counter; a pruned weight is still multiplied by a dense kernel, so "
+                 "the count of multiplies by non-zero weights is given beside it).</p>"
+                 if original.cost is not None and variant.cost is not None else "")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Prunescope: {e(model_name)}</title>
 <style>{STYLE}</style></head><body>
 <h1>{e(model_name)}: {e(variant.name)}</h1><p class="muted">Prunescope report, {when}</p>
 <div class="card"><div class="big">{e(summary_line(original, variant))}</div>
 <p class="muted">Sizes are bytes of files on disk; accuracy is measured on the whole test split, on the model
-decoded back from the compressed file.</p></div>{changed_text}{latency_text}
+decoded back from the compressed file.</p></div>{changed_text}{latency_text}{macs_text}
 <h2>Layers</h2><table><tr><th>tensor</th><th>parameters</th><th>kept</th><th>bits</th><th>original</th>
-<th>compressed</th></tr>{rows}</table>{figures}
+<th>compressed</th><th>MACs</th></tr>{rows}</table>{figures}
 <h2>Recipe</h2>{recipe_note}<pre>{recipe}</pre></body></html>"""

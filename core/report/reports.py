@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from core import __version__
 from core.fileio import atomic_write
+from core.analysis.cost import human_macs
 from core.analysis.inspection import Inspection
 from core.eval.evaluate import CONFIDENCE, NOISY_CPU_WAIT, NOISY_SPREAD, TARGET_HALF_WIDTH, Latency
 from core.analysis.stats import Histogram
@@ -40,6 +41,8 @@ def inspection_to_dict(result: Inspection) -> dict:
             "activation_observations": None if act is None else act.observations,
             "activation_measured_at": None if act is None else act.measured_at,
             "dead_units": None if act is None else [int(i) for i in act.dead],
+            "macs": None if result.cost is None else result.cost.per_layer.get(info.name, 0),
+            "effective_macs": None if result.cost is None else result.cost.effective_per_layer.get(info.name, 0),
         })
     metrics: dict = {"file_bytes": result.loaded.file_bytes, "saved_bytes": result.saved_bytes}
     if result.test is not None:
@@ -55,8 +58,17 @@ def inspection_to_dict(result: Inspection) -> dict:
         "dataset": result.dataset,
         "params": result.inventory.params, "bytes": result.inventory.bytes,
         "sparsity": result.inventory.sparsity,
+        "macs": _cost_dict(result.cost),
         "layers": layers, "metrics": metrics, "notes": list(result.notes),
     }
+
+
+def _cost_dict(cost) -> dict | None:
+    """MACs for one sample (dense, and counting only non-zero Linear/Conv weights), total and per layer."""
+    if cost is None:
+        return None
+    return {"total": cost.total, "effective_total": cost.effective_total, "per_layer": dict(cost.per_layer),
+            "effective_per_layer": dict(cost.effective_per_layer)}
 
 
 def finite(obj):
@@ -177,16 +189,18 @@ def latency_change(a: Latency, b: Latency) -> str:
 
 def layer_table(result: Inspection) -> str:
     """The inspection as a fixed-width table, with totals and metrics."""
-    rows = [("layer", "type", "shape", "params", "bytes", "sparsity", "|w| max", "near 0", "fires", "dead")]
+    rows = [("layer", "type", "shape", "params", "bytes", "MACs", "sparsity", "|w| max", "near 0", "fires", "dead")]
+    cost = result.cost
     for info in result.inventory.layers:
         ws, act = result.weights.get(info.name), result.activations.get(info.name)
         rows.append((info.name or "(model)", info.type, "x".join(map(str, info.shape)), f"{info.params:,}",
-                     human_bytes(info.bytes), f"{info.sparsity:.1%}",
+                     human_bytes(info.bytes), "-" if cost is None else f"{cost.per_layer.get(info.name, 0):,}",
+                     f"{info.sparsity:.1%}",
                      f"{ws.abs_max:.3g}" if ws else "-", f"{ws.near_zero:.1%}" if ws else "-",
                      f"{act.nonzero_fraction.mean():.1%}" if act else "-",
                      f"{len(act.dead)}/{act.units}" if act else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    numeric = {3, 4, 5, 6, 7, 8, 9}
+    numeric = {3, 4, 5, 6, 7, 8, 9, 10}
     lines = ["  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
@@ -194,6 +208,9 @@ def layer_table(result: Inspection) -> str:
     lines.append("-" * len(lines[0]))
     lines.append(f"total: {len(inv.layers)} layers, {inv.params:,} parameters, {human_bytes(inv.bytes)} of "
                  f"weights, sparsity {inv.sparsity:.1%}")
+    if cost is not None:
+        lines.append(f"multiply-accumulates per sample: {cost.total:,} ({human_macs(cost.total)}); counting only "
+                     f"non-zero weights: {cost.effective_total:,}")
     m = result.loaded
     if m.file_bytes is not None:
         lines.append(f"file on disk: {m.file_bytes:,} bytes ({human_bytes(m.file_bytes)})")
@@ -251,6 +268,8 @@ def compression_to_dict(result, file_name: str, exports: dict[str, str] | None =
                        "tensor_bytes": sum(t.bytes for t in account.tensors), "total": account.total},
         "stages": stages, "recipe": result.recipe.to_dict(), "exports": exports or {},
         "notes": list(result.notes),
+        "macs": {"before": _cost_dict(getattr(result, "cost_before", None)),
+                 "after": _cost_dict(getattr(result, "cost_after", None))},
     }
 
 
@@ -267,6 +286,10 @@ def compression_summary(result) -> str:
                  f"{result.account.header_bytes + result.account.framing_bytes:>10,}")
     lines.append(f"original {result.original_bytes:,} bytes -> compressed {result.compressed_bytes:,} bytes: "
                  f"{times(result.ratio)} smaller")
+    before, after = getattr(result, "cost_before", None), getattr(result, "cost_after", None)
+    if before is not None and after is not None:
+        lines.append(f"multiply-accumulates per sample: {before.total:,} -> {after.total:,} (counting only "
+                     f"non-zero weights: {before.effective_total:,} -> {after.effective_total:,})")
     stage_text = ", ".join(f"{k} {v:,}" for k, v in result.stages.items())
     lines.append(f"stages (bytes of real encodings): {stage_text}")
     for label, m in (("before", result.before), ("after", result.after), ("int8", result.int8)):

@@ -13,8 +13,9 @@ from gui.session import Measurements
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 COLUMNS = ("Layer", "Type", "Shape", "Params", "Bytes", "Sparsity", "Near 0", "Fires", "Dead", "Bits", "Status",
-           "Override")
+           "MACs", "Override")
 OVERRIDE = COLUMNS.index("Override")
+MACS = COLUMNS.index("MACs")
 MARK = "● "
 """Before a layer's name: the recipe has a per-layer value for it (shown in the Override column)."""
 
@@ -43,6 +44,8 @@ class LayerTableModel(QStandardItemModel):
                 "Dead": "units that never fired on the data set",
                 "Bits": "bits per weight: the codebook's index width for a quantized layer, else the dtype's",
                 "Status": "pruned (has zeros), shared (quantized to a codebook), dead units",
+                "MACs": "multiply-accumulates of the layer for one input (torch's FLOP counter); a pruned layer "
+                        "still runs its dense kernel, so the tooltip gives the count for its non-zero weights",
                 "Override": "the recipe's per-layer values for this layer (● before its name); "
                             "Compress > Clear all overrides removes them"}
         for section, column in enumerate(COLUMNS):
@@ -77,7 +80,8 @@ class LayerTableModel(QStandardItemModel):
                 item.setData(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
                              Qt.ItemDataRole.TextAlignmentRole)
             self.setItem(row, col, item)
-        text = ("—" if value is None and ((col in (7, 8) and (self._m.activations or self._finished)) or col == 9)
+        text = ("—" if value is None and ((col in (7, 8) and (self._m.activations or self._finished)) or col == 9
+                                          or (col == MACS and (self._m.cost is not None or self._finished)))
                 else self._text(col, value))
         # "—": measured, but this layer has no neurons of its own (BatchNorm, LayerNorm, ...)
         if col == 2:
@@ -91,8 +95,10 @@ class LayerTableModel(QStandardItemModel):
         colour = (theme.DANGER if (col == 8 and value and value[0]) or (col == 10 and "dead" in value) else
                   theme.GOOD if col == 10 and value != "—" else theme.MUTED if col in (1, 2) else
                   theme.ACCENT if (col == OVERRIDE and value != "—") or (col == 0 and value.startswith(MARK)) else None)
+        tip = self._macs_tip(row) if col == MACS else None
         for role, data in ((Qt.ItemDataRole.DisplayRole, text), (SORT_ROLE, sort),
-                           (Qt.ItemDataRole.ForegroundRole, QColor(colour) if colour else None)):
+                           (Qt.ItemDataRole.ForegroundRole, QColor(colour) if colour else None),
+                           (Qt.ItemDataRole.ToolTipRole, tip)):
             if item.data(role) != data:
                 item.setData(data, role)
 
@@ -126,11 +132,21 @@ class LayerTableModel(QStandardItemModel):
         status = [mark for mark, on in (("pruned", info.sparsity >= 0.01), ("shared", levels is not None),
                                         ("dead units", act is not None and len(act.dead) > 0)) if on]
         overrides = self._overrides_of(info.name)
+        cost = self._m.cost
+        macs = None if cost is None else cost.per_layer.get(info.name)
         return (f"{MARK}{info.name}" if overrides else info.name, info.type, info.shape, info.params,
                 self._stored.get(info.name, info.bytes), info.sparsity,
                 ws.near_zero if ws else None, float(act.nonzero_fraction.mean()) if act else None,
-                (len(act.dead), act.units) if act else None, bits, " · ".join(status) or "—",
+                (len(act.dead), act.units) if act else None, bits, " · ".join(status) or "—", macs,
                 " · ".join(overrides) or "—")
+
+    def _macs_tip(self, row: int) -> str | None:
+        cost = self._m.cost
+        name = self._names[row] if row < len(self._names) else None
+        if cost is None or name not in cost.per_layer:
+            return None
+        return (f"{cost.per_layer[name]:,} multiply-accumulates per input; "
+                f"{cost.effective_per_layer.get(name, cost.per_layer[name]):,} with its non-zero weights")
 
     @staticmethod
     def _text(col: int, value) -> str:
@@ -140,7 +156,7 @@ class LayerTableModel(QStandardItemModel):
             return value or "(model)"
         if col == 2:
             return "×".join(map(str, value))
-        if col == 3:
+        if col in (3, MACS):
             return f"{value:,}"
         if col == 4:
             return human_bytes(value)

@@ -4,7 +4,8 @@ The trade-off plot's x is log10(bytes). pyqtgraph's log axis labels every minor 
 on average, but log spacing is uneven: "7·10³8·10³9·10³10⁴" ran together (issue 12). This axis labels
 1-2-5, 1-3 or 1 per decade, or every other decade, whichever is the densest whose closest two labels
 still have room between them, writes them as sizes ("20 KB"), and keeps the other mantissas as
-unlabelled minor ticks for the grid.
+unlabelled minor ticks for the grid. The same axis writes other quantities (parameters, MACs, milliseconds)
+with the formatter it is given (:meth:`BytesLogAxis.set_formatter`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,20 @@ GAP_PX = 14
 
 
 class BytesLogAxis(pg.AxisItem):
-    """Tick positions are log10(bytes); labels are byte sizes."""
+    """Tick positions are log10(value); labels are byte sizes (or what :meth:`set_formatter` writes)."""
+
+    formatter = staticmethod(human_bytes)
+
+    def set_formatter(self, formatter) -> None:
+        """``formatter(value) -> str`` writes a tick's value (10 ** position)."""
+        self.formatter = formatter
+        self.picture = None
+        self.update()
 
     def _label_width(self, value: float) -> float:
         from PySide6.QtGui import QFontMetricsF
 
-        return QFontMetricsF(self.style.get("tickFont") or self.font()).horizontalAdvance(human_bytes(10 ** value))
+        return QFontMetricsF(self.style.get("tickFont") or self.font()).horizontalAdvance(self.formatter(10 ** value))
 
     def labelled_ticks(self, low: float, high: float, size: float) -> list[float]:
         """The labelled positions (log10 bytes) from ``low`` to ``high``, on an axis ``size`` px long."""
@@ -57,4 +66,4 @@ class BytesLogAxis(pg.AxisItem):
     def tickStrings(self, values, scale, spacing):
         if spacing != 1.0:
             return [""] * len(values)  # the minor ticks only draw grid lines
-        return [human_bytes(10 ** v) for v in values]
+        return [self.formatter(10 ** v) for v in values]

@@ -10,6 +10,7 @@ from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QSplitter,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from core.report.html_report import layer_macs, macs_change
 from core.report.reports import human_bytes, latency_change, times
 from core.pipeline.variants import Variant, changed_predictions, compare_layers, per_class_accuracy
 from gui import theme
@@ -17,6 +18,14 @@ from gui import theme
 MAX_IMAGES = 24
 IMAGE_PIXELS = 84  # a 28x28 digit at 3x
 MAX_TABLE_WIDTH = 640  # the per-tensor table's least width, at most (the weights plot beside it takes the rest)
+
+
+def _macs_cell(a: Variant, b: Variant, tensor: str) -> str:
+    """A weight tensor's layer's MACs per sample in both variants ("" for other tensors)."""
+    before, after = layer_macs(a, tensor), layer_macs(b, tensor)
+    if not before and not after:
+        return ""
+    return before if before == after else f"{before or '—'} → {after or '—'}"
 
 
 def _pixmap(image: np.ndarray, scale: int = 3) -> QPixmap:
@@ -38,8 +47,8 @@ class CompareView(QWidget):
         self.classes: tuple[str, ...] = ()
         self.a_box, self.b_box = QComboBox(), QComboBox()
         self.summary = QLabel("", objectName="compareSummary", wordWrap=True)
-        self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["Tensor", "Params", "Kept", "Bits", "Bytes", "Change"])
+        self.table = QTableWidget(0, 7)
+        self.table.setHorizontalHeaderLabels(["Tensor", "Params", "Kept", "Bits", "Bytes", "Change", "MACs"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
@@ -132,8 +141,10 @@ class CompareView(QWidget):
         acc = (f"{a.accuracy:.2%} → {b.accuracy:.2%} ({(b.accuracy - a.accuracy) * 100:+.2f} points)"
                if a.accuracy is not None and b.accuracy is not None else "not measured")
         lat = latency_change(a.latency, b.latency) if a.latency and b.latency else "not measured"  # stored ones
+        macs = macs_change(a, b) if a.cost is not None and b.cost is not None else "not counted"
         self.summary.setText(f"<b>Size</b> {human_bytes(a.size_bytes)} → {human_bytes(b.size_bytes)} "
-                             f"({times(a.size_bytes / b.size_bytes)})   <b>Accuracy</b> {acc}   <b>Latency</b> {lat}")
+                             f"({times(a.size_bytes / b.size_bytes)})   <b>Accuracy</b> {acc}   <b>Latency</b> {lat}"
+                             f"   <b>MACs</b> {macs}")
         self._fill_table(a, b)
         self._draw_weights()
         self._draw_classes(a, b)
@@ -146,7 +157,7 @@ class CompareView(QWidget):
             change = f"{(r.bytes[1] - r.bytes[0]) / r.bytes[0]:+.0%}" if r.bytes[0] else "new"
             cells = (r.name, f"{r.params[0]:,} → {r.params[1]:,}" if r.params[0] != r.params[1] else f"{r.params[0]:,}",
                      f"{r.kept[0]:.1%} → {r.kept[1]:.1%}", f"{r.weight_bits[0]} → {r.weight_bits[1]}",
-                     f"{human_bytes(r.bytes[0])} → {human_bytes(r.bytes[1])}", change)
+                     f"{human_bytes(r.bytes[0])} → {human_bytes(r.bytes[1])}", change, _macs_cell(a, b, r.name))
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()

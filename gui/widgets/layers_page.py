@@ -22,7 +22,7 @@ from gui.widgets.softened_view import SoftenedView
 from gui.widgets.spectrum_view import SpectrumView
 
 
-DEFAULT_COLUMNS = ("Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Bits")
+DEFAULT_COLUMNS = ("Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Bits", "MACs")
 """The Override column is not among them: it shows by itself while the recipe has a per-layer value."""
 """The columns shown until the user picks others (right-click the header): the rest fit in the pane's
 width only on a wide screen, and each is one click away."""

@@ -1,9 +1,10 @@
-"""The model's headline numbers as a row of cards: parameters, bytes on disk, accuracy, latency."""
+"""The model's headline numbers as a row of cards: parameters, bytes on disk, MACs, accuracy, latency."""
 
 from __future__ import annotations
 
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from core.analysis.cost import human_macs
 from core.report.reports import (human_bytes, latency_basis, latency_figure, latency_median, latency_plus_minus,
                                  latency_spread)
 from gui import theme
@@ -43,6 +44,8 @@ class MetricsBar(QWidget):
             "model": Card("Model"),
             "params": Card("Parameters", "parameters in layers that own them (shared ones once)"),
             "disk": Card("Size on disk", "bytes of the model file as loaded, measured with os.path.getsize"),
+            "macs": Card("MACs", "multiply-accumulates for one input, counted by torch's FLOP counter; a pruned "
+                                 "weight still runs in the dense kernel (the detail line counts non-zero ones)"),
             "accuracy": Card("Test accuracy", "top-1 accuracy on the data set's whole test split"),
             "latency": Card("Latency", "median wall-clock time of one forward pass of a batch, on this CPU"),
         }
@@ -78,6 +81,11 @@ class MetricsBar(QWidget):
         disk = s.loaded.file_bytes
         self.cards["disk"].set(human_bytes(disk) if disk is not None else "—",
                                f"{disk:,} bytes" if disk is not None else "")
+        if m.cost is not None:
+            self.cards["macs"].set(human_macs(m.cost.total), f"{human_macs(m.cost.effective_total)} with non-zero "
+                                   "weights")
+        else:
+            self.cards["macs"].set("…" if m.inventory is None else "—", "")
         if m.test is not None:
             self.cards["accuracy"].set(f"{m.test.accuracy:.2%}", f"{m.test.count:,} test images, loss {m.test.loss:.3f}")
         else:

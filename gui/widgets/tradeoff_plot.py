@@ -1,16 +1,72 @@
-"""Accuracy against compressed size: every variant a point, the Pareto front drawn, the original marked."""
+"""Accuracy against cost: every variant a point, the Pareto front drawn, the original marked.
+
+The x axis is chosen in a combo box: bytes on disk, non-zero parameters, multiply-accumulates (dense, or
+of the non-zero weights only) or measured latency, each on a log scale. A variant lacking the measurement
+(no latency measured, no MAC count) is left out of that axis, and the caption says so. Each point's symbol
+is its family (:func:`core.pipeline.variants.marker_family`), named in the legend.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from core.analysis.cost import human_macs
 from core.report.reports import human_bytes, size_change
-from core.pipeline.variants import Variant, pareto_front
+from core.pipeline.variants import Variant, marker_family, pareto_front, variant_families
 from gui import theme
 from gui.widgets.bytes_axis import BytesLogAxis
+
+
+def human_count(value: float) -> str:
+    """``266200`` as ``266 k`` (parameters)."""
+    return human_macs(int(round(value)))
+
+
+def human_ms(value: float) -> str:
+    return f"{value:.3g} ms"
+
+
+@dataclass(frozen=True)
+class XAxis:
+    """One choice of x: its name in the combo box, the axis title, a variant's value (None: not measured),
+    how ticks are written, and what a variant left out lacks."""
+
+    name: str
+    title: str
+    value: Callable[[Variant], float | None]
+    formatter: Callable[[float], str]
+    lacking: str
+
+
+AXES: dict[str, XAxis] = {
+    "bytes": XAxis("Size on disk", "size on disk (log scale)", lambda v: v.size_bytes, human_bytes, "a size"),
+    "params": XAxis("Non-zero parameters", "non-zero parameters (log scale)", lambda v: v.nonzero_params,
+                    human_count, "parameters"),
+    "macs": XAxis("MACs", "multiply-accumulates per input, dense kernels (log scale)",
+                  lambda v: v.cost.total if v.cost is not None else None, human_count, "a MAC count"),
+    "effective_macs": XAxis("MACs of non-zero weights", "multiply-accumulates per input by non-zero weights (log scale)",
+                            lambda v: v.cost.effective_total if v.cost is not None else None, human_count,
+                            "a MAC count"),
+    "latency": XAxis("Latency", "latency per batch, measured (ms, log scale)",
+                     lambda v: v.latency.median_ms if v.latency is not None else None, human_ms,
+                     "a latency measurement"),
+}
+TITLES = {"bytes": "size", "params": "non-zero parameters", "macs": "MACs", "effective_macs": "MACs of non-zero weights",
+          "latency": "latency"}
+SETTINGS_KEY = "view/tradeoff_x"
+FAMILY_SYMBOLS = {"original": "star", "pruning": "o", "architecture": "s", "distillation": "t",
+                  "quantization": "d", "training": "h", "coding": "p"}
+"""The marker of each family (a family not listed: "x")."""
+
+
+def symbol_of(family: str) -> str:
+    return FAMILY_SYMBOLS.get(family, "x")
 
 
 class TradeoffPlot(QWidget):
@@ -22,11 +78,10 @@ class TradeoffPlot(QWidget):
     def __init__(self, parent: QWidget | None = None, title: bool = True) -> None:
         super().__init__(parent)
         self.setObjectName("panel")
-        # x is log10(bytes), ticks written as sizes (a log axis of its own: pyqtgraph's ran its labels together)
-        self.plot = pg.PlotWidget(axisItems={"bottom": BytesLogAxis("bottom")})
-        self.plot.setProperty("exportName", "Accuracy against size")
+        # x is log10(value), ticks written as values (a log axis of its own: pyqtgraph's ran its labels together)
+        self.axis = BytesLogAxis("bottom")
+        self.plot = pg.PlotWidget(axisItems={"bottom": self.axis})
         theme.grid(self.plot)
-        self.plot.setLabel("bottom", "size on disk (log scale)")
         self.plot.setLabel("left", "test accuracy (%)")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.getPlotItem().getViewBox().setDefaultPadding(0.08)  # room for the points' names
@@ -36,60 +91,141 @@ class TradeoffPlot(QWidget):
         self.points.sigClicked.connect(self._clicked)
         self.plot.addItem(self.front)
         self.plot.addItem(self.points)
+        self.legend = pg.LegendItem(offset=(-10, -10), labelTextColor=theme.MUTED)
+        self.legend.setParentItem(self.plot.getPlotItem().getViewBox())
         self.labels: list[pg.TextItem] = []
         self._current_id: int | None = None
         view = self.plot.getPlotItem().getViewBox()
         view.sigRangeChanged.connect(self._place_labels)
         view.sigResized.connect(self._place_labels)
         self.caption = QLabel("", objectName="caption", wordWrap=True)
+        self.x_choice = QComboBox(objectName="tradeoffAxis")
+        self.x_choice.setToolTip("what the x axis measures")
+        for key, axis in AXES.items():
+            self.x_choice.addItem(axis.name, key)
+        self._settings = None
+        header = QHBoxLayout()
+        header.setContentsMargins(0, 0, 0, 0)
+        self.title = QLabel("", objectName="panelTitle")
+        self.title.setVisible(title)
+        header.addWidget(self.title, 1)
+        header.addWidget(QLabel("x axis:", objectName="caption"))
+        header.addWidget(self.x_choice)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
-        if title:
-            layout.addWidget(QLabel("Accuracy against size", objectName="panelTitle"))
+        layout.addLayout(header)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.caption)
         self.variants: list[Variant] = []
         self.front_ids: list[int] = []
+        self._all: list[Variant] = []
+        self._apply_axis()
+        self.x_choice.currentIndexChanged.connect(self._on_axis_changed)
 
+    # ------------------------------------------------------------------------------------------ the x axis
+    @property
+    def x_key(self) -> str:
+        return self.x_choice.currentData()
+
+    def set_x_axis(self, key: str) -> None:
+        """Show ``key`` (one of :data:`AXES`) on the x axis."""
+        index = self.x_choice.findData(key)
+        if index < 0:
+            raise KeyError(key)
+        self.x_choice.setCurrentIndex(index)
+
+    def use_settings(self, settings) -> None:
+        """Remember the x axis chosen in ``settings`` (a QSettings), and start from the one remembered."""
+        self._settings = settings
+        remembered = str(settings.value(SETTINGS_KEY, "bytes"))
+        if remembered in AXES:
+            self.set_x_axis(remembered)
+
+    def _on_axis_changed(self, _index: int) -> None:
+        if self._settings is not None:
+            self._settings.setValue(SETTINGS_KEY, self.x_key)
+        self._apply_axis()
+        self.show_variants(self._all, self._current_id)
+
+    def _apply_axis(self) -> None:
+        axis = AXES[self.x_key]
+        self.axis.set_formatter(axis.formatter)
+        self.plot.setLabel("bottom", axis.title)
+        self.title.setText(f"Accuracy against {TITLES[self.x_key]}")
+        self.plot.setProperty("exportName", self.title.text())
+
+    def _value(self, v: Variant) -> float | None:
+        value = AXES[self.x_key].value(v)
+        return float(value) if value is not None and value > 0 else None
+
+    def _x(self, v: Variant) -> float:
+        return float(np.log10(self._value(v)))
+
+    # ------------------------------------------------------------------------------------------ drawing
     def show_variants(self, variants: list[Variant], current_id: int | None) -> None:
-        self.variants = [v for v in variants if v.accuracy is not None and v.size_bytes > 0]
+        self._all = list(variants)
+        measured = [v for v in variants if v.accuracy is not None and v.size_bytes > 0]
+        self.variants = [v for v in measured if self._value(v) is not None]
+        left_out = len(measured) - len(self.variants)
         for label in self.labels:
             self.plot.removeItem(label)
         self.labels = []
+        self.legend.clear()
+        self._current_id = current_id
         if not self.variants:
             self.points.setData([])
             self.front.setData([], [])
-            self.caption.setText("Apply a recipe to see its variant here.")
+            self.caption.setText(self._left_out_note(left_out) if left_out else
+                                 "Apply a recipe to see its variant here.")
             return
-        sizes = [v.size_bytes for v in self.variants]
+        xs = [self._value(v) for v in self.variants]
         accuracy = [v.accuracy for v in self.variants]
-        front = pareto_front(sizes, accuracy)
+        front = pareto_front(xs, accuracy)
         self.front_ids = [self.variants[i].id for i in front]
-        spots = []
+        spots, families = [], []
         for v in self.variants:
+            family = marker_family(v)
+            if family not in families:
+                families.append(family)
             colour = theme.WARM if v.is_original else theme.GOOD if v.id in self.front_ids else theme.ACCENT
-            spots.append({"pos": (np.log10(v.size_bytes), 100 * v.accuracy), "data": v.id,
-                          "symbol": "star" if v.is_original else "o", "size": 22 if v.is_original else 14,
+            spots.append({"pos": (self._x(v), 100 * v.accuracy), "data": v.id,
+                          "symbol": symbol_of(family), "size": 22 if v.is_original else 14,
                           "brush": pg.mkBrush(colour),
                           "pen": pg.mkPen("#ffffff" if v.id == current_id else theme.BACKGROUND,
                                           width=3 if v.id == current_id else 1.5)})
             label = pg.TextItem(v.name if not v.is_original else "original", color=theme.MUTED, anchor=(0.5, 1.5))
-            label.setPos(np.log10(v.size_bytes), 100 * v.accuracy)
+            label.setPos(self._x(v), 100 * v.accuracy)
             self.plot.addItem(label)
             self.labels.append(label)
+        for family in families:
+            sample = pg.ScatterPlotItem(symbol=symbol_of(family), size=10, brush=pg.mkBrush(theme.MUTED),
+                                        pen=pg.mkPen(theme.BACKGROUND))
+            self.legend.addItem(sample, family)
         self.points.setData(spots)
-        self.front.setData([np.log10(sizes[i]) for i in front], [100 * accuracy[i] for i in front])
-        self._current_id = current_id
+        self.front.setData([self._x(self.variants[i]) for i in front], [100 * accuracy[i] for i in front])
         self._place_labels()
         original = next((v for v in self.variants if v.is_original), None)
         best = min((self.variants[i] for i in front if not self.variants[i].is_original),
-                   key=lambda v: v.size_bytes, default=None)
+                   key=self._value, default=None)
+        axis = AXES[self.x_key]
         if original and best:
-            self.caption.setText(f"{len(self.variants)} variants; Pareto front in dashes. Smallest on the front: "
-                                 f"{best.name}, {human_bytes(best.size_bytes)} "
-                                 f"({size_change(original.size_bytes, best.size_bytes)}), {best.accuracy:.2%}.")
+            change = (f" ({size_change(original.size_bytes, best.size_bytes)})" if self.x_key == "bytes" else
+                      f" (the original: {axis.formatter(self._value(original))})")
+            lowest = "Smallest" if self.x_key in ("bytes", "params") else "Fastest" if self.x_key == "latency" \
+                else "Fewest MACs"
+            text = (f"{len(self.variants)} variants; Pareto front in dashes. {lowest} on the front: "
+                    f"{best.name}, {axis.formatter(self._value(best))}{change}, {best.accuracy:.2%}.")
         else:
-            self.caption.setText("The original is the star. Apply a recipe to add a variant.")
+            text = "The original is the star. Apply a recipe to add a variant."
+        self.caption.setText(text + (" " + self._left_out_note(left_out) if left_out else ""))
+
+    def _left_out_note(self, count: int) -> str:
+        return (f"{count} variant{'s' if count > 1 else ''} without {AXES[self.x_key].lacking} "
+                f"{'are' if count > 1 else 'is'} left out of this axis.")
+
+    def families_shown(self) -> list[str]:
+        """The families named in the legend (for tests)."""
+        return [label.text for _sample, label in self.legend.items]
 
     ANCHORS = ((0.5, 1.5), (0.5, -0.5), (-0.12, 0.5), (1.12, 0.5), (0.0, 1.5), (1.0, 1.5), (0.0, -0.5), (1.0, -0.5))
     """Where a name may sit, tried in turn: above its point, below, right, left, then above or below
@@ -105,7 +241,7 @@ class TradeoffPlot(QWidget):
         if not self.labels or view.width() <= 0:
             return
         area = view.sceneBoundingRect()
-        points = [view.mapViewToScene(QPointF(float(np.log10(v.size_bytes)), 100 * v.accuracy)) for v in self.variants]
+        points = [view.mapViewToScene(QPointF(self._x(v), 100 * v.accuracy)) for v in self.variants]
         taken = [QRectF(p.x() - 9, p.y() - 9, 18, 18) for p in points]
         order = sorted(range(len(self.variants)), key=lambda i: (
             self.variants[i].id != self._current_id, self.variants[i].is_original,
@@ -133,7 +269,10 @@ class TradeoffPlot(QWidget):
         v = next((v for v in self.variants if v.id == data), None)
         if v is None:
             return ""
-        return f"{v.name}\n{human_bytes(v.size_bytes)} · {v.accuracy:.2%}\nclick to make it current"
+        x = AXES[self.x_key].formatter(self._value(v)) if self.x_key != "bytes" else ""
+        family = " + ".join(variant_families(v)) or "the original"
+        return (f"{v.name} ({family})\n{human_bytes(v.size_bytes)}{' · ' + x if x else ''} · {v.accuracy:.2%}\n"
+                "click to make it current")
 
     def _clicked(self, _item, points, _event=None) -> None:
         if len(points):
