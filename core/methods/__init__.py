@@ -4,12 +4,13 @@ optionally a preview and a structure op) and registering them (:mod:`core.recipe
 Importing this package registers the built-in methods; :func:`core.plugins.discover` does so on the first
 look-up, so nothing else names them. The order here is the order kinds are listed (the studio's panel too).
 Shared parts: ``masks`` (pruning masks as parametrizations), ``codebooks`` (shared weights: k-means,
-uniform, binary, ternary), ``distill`` (the distillation loss a step that trains can use).
+uniform, binary, ternary), ``distill`` (the distillation loss, the ``distill`` step and the block every step that trains takes).
 """
 
 # isort: off (the order of registration)
 from core.methods import magnitude  # noqa: F401
 from core.methods import structured  # noqa: F401
+from core.methods import distill  # noqa: F401
 from core.methods import finetune  # noqa: F401
 from core.methods import quantize  # noqa: F401
 from core.methods import int8  # noqa: F401
