@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from core.eval.data import Split, to_float
 from core.eval.training import Loss
 from core.progress import Task
 from core.recipe import Need, Step, register_step
@@ -58,6 +59,38 @@ def distillation_loss(teacher: nn.Module, temperature: float = 4.0, alpha: float
         return alpha * temperature ** 2 * soft + (1 - alpha) * hard
 
     return loss
+
+
+CACHE_BYTES = 256 << 20
+"""The most memory the teacher's logits for a whole training split may take to be computed once per run
+rather than once per batch (:func:`with_teacher_logits`)."""
+
+
+def with_teacher_logits(teacher: nn.Module, data: Split, temperature: float, alpha: float,
+                        batch_size: int = 1000) -> tuple[Split, Loss] | None:
+    """The teacher's logits for every image of ``data``, computed once, in inference mode, and a split and
+    loss that train with them: the split's labels are the images' indices, which the loss maps to the
+    teacher's logits and the true labels. Without augmentation an image's soft targets are the same every
+    epoch, so this is the distillation loss exactly, with the teacher run once per image instead of once per
+    image and epoch. None when the logits would take more than :data:`CACHE_BYTES`."""
+    logits = []
+    with torch.inference_mode():
+        teacher.eval()
+        for start in range(0, len(data), batch_size):
+            logits.append(teacher(to_float(data.images[start:start + batch_size])).float())
+            if start == 0 and logits[0][0].numel() * len(data) * 4 > CACHE_BYTES:
+                return None
+    targets = torch.cat(logits)
+    soft_targets = nn.functional.log_softmax(targets / temperature, dim=1)
+    labels = data.labels
+
+    def loss(logits: torch.Tensor, inputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1), soft_targets[index],
+                                    reduction="batchmean", log_target=True)
+        hard = nn.functional.cross_entropy(logits, labels[index]) if alpha < 1 else logits.new_zeros(())
+        return alpha * temperature ** 2 * soft + (1 - alpha) * hard
+
+    return Split(data.images, torch.arange(len(data))), loss
 
 
 MAX_TEMPERATURE = 1000.0

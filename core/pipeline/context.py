@@ -94,8 +94,15 @@ class RunContext:
         config = TrainConfig(epochs=epochs, lr=lr, augment=augment, batch_size=batch_size, seed=self.recipe.seed)
         if distill is None:
             yield from train(self.model, self.data.train, config)
+            return
+        from core.methods.distill import with_teacher_logits
+
+        teacher = self.teacher(distill.teacher)
+        cached = None if augment else with_teacher_logits(teacher, self.data.train, distill.temperature, distill.alpha)
+        if cached is None:  # a shifted image has soft targets of its own: the teacher runs on each batch
+            yield from train(self.model, self.data.train, config, loss=distill.loss(teacher))
         else:
-            yield from train(self.model, self.data.train, config, loss=distill.loss(self.teacher(distill.teacher)))
+            yield from train(self.model, cached[0], config, loss=cached[1])
 
     def teacher(self, spec: str) -> nn.Module:
         """The teacher ``spec`` names: ``original`` is the model as originally loaded; anything else is a model
