@@ -57,3 +57,19 @@ def test_a_student_learns_from_the_teacher_when_the_labels_are_noise(mnist):
     assert taught > 0.7 > 0.3 > run(accuracy(alone, test)).accuracy  # 77.7% against 10-ish%
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())  # never trained
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_teacher_logits_computed_once_train_as_the_loss_does(mnist):
+    """Without augmentation the teacher runs once per image (with_teacher_logits): the same training."""
+    from core.methods.distill import with_teacher_logits
+
+    teacher, data, config = load_model("zoo:lenet300").module, mnist.train.subset(1000), TrainConfig(epochs=1, seed=0)
+    torch.manual_seed(0)
+    per_batch = LeNet300()
+    run(train(per_batch, data, config, loss=distillation_loss(teacher, 3.0, 0.8)))
+    torch.manual_seed(0)
+    once = LeNet300()
+    split, loss = with_teacher_logits(teacher, data, 3.0, 0.8)
+    run(train(once, split, config, loss=loss))
+    assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(per_batch.parameters(), once.parameters()))
+    assert not torch.equal(per_batch.fc1.weight, LeNet300().fc1.weight)  # it trained

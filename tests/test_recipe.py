@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from core.methods.coding import Encode
+from core.methods.distill import Distill, DistillSpec
 from core.methods.finetune import FineTune
 from core.methods.int8 import QuantizeActivations
 from core.methods.low_rank import LowRank
@@ -32,6 +33,11 @@ EXAMPLES = [
              select=Selection(overrides=(("conv1", 8),))),
     QuantizeActivations(mode="static", calibration_batches=4),
     Encode(huffman=False, index_bits=5, small_tensors="float32"),
+    Distill(teacher="zoo:lenet5", temperature=2.5, alpha=0.7, epochs=3, lr=0.02, augment=True, batch_size=64,
+            student="mlp800"),
+    FineTune(epochs=2, distill=DistillSpec("original", 8.0, 0.5)),
+    IterativePrune(steps=2, distill=DistillSpec(teacher="zoo:lenet300", temperature=3)),
+    Quantize(finetune_epochs=1, distill=DistillSpec(alpha=1.0)),
 ]
 
 

@@ -98,8 +98,40 @@ class ResNet8(nn.Module):
         return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+class MLP(nn.Module):
+    """A fully connected net ``784-h-h-10`` with ReLU, optionally with dropout on the input and on each
+    hidden layer (Hinton et al. 2015, section 3: the MNIST teacher and student). Dropout is a no-op in eval
+    mode and holds no weights, so it changes neither the state_dict nor what compression sees."""
+
+    def __init__(self, num_classes: int = 10, hidden: int = 800, input_dropout: float = 0.0,
+                 hidden_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.drop_in = nn.Dropout(input_dropout)
+        self.fc1 = nn.Linear(784, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, num_classes)
+        self.drop = nn.Dropout(hidden_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop_in(torch.flatten(x, 1))
+        x = self.drop(torch.relu(self.fc1(x)))
+        x = self.drop(torch.relu(self.fc2(x)))
+        return self.fc3(x)
+
+
+def mlp1200(num_classes: int = 10) -> MLP:
+    """Hinton's MNIST teacher: 784-1200-1200-10, dropout 0.2 on the input and 0.5 on the hidden units
+    (2,395,210 parameters); trained with +-2-pixel jitter."""
+    return MLP(num_classes, 1200, input_dropout=0.2, hidden_dropout=0.5)
+
+
+def mlp800(num_classes: int = 10) -> MLP:
+    """Hinton's MNIST student: 784-800-800-10, no regularisation (1,276,810 parameters)."""
+    return MLP(num_classes, 800)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"lenet300": LeNet300, "lenet5": LeNet5,
-                                                        "resnet8": ResNet8}
+                                                        "resnet8": ResNet8, "mlp1200": mlp1200, "mlp800": mlp800}
 
 
 @dataclass(frozen=True)
@@ -122,6 +154,10 @@ class ZooEntry:
         return resource_path("checkpoints", f"{self.name}.pt")
 
 
+DISTILL_EPOCHS = 20
+"""The epochs of Hinton's MNIST pair and of their reproduction (resources/recipes/distill-hinton-mnist.yaml):
+the three models train for the same epochs, from the same seed."""
+
 ZOO: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("lenet300", "lenet300", "mnist", "LeNet-300-100 on MNIST (Deep Compression, Table 2)", epochs=40),
     ZooEntry("lenet5", "lenet5", "mnist", "Caffe LeNet-5 on MNIST (Deep Compression, Table 3)", epochs=20),
@@ -131,6 +167,11 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              augment=False),
     ZooEntry("resnet8-fashion", "resnet8", "fashion-mnist",
              "Residual CNN with BatchNorm on Fashion-MNIST (coupled channels)", epochs=15, lr=0.1, augment=False),
+    ZooEntry("mnist-teacher", "mlp1200", "mnist", "Hinton's MNIST teacher: 784-1200-1200-10, dropout, jitter "
+             "(Distilling the Knowledge in a Neural Network, section 3)", epochs=DISTILL_EPOCHS),
+    ZooEntry("mnist-student", "mlp800", "mnist", "Hinton's MNIST student trained alone: 784-800-800-10, labels "
+             "only, no dropout or jitter (the SGD settings the distill step trains with)", epochs=DISTILL_EPOCHS,
+             augment=False),
 )}
 
 

@@ -4,8 +4,9 @@ optionally a preview and a structure op) and registering them (:mod:`core.recipe
 Importing this package registers the built-in methods; :func:`core.plugins.discover` does so on the first
 look-up, so nothing else names them. The order here is the order kinds are listed (the studio's panel too).
 Shared parts: ``masks`` (pruning masks as parametrizations), ``codebooks`` (shared weights: k-means,
-uniform, binary, ternary), ``distill`` (the distillation loss a step that trains can use), ``replacing`` (putting a block of new layers
-in a layer's place, for the architecture steps: low_rank, separable, sharing).
+uniform, binary, ternary), ``distill`` (the distillation loss, the ``distill`` step and the block every step that
+trains takes), ``replacing`` (putting a block of new layers in a layer's place, for the architecture steps:
+low_rank, separable, sharing).
 """
 
 # isort: off (the order of registration)
@@ -14,6 +15,7 @@ from core.methods import structured  # noqa: F401
 from core.methods import low_rank  # noqa: F401
 from core.methods import separable  # noqa: F401
 from core.methods import sharing  # noqa: F401
+from core.methods import distill  # noqa: F401
 from core.methods import finetune  # noqa: F401
 from core.methods import quantize  # noqa: F401
 from core.methods import int8  # noqa: F401

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from core.analysis.estimate import Plan, global_threshold
 from core.methods.masks import apply_masks, magnitude_masks, prunable_layers, weight_of
+from core.methods.distill import DistillSpec, check_distill_block, distill_needs, distill_teachers
 from core.pipeline.context import RunContext
 from core.progress import Task
 from core.recipe import Need, Step, register_step
@@ -51,6 +52,7 @@ class IterativePrune(Step):
     epochs_per_step: int = 1
     lr: float = 0.01
     augment: bool = False
+    distill: DistillSpec | None = None  # the fine-tuning rounds distill from its teacher
 
     def summary(self) -> str:
         return f"{self.sparsity:.0%} in {self.steps} rounds{self._overridden()}"
@@ -64,9 +66,15 @@ class IterativePrune(Step):
         check_positive(f"{where}.lr", self.lr)
         for pattern, value in self.select.overrides:
             check_fraction(f"{where}.overrides[{pattern}]", value)
+        check_distill_block(f"{where}.distill", self.distill)
 
     def needs(self) -> frozenset[Need]:
-        return frozenset({Need.TRAINING_DATA}) if self.epochs_per_step else frozenset()
+        if not self.epochs_per_step:
+            return frozenset()
+        return frozenset({Need.TRAINING_DATA}) | distill_needs(self.distill)
+
+    def teachers(self) -> tuple[str, ...]:
+        return distill_teachers(self.distill) if self.epochs_per_step else ()
 
 
 def prunable_names(model) -> list[str]:
@@ -95,7 +103,7 @@ def run_prune_magnitude(step: PruneMagnitude, ctx: RunContext) -> None:
 def run_iterative_prune(step: IterativePrune, ctx: RunContext) -> Task[None]:
     for k in range(1, step.steps + 1):
         prune_once(step, ctx, k / step.steps)
-        yield from ctx.finetune(step.epochs_per_step, step.lr, step.augment)
+        yield from ctx.finetune(step.epochs_per_step, step.lr, step.augment, distill=step.distill)
 
 
 def preview_pruning(step: PruneMagnitude | IterativePrune, plan: Plan) -> None:

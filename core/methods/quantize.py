@@ -16,6 +16,7 @@ from core.analysis.estimate import Plan
 from core.methods.codebooks import METHODS, fake_quantize_layer, quantize_layer, quantize_layers_global
 from core.methods.magnitude import prunable_names
 from core.methods.masks import prunable_layers
+from core.methods.distill import DistillSpec, check_distill_block, distill_needs, distill_teachers
 from core.pipeline.context import RunContext
 from core.progress import Task
 from core.recipe import Need, Step, register_step
@@ -39,6 +40,7 @@ class Quantize(Step):
     lr: float = 0.001
     augment: bool = False
     scope: str = "layer"
+    distill: DistillSpec | None = None  # codebook fine-tuning distills from its teacher
 
     def summary(self) -> str:
         method = {"kmeans": "k-means"}.get(self.method, self.method)
@@ -62,9 +64,15 @@ class Quantize(Step):
             fail(f"{where}.scope", f"a global codebook is made by k-means: use method kmeans, not {self.method}")
         if self.scope == "global" and self.select.overrides:
             fail(f"{where}.overrides", "one global codebook has one size: set bits, not bits per layer")
+        check_distill_block(f"{where}.distill", self.distill)
 
     def needs(self) -> frozenset[Need]:
-        return frozenset({Need.TRAINING_DATA}) if self.finetune_epochs else frozenset()
+        if not self.finetune_epochs:
+            return frozenset()
+        return frozenset({Need.TRAINING_DATA}) | distill_needs(self.distill)
+
+    def teachers(self) -> tuple[str, ...]:
+        return distill_teachers(self.distill) if self.finetune_epochs else ()
 
     def bits_of(self, layer: str) -> int:
         """Bits per stored index for ``layer`` (binary and ternary weights take one)."""
@@ -77,16 +85,16 @@ def run_quantize(step: Quantize, ctx: RunContext) -> Task[None]:
     per_channel = step.granularity == "channel"
     if step.scope == "global":
         quantize_layers_global([layers[n] for n in names], step.bits)
-        yield from ctx.finetune(step.finetune_epochs, step.lr, step.augment)
+        yield from ctx.finetune(step.finetune_epochs, step.lr, step.augment, distill=step.distill)
         return
     if step.method == "uniform" and step.finetune_epochs:
         for n in names:
             fake_quantize_layer(layers[n], step.select.value_for(n, step.bits), per_channel, step.symmetric)
-        yield from ctx.finetune(step.finetune_epochs, step.lr, step.augment)
+        yield from ctx.finetune(step.finetune_epochs, step.lr, step.augment, distill=step.distill)
     for n in names:
         quantize_layer(layers[n], step.method, step.select.value_for(n, step.bits), per_channel, step.symmetric)
     if step.method != "uniform":
-        yield from ctx.finetune(step.finetune_epochs, step.lr, step.augment)
+        yield from ctx.finetune(step.finetune_epochs, step.lr, step.augment, distill=step.distill)
 
 
 def preview_quantize(step: Quantize, plan: Plan) -> None:

@@ -120,8 +120,12 @@ def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_befo
     start, original = loaded.module, origin.module
     example = next(model_inputs(loaded, data, 2, batch_size=2))
     before = (yield from measure(original, origin, data, None)) if measure_before else Measured()
-    ctx = RunContext(recipe, loaded, clone_module(start), data, example)
+    ctx = RunContext(recipe, loaded, clone_module(start), data, example, origin=origin)
     keep_pruned_zeros(ctx.model, loaded)
+    for i, step in enumerate(recipe.steps):  # every teacher, before any work: a bad one is refused now
+        ctx.index = i
+        for teacher in step.teachers():
+            ctx.teacher(teacher)
     total = len(recipe.steps)
     for i, step in enumerate(recipe.steps):
         yield Progress("compress", i, total, f"step {i + 1}/{total}: {step.kind}")

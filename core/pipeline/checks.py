@@ -15,17 +15,18 @@ from core.recipe import Need, Recipe, RecipeError, kind_of
 from core.recipe.step import check_step_against, unmatched
 
 
-def _available(need: Need, data: Dataset | None, teacher) -> bool:
-    if need is Need.TEACHER:
-        return teacher is not None
+def _available(need: Need, data: Dataset | None, step) -> bool:
+    if need is Need.TEACHER:  # a step names its teachers (loaded, and refused if they cannot be, before any work)
+        return bool(step.teachers())
     return data is not None  # training and calibration both read the labelled data set for now
 
 
 def _how_to_satisfy(need: Need) -> str:
-    return "pass --teacher MODEL" if need is Need.TEACHER else "pass --data NAME (in the studio: the Data set menu)"
+    return ("name it in the step (teacher: original, or a model)" if need is Need.TEACHER
+            else "pass --data NAME (in the studio: the Data set menu)")
 
 
-def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, teacher=None) -> None:
+def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None) -> None:
     """Raise :class:`RecipeError` or :class:`CompressionError` (one line, naming the step) if ``recipe``
     cannot run on ``loaded`` with ``data``; return quietly if it can."""
     if isinstance(loaded.module, (torch.jit.ScriptModule, torch.fx.GraphModule)):
@@ -46,7 +47,7 @@ def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, teacher=Non
             break
     for i, step in enumerate(recipe.steps):
         for need in sorted(step.needs(), key=lambda n: n.name):
-            if not _available(need, data, teacher):
+            if not _available(need, data, step):
                 raise CompressionError(f"steps[{i}] ({step.kind}) needs {need.value}: {_how_to_satisfy(need)}")
     if data is None and not loaded.probe_inputs:
         raise CompressionError("no data set and no input shape, so the model cannot be traced: pass --data NAME or "

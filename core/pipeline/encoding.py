@@ -93,14 +93,19 @@ def strip_for_encoding(model: nn.Module) -> dict[str, container.WeightCode]:
     return _codes(layers)
 
 
-def describe(loaded: LoadedModel, structure: list[dict], example) -> dict:
-    """How to rebuild the architecture: its zoo or factory name, the structure ops, its inputs."""
+def describe(loaded: LoadedModel, structure: list[dict], example, arch: str | None = None) -> dict:
+    """How to rebuild the architecture: its zoo or factory name, the structure ops, its inputs. ``arch``,
+    when a step replaced the model (a distilled student), is the architecture to record instead of the
+    loaded model's, and ``structure`` then starts from it (nothing of the loaded model's history)."""
     from core.eval import zoo
 
-    arch = loaded.meta.get("arch")
-    if loaded.format == "zoo":
-        arch = zoo.zoo_entry(loaded.name).arch
-    ops = list(loaded.meta.get("structure", [])) + list(structure)  # a variant carries its own history
+    if arch is not None:
+        ops = list(structure)
+    else:
+        arch = loaded.meta.get("arch")
+        if loaded.format == "zoo":
+            arch = zoo.zoo_entry(loaded.name).arch
+        ops = list(loaded.meta.get("structure", [])) + list(structure)  # a variant carries its own history
     shape = loaded.input_shape
     if shape is None and isinstance(example, torch.Tensor) and example.ndim:  # what the run traced with
         shape = (1, *example.shape[1:])
@@ -145,8 +150,9 @@ def encode_run(ctx: RunContext) -> Encoded:
     """Write the working copy as a compressed file (the working copy is left without parametrizations)."""
     codes = strip_for_encoding(ctx.model)
     state = ctx.model.state_dict()
-    info = describe(ctx.loaded, ctx.structure, ctx.example)
-    check_replay(ctx.loaded.module, ctx.structure, info["input_shape"], ctx.model)
+    info = describe(ctx.loaded, ctx.structure, ctx.example, ctx.arch)
+    base = ctx.base_module if ctx.base_module is not None else ctx.loaded.module
+    check_replay(base, ctx.structure, info["input_shape"], ctx.model)
     options = ctx.encoding
     data, account = container.encode(state, codes, info, use_huffman=options.huffman,
                                      index_bits=options.index_bits, small_float=options.small_float)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +139,8 @@ def check_order(steps: tuple[Step, ...]) -> None:
         if len(places) > 1 or places[0] != len(steps) - 1:
             fail(f"steps[{places[0]}]", f"{kind} must be the last step, once")
     for i, step in enumerate(steps):
+        if i and step.first_only():
+            fail(f"steps[{i}]", step.first_only())
         for earlier in steps[:i]:
             if earlier.kind in step.not_after:
                 fail(f"steps[{i}]", step.not_after[earlier.kind])
@@ -157,8 +160,52 @@ def step_to_dict(step: Step) -> dict:
                 out["overrides"] = {p: v for p, v in sel.overrides}
         else:
             value = getattr(step, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+            if value is None and f.default is None:  # an optional block left unset is not written
+                continue
+            out[f.name] = _plain(value)
     return out
+
+
+def _plain(value):
+    """A field's value as a recipe file holds it: a tuple as a list, a dataclass (a block such as
+    ``distill``) as the mapping of all its fields."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _block_type(step_type: type[Step], name: str) -> type | None:
+    """The dataclass a field of ``step_type`` holds (``DistillSpec`` for ``distill: DistillSpec | None``),
+    read from its type hint; None for a field of plain values."""
+    try:
+        hint = typing.get_type_hints(step_type).get(name)
+    except Exception:  # a hint naming what its module does not import: a plain field
+        return None
+    for candidate in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(candidate) and isinstance(candidate, type):
+            return candidate
+    return None
+
+
+def _block_from(block_type: type, data, where: str):
+    """The block a mapping describes, every key one of ``block_type``'s fields; errors name ``where``."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        fail(where, f"must be a mapping of {', '.join(f.name for f in dataclasses.fields(block_type))}; "
+             f"got {type(data).__name__}")
+    _check_keys(data, where)
+    known = [f.name for f in dataclasses.fields(block_type)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        fail(f"{where}.{unknown[0]}", f"unknown field for {where.rpartition('.')[2]} (known: {', '.join(known)})")
+    label = where.rpartition(".")[2]
+    try:
+        return block_type(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+    except RecipeError as exc:  # the block names itself by its field; name it by its place in the recipe
+        message = str(exc)
+        raise RecipeError(where + message[len(label):] if message.startswith(label) else f"{where}: {message}") \
+            from None
 
 
 def step_from_dict(data, where: str) -> Step:
@@ -194,7 +241,12 @@ def step_from_dict(data, where: str) -> Step:
             fail(f"{where}.{key}", "must be a list of layer names or regular expressions")
     select = Selection(tuple(data.get("layers", [])), tuple(data.get("ignore", [])),
                        tuple((str(p), v) for p, v in overrides.items()))
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+    values = {}
+    for k, v in data.items():
+        if k in names:
+            block_type = _block_type(step_type, k)
+            values[k] = _block_from(block_type, v, f"{where}.{k}") if block_type else \
+                (tuple(v) if isinstance(v, list) else v)
     try:
         return step_type(select=select, **values)
     except TypeError as exc:

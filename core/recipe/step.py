@@ -85,6 +85,16 @@ class Step:
         """What this step needs to run, with these settings."""
         return frozenset()
 
+    def teachers(self) -> tuple[str, ...]:
+        """The teachers this step distills from (``original`` or model specs); loaded once per run, before
+        any step runs. A step with teachers declares :attr:`Need.TEACHER`."""
+        return ()
+
+    def first_only(self) -> str:
+        """Why this step, with these settings, may only be a recipe's first step ("" when it may stand
+        anywhere)."""
+        return ""
+
     def named_layers(self) -> list[tuple[str, str]]:
         """(field, layer name) for fields that name one layer exactly (not a pattern)."""
         return []
