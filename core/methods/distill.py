@@ -34,10 +34,11 @@ ORIGINAL = "original"
 
 def soft_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``softmax(logits / temperature)`` over the last dimension: the softened class probabilities, shape of
-    ``logits`` (a higher temperature spreads them: the teacher's "dark knowledge")."""
+    ``logits``, in their floating dtype (a higher temperature spreads them: the teacher's "dark knowledge")."""
     if not temperature > 0:
         raise ValueError(f"temperature must be positive; got {temperature!r}")
-    return torch.softmax(logits.detach().float() / temperature, dim=-1)
+    z = logits.detach()
+    return torch.softmax((z if z.is_floating_point() else z.float()) / temperature, dim=-1)
 
 
 def distillation_loss(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9) -> Loss:

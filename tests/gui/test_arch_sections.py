@@ -1,5 +1,5 @@
 """The recipe panel's low-rank, separable and distillation sections edit their steps, which round-trip
-through YAML; run with the real kinds once merged, else with stand-ins of the shared interface's fields."""
+through YAML; run with the registered kinds."""
 
 from __future__ import annotations
 
@@ -9,16 +9,14 @@ from core.recipe import Recipe, kinds
 from gui.methods import sections_for
 from gui.recipe_draft import RecipeDraft
 from gui.widgets.recipe_panel import RecipePanel
-from tests.gui.arch_standins import kinds_registered
 
 
 @pytest.fixture
 def panel(qapp):
-    with kinds_registered():
-        draft = RecipeDraft()
-        panel = RecipePanel(draft)
-        yield panel
-        panel.deleteLater()
+    draft = RecipeDraft()
+    panel = RecipePanel(draft)
+    yield panel
+    panel.deleteLater()
 
 
 def kinds_of(draft) -> list[str]:

@@ -249,15 +249,11 @@ def test_the_spatial_method_factorises_a_conv_as_jaderberg_arranges_it(qtbot, le
 # ---------------------------------------------------------------------------------------------- the recipe
 @pytest.fixture
 def arch_kinds(studio, lenet5_studio):
-    """The low_rank, separable and distill kinds registered (the real ones once merged, else stand-ins); the
-    drafts are put back as they were."""
-    from tests.gui.arch_standins import kinds_registered
-
+    """The drafts of both studios are put back as they were after the test."""
     drafts = [(w.session.draft, w.session.draft.to_recipe()) for w in (studio, lenet5_studio)]
-    with kinds_registered():
-        yield
-        for draft, recipe in drafts:
-            draft.load_recipe(recipe)
+    yield
+    for draft, recipe in drafts:
+        draft.load_recipe(recipe)
 
 
 def test_the_separable_toggle_adds_and_takes_out_layers_of_the_separable_step(qtbot, lenet5, arch_kinds):
