@@ -344,10 +344,14 @@ class RecipeDraft(KindEdits, QObject):
             edits.update(method=method, finetune_epochs=training)
             if method == "kmeans":
                 edits["granularity"] = "tensor"  # k-means shares one codebook per layer
+            else:
+                edits["scope"] = "layer"  # a global codebook is made by k-means
         if "bits" in changed:
             edits["bits"] = m["bits"]
         if "layer_bits" in changed:
             edits["select"] = dataclasses.replace(step.select, overrides=values["select"].overrides)
+            if values["select"].overrides:
+                edits["scope"] = "layer"  # bits per layer: a codebook per layer
         if "finetune_epochs" in changed and method == "kmeans":
             edits["finetune_epochs"] = training
         if "lr" in changed:

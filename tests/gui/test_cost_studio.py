@@ -96,3 +96,15 @@ def test_the_axis_chosen_is_remembered_by_the_next_window(qtbot, qapp, settings)
     wait_idle(qtbot, w)
     assert w.tradeoff.x_key == "macs" and w.tradeoff.x_choice.currentText() == "MACs"
     assert w.demo.tradeoff.x_key == "bytes"  # the report's plot stays accuracy against size
+
+
+@pytest.mark.parametrize("edit", [lambda d: d.set_layer_bits("fc1", 4), lambda d: d.set(quant_method="uniform")])
+def test_the_draft_drops_the_global_scope_where_one_codebook_cannot_do(qapp, edit):
+    from gui.recipe_draft import RecipeDraft
+
+    draft = RecipeDraft()
+    draft.load_recipe(Recipe.from_text("steps: [{kind: quantize, bits: 5, scope: global}, {kind: encode}]"))
+    assert draft.to_recipe().steps[0].scope == "global"
+    edit(draft)
+    step = draft.to_recipe().steps[0]
+    assert step.scope == "layer" and step.validate("steps[0]") is None
