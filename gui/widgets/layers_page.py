@@ -91,6 +91,7 @@ class LayersPage(QWidget):
         self.separable = SeparableToggle()
         self.weight_tabs = QTabWidget(objectName="inspectorTabs")
         self.weight_tabs.setDocumentMode(True)
+        self.weight_tabs.tabBar().setDrawBase(False)  # the style's base line ran bright past the tabs
         for view, title, tip in ((self.histogram, "Weights", "the selected layer's weight histogram"),
                                  (self.spectrum, "Low rank", "the selected layer's singular values: drag the rank"),
                                  (self.softened, "Softened outputs", "the teacher's class probabilities at T")):
