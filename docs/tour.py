@@ -9,8 +9,9 @@ requested tab. With ``--save DIR`` it also writes a PNG of the window for every 
 ``--sizes 1366x768,1920x1080`` also one per view at each of those window sizes (``DIR/<view>-WxH.png``,
 and ``DIR/heatmap-WxH.png``: the Layers page with the unit heatmap). The views ``lowrank`` and
 ``softened`` are the Layers page with the inspector's Low rank (singular values) and Softened outputs
-tabs. A convolution's Low rank view, with its separable toggle:
+tabs, of the original model; and a convolution's Low rank view, with its separable toggle:
 
+    python docs/tour.py --recipes 0 --only lowrank,softened --save docs/ --sizes 1366x768,1920x1080
     python docs/tour.py --model zoo:lenet5 --layer conv2 --recipes 0 --only lowrank --prefix lenet5- --save docs/
 """
 
@@ -29,6 +30,9 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 VIEWS = {"layers": (0, "Weights"), "tradeoff": (1, None), "compare": (2, None), "demo": (3, None),
          "lowrank": (0, "Low rank"), "softened": (0, "Softened outputs")}
 """view -> (the window's tab, the inspector's tab on the Layers page)"""
+SAVED = ("layers", "tradeoff", "compare", "demo")
+"""The views ``--save`` writes without ``--only`` (the inspector's other tabs show the original best:
+``--recipes 0 --only lowrank,softened``)."""
 QUICK = [  # (all-layers sparsity, bits): a spread of points for the trade-off plot
     (0.80, 6), (0.90, 5), (0.95, 4), (0.97, 3), (0.985, 2)]
 
@@ -115,7 +119,7 @@ def main() -> int:
             shots = [(window.size(), "")]
             for wh in filter(None, args.sizes.split(",")):
                 shots.append((QSize(*(int(n) for n in wh.lower().split("x"))), f"-{wh}"))
-            only = [v for v in args.only.split(",") if v] or list(VIEWS)
+            only = [v for v in args.only.split(",") if v] or list(SAVED)
             for size, suffix in shots:
                 window.resize(size)
                 for name in only:

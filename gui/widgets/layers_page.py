@@ -32,6 +32,11 @@ BYTES_MIN_HEIGHT = 130
 """The least height "Where the bytes are" keeps beside a long layer table (its title and three bars)."""
 
 
+PAGE_MIN_HEIGHT = 120
+"""The least height of each inspector tab's view: with the tab bar, the pane needs no more than the histogram
+alone did (a 600-pixel-tall window still fits)."""
+
+
 class LayersPage(QWidget):
     sig_layer_changed = Signal(str)
     """This layer is now selected ("" for none)."""
@@ -91,10 +96,12 @@ class LayersPage(QWidget):
         self.separable = SeparableToggle()
         self.weight_tabs = QTabWidget(objectName="inspectorTabs")
         self.weight_tabs.setDocumentMode(True)
+        self.weight_tabs.tabBar().setDrawBase(False)  # the style's base line ran bright past the tabs
         for view, title, tip in ((self.histogram, "Weights", "the selected layer's weight histogram"),
                                  (self.spectrum, "Low rank", "the selected layer's singular values: drag the rank"),
                                  (self.softened, "Softened outputs", "the teacher's class probabilities at T")):
             self.weight_tabs.setTabToolTip(self.weight_tabs.addTab(view, title), tip)
+            view.setMinimumHeight(PAGE_MIN_HEIGHT)  # the tab bar's height comes out of the pages', not the window's
         upper = QWidget()
         upper_layout = QVBoxLayout(upper)
         upper_layout.setContentsMargins(0, 0, 0, 0)

@@ -10,6 +10,7 @@ from PySide6.QtCore import QPointF, Qt
 
 from core.analysis.inspection import InspectOptions
 from core.eval.data import to_float
+from gui.methods.arch_api import kind_registered
 from gui.widgets.softened_view import entropy_bits
 from tests.gui.conftest import wait_idle
 
@@ -219,6 +220,8 @@ def test_separable_toggle_shows_weights_before_and_after_for_eligible_convs(qtbo
     n, c, kh, kw = conv2.weight.shape
     lenet5.select_layer("conv2")
     assert toggle.isVisible()
+    if not kind_registered("separable"):  # before the real step is merged: a preview that says so
+        assert not toggle.check.isEnabled() and toggle.note.isVisible() and "not installed" in toggle.note.toolTip()
     before, after = n * c * kh * kw, c * kh * kw + c * n  # 25,000 and 1,500 for LeNet-5's conv2
     assert f"weights {before:,}; separable {after:,} ({before / after:.1f}× fewer)" == toggle.params_label.text()
     lenet5.select_layer("fc1")
