@@ -71,6 +71,8 @@ def main() -> None:
         test = result.after.test.count - result.after.test.correct
         rows[f"distilled, T={temperature:g}"] = (test, errors(result.model, data.val), (seconds, result.compressed_bytes))
         print(f"T={temperature:g}: {test} test errors, {seconds:.0f} s, {result.compressed_bytes:,} B", flush=True)
+        if args.json:  # after every run, so that a long benchmark stopped early keeps what it measured
+            write_json(args.json, step, rows)
     print()
     print("| model | test errors (of 10,000) | validation errors (of 5,000) | gap closed | run time | .psz bytes |")
     print("|---|---|---|---|---|---|")
@@ -78,10 +80,12 @@ def main() -> None:
         gap = "" if extra is None else f"{gap_closed(s_err, t_err, test):.0%}"
         run_time, size = ("", "") if extra is None else (f"{extra[0]:.0f} s", f"{extra[1]:,}")
         print(f"| {name} | {test} | {val} | {gap} | {run_time} | {size} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"epochs": step.epochs, "alpha": step.alpha, "lr": step.lr, "rows": {
-            k: {"test_errors": v[0], "val_errors": v[1], "seconds": v[2][0] if v[2] else None,
-                "psz_bytes": v[2][1] if v[2] else None} for k, v in rows.items()}}, indent=1))
+
+
+def write_json(path: str, step, rows: dict) -> None:
+    Path(path).write_text(json.dumps({"epochs": step.epochs, "alpha": step.alpha, "lr": step.lr, "rows": {
+        k: {"test_errors": v[0], "val_errors": v[1], "seconds": v[2][0] if v[2] else None,
+            "psz_bytes": v[2][1] if v[2] else None} for k, v in rows.items()}}, indent=1))
 
 
 if __name__ == "__main__":
