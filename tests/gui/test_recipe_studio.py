@@ -103,7 +103,8 @@ def test_loading_shows_the_recipe_in_the_controls_and_the_rest_read_only(qapp):
 def test_the_panel_has_one_section_per_kind_with_controls_chosen_from_the_registry(qapp, toy_kind):
     panel = RecipePanel(RecipeDraft())
     assert [type(s) for s in panel.sections] == sections_for(kinds())
-    assert [s.title() for s in panel.sections] == ["Pruning", "Fine-tuning", "Quantization", "File"]
+    assert [s.title() for s in panel.sections] == ["Pruning", "Low rank", "Depthwise-separable", "Distillation", "Fine-tuning",
+                                                 "Quantization", "File"]
 
     @register_section("toy_shrink")
     class ShrinkSection(Section):

@@ -163,7 +163,7 @@ def test_window_layout_is_remembered(qtbot, qapp, window, settings):
     from gui.app import create_window
 
     window.histogram.set_mode("signed")
-    window.resize(window.width(), 600)  # the offscreen screen is small; the height is free to change
+    window.resize(window.width(), 640)  # the offscreen screen is small; the height is free to change
     menu = window.layers.column_menu()  # the table header's context menu
     for action in menu.actions():
         if action.text() in ("Dead", "Bits"):
@@ -173,8 +173,8 @@ def test_window_layout_is_remembered(qtbot, qapp, window, settings):
     assert settings.value("view/histogram_mode") == "signed"
     again = create_window(None, settings=settings)
     qtbot.addWidget(again)
-    assert again.histogram.mode == "signed" and again.size().height() == 600
-    assert again.layers.visible_columns() == ["Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Dead"]
+    assert again.histogram.mode == "signed" and again.size().height() == 640
+    assert again.layers.visible_columns() == ["Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Dead", "MACs"]
 
 
 def test_layer_table_shows_the_default_columns_and_any_chosen(window):
