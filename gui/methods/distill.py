@@ -32,7 +32,8 @@ class DistillSection(Section):
         draft.claim(DISTILL)
         self.enabled = QCheckBox("Distil from a teacher")
         self.enabled.setToolTip("Train the model to match the teacher's outputs softened by T, and the labels")
-        self.teacher = QComboBox()
+        self.teacher = QComboBox(minimumContentsLength=6)  # shrinks with the panel; the full name is its tooltip
+        self.teacher.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.teacher.addItem("the original (as loaded)", ORIGINAL)
         for name in zoo.ZOO:
             self.teacher.addItem(f"zoo: {name}", f"zoo:{name}")
