@@ -108,16 +108,24 @@ class SeparablePresenter(QObject):
         self.layer: str | None = None
         toggle.sig_toggled.connect(self._toggled)
         session.draft.sig_changed.connect(lambda: self.show_layer(self.layer))
+        session.sig_measured.connect(lambda what: what == "cost" and self.show_layer(self.layer))
 
     def show_layer(self, layer: str | None) -> None:
         self.layer = layer
         s = self.session
         counts = s.separable_counts(layer) if layer and s.loaded is not None else None
         registered = arch.kind_registered(arch.SEPARABLE)
-        # MACs: given here once core.analysis.cost (count_macs) is on this branch (see gui.methods.arch_api)
-        self.toggle.show_layer(layer or "", counts, None,
+        self.toggle.show_layer(layer or "", counts, self._macs(layer) if counts else None,
                                separable=registered and s.draft.selects(arch.SEPARABLE, layer or ""),
                                editable=registered, why="" if registered else NOT_INSTALLED.format(arch.SEPARABLE))
+
+    def _macs(self, layer: str) -> tuple[int, int] | None:
+        """(before, after) MACs per sample of ``layer``, once the inspection has counted them."""
+        cost = self.session.measurements.cost
+        before = cost.per_layer.get(layer) if cost is not None else None
+        if before is None:
+            return None
+        return before, arch.separable_macs(self.session.loaded.module.get_submodule(layer), before)
 
     def _toggled(self, layer: str, on: bool) -> None:
         if arch.kind_registered(arch.SEPARABLE):

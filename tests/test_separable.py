@@ -33,6 +33,18 @@ def test_targets_and_params():
     assert separable_targets(mixed) == ["2"]
 
 
+@pytest.mark.parametrize("stride, padding, size", [(1, 0, 12), (2, 1, 11), (1, 2, 9)])
+def test_the_separable_macs_are_what_the_flop_counter_counts_on_the_pair(stride, padding, size):
+    from core.analysis.cost import count_macs
+    from core.methods.separable import separable_block, separable_macs
+
+    conv = nn.Conv2d(6, 9, 3, stride, padding)
+    x = torch.randn(1, 6, size, size)
+    before, after = count_macs(conv, x).total, count_macs(separable_block(conv), x).total
+    assert before == 9 * 6 * 9 * conv(x).shape[-1] ** 2
+    assert separable_macs(conv, before) == after < before
+
+
 def test_a_separable_convolution_is_recovered_exactly_by_the_initialisation():
     torch.manual_seed(0)
     depthwise, pointwise = nn.Conv2d(6, 6, 3, 2, 1, groups=6, bias=False), nn.Conv2d(6, 9, 1)

@@ -68,6 +68,14 @@ def separable_params(conv: nn.Conv2d) -> tuple[int, int]:
     return out * cin * kh * kw, cin * kh * kw + cin * out
 
 
+def separable_macs(conv: nn.Conv2d, macs_before: int) -> int:
+    """MACs per sample of the depthwise + pointwise pair replacing ``conv``, given ``conv``'s own measured
+    MACs. Both new layers compute at ``conv``'s output positions (the depthwise keeps its stride and
+    padding; the pointwise is 1x1), so the count scales with the weights: ``macs · after / before``."""
+    before, after = separable_params(conv)
+    return macs_before * after // before
+
+
 def separable_block(conv: nn.Conv2d) -> nn.Sequential:
     """The depthwise + pointwise pair replacing ``conv``, uninitialised, on its device."""
     cin, out = conv.in_channels, conv.out_channels

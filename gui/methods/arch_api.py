@@ -10,7 +10,7 @@ from __future__ import annotations
 from core.methods.distill import soft_probabilities  # noqa: F401
 from core.methods.low_rank import (break_even, factorised_params, low_rank_targets, rank_for_energy,  # noqa: F401
                                    singular_values)
-from core.methods.separable import separable_params, separable_targets  # noqa: F401
+from core.methods.separable import separable_macs, separable_params, separable_targets  # noqa: F401
 
 LOW_RANK, SEPARABLE, DISTILL = "low_rank", "separable", "distill"
 LOW_RANK_METHODS = ("channel", "spatial")

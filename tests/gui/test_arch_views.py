@@ -224,6 +224,14 @@ def test_separable_toggle_shows_weights_before_and_after_for_eligible_convs(qtbo
         assert not toggle.check.isEnabled() and toggle.note.isVisible() and "not installed" in toggle.note.toolTip()
     before, after = n * c * kh * kw, c * kh * kw + c * n  # 25,000 and 1,500 for LeNet-5's conv2
     assert f"weights {before:,}; separable {after:,} ({before / after:.1f}× fewer)" == toggle.params_label.text()
+    from core.analysis.cost import count_macs
+    from core.methods.separable import separable_block
+
+    qtbot.waitUntil(lambda: lenet5.session.measurements.cost is not None, timeout=60_000)
+    x = torch.zeros(1, 20, 12, 12)  # conv2's input: 20 maps of 12x12
+    macs_before, macs_after = count_macs(conv2, x).total, count_macs(separable_block(conv2), x).total
+    assert toggle.macs_label.isVisible()
+    assert toggle.macs_label.text() == f"MACs per image {macs_before:,} (separable: {macs_after:,})"
     lenet5.select_layer("fc1")
     assert not toggle.isVisible()  # a Linear has no separable form
     lenet5.select_layer("conv1")
