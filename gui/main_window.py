@@ -84,6 +84,7 @@ class MainWindow(QMainWindow):
             if hasattr(section, "sig_show_outputs"):
                 section.sig_show_outputs.connect(lambda: self.layers.show_inspector_tab("Softened outputs"))
         session.draft.sig_refused.connect(lambda why: self.statusBar().showMessage(f"Not changed: {why}", 8000))
+        session.sig_notes.connect(self._show_notes)
         self.variant_list.sig_save.connect(self.save_variant_dialog)
         self.tradeoff.sig_variant_clicked.connect(session.make_current)
         self.demo.tradeoff.sig_variant_clicked.connect(session.make_current)
@@ -303,6 +304,13 @@ class MainWindow(QMainWindow):
         return path
 
     # ------------------------------------------------------------------------------------------ compressing
+    def _show_notes(self, variant: str, notes: list) -> None:
+        """A run's notes (a layer the step skipped, and why) in the status bar, all of them in its tooltip;
+        the variant's report.json keeps them too."""
+        more = f" (+{len(notes) - 1} more: hover)" if len(notes) > 1 else ""
+        self.statusBar().showMessage(f"{variant}: {notes[0]}{more}", 20000)
+        self.statusBar().setToolTip("\n".join(f"{variant}: {n}" for n in notes))
+
     def apply(self) -> None:
         base = self.session.apply_base() if self.session.variants.variants else None
         if self.session.apply():

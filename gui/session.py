@@ -74,6 +74,8 @@ class Session(QObject):
     """Opening needs more than the path (an architecture): (the open's arguments, why, the field to fill)."""
     sig_opened = Signal(dict)
     """A model was opened from these arguments (spec, data_name, arch, input_shape): for Open Recent."""
+    sig_notes = Signal(str, list)
+    """A compression finished with notes (a layer skipped, and why): (the variant's name, the notes)."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -247,6 +249,8 @@ class Session(QObject):
         report = compression_to_dict(result, file_name)
         report["variant"] = {"id": variant.id, "name": variant.name, "parent": variant.parent}
         self.variants.add(variant, model, result.file_bytes, report)
+        if result.notes:
+            self.sig_notes.emit(variant.name, list(result.notes))
 
     def make_current(self, variant_id: int) -> None:
         self.variants.set_current(variant_id)

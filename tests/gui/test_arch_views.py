@@ -356,3 +356,23 @@ def test_the_distill_section_sets_t_and_the_teacher_of_the_softened_view(qtbot, 
     finally:
         draft.sig_changed.disconnect(section.refresh)
         section.deleteLater()
+
+
+def test_a_layer_the_step_skips_is_said_in_the_studio(qtbot, window):
+    """A rank at or above break-even saves nothing: the run's note reaches the status bar (and its report)."""
+    from core.recipe import Recipe
+
+    s, before = window.session, len(window.session.variants.variants)
+    notes = []
+    s.sig_notes.connect(lambda name, ns: notes.append((name, ns)))
+    recipe = Recipe.from_text("name: skip fc2\nsteps: [{kind: low_rank, layers: [fc1, fc2], overrides: {fc1: 20, fc2: 80}},"
+                              " {kind: encode}]")
+    assert s.apply(recipe, on=0)
+    qtbot.waitUntil(lambda: len(s.variants.variants) == before + 1, timeout=120_000)
+    wait_idle(qtbot, window)
+    (name, (note,)), = notes
+    assert "fc2 not factorised: rank 80 is at or above break-even 75.0" in note
+    assert window.statusBar().currentMessage() == f"{name}: {note}"
+    report = s.variants.reports[max(s.variants.reports)]
+    assert report["notes"] == [note]
+    assert s.variants.models[max(s.variants.models)].module.get_submodule("fc2").__class__.__name__ == "Linear"
