@@ -154,7 +154,7 @@ class ZooEntry:
         return resource_path("checkpoints", f"{self.name}.pt")
 
 
-DISTILL_EPOCHS = 20
+DISTILL_EPOCHS = 60
 """The epochs of Hinton's MNIST pair and of their reproduction (resources/recipes/distill-hinton-mnist.yaml):
 the three models train for the same epochs, from the same seed."""
 
