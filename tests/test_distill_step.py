@@ -149,4 +149,9 @@ def test_hinton_pair_in_the_zoo(mnist):
         measured[name] = run(accuracy(model, mnist.test)).accuracy
         assert measured[name] == pytest.approx(meta["test_accuracy"], abs=1e-9)
     assert zoo.ZOO["mnist-teacher"].augment and not zoo.ZOO["mnist-student"].augment
+    from core.recipe import Recipe
+    from core.resources import resource_path
+
+    (step,) = Recipe.from_file(resource_path("recipes", "distill-hinton-mnist.yaml")).steps
+    assert step.epochs == zoo.DISTILL_EPOCHS and step.student == "mlp800"  # the distilled student: the same epochs
     assert measured["mnist-teacher"] > measured["mnist-student"] > 0.98
