@@ -85,6 +85,7 @@ class MainWindow(QMainWindow):
                 section.sig_show_outputs.connect(lambda: self.layers.show_inspector_tab("Softened outputs"))
         session.draft.sig_refused.connect(lambda why: self.statusBar().showMessage(f"Not changed: {why}", 8000))
         session.sig_notes.connect(self._show_notes)
+        self.statusBar().messageChanged.connect(lambda text: text or self.statusBar().setToolTip(""))  # notes' tooltip goes with them
         self.variant_list.sig_save.connect(self.save_variant_dialog)
         self.tradeoff.sig_variant_clicked.connect(session.make_current)
         self.demo.tradeoff.sig_variant_clicked.connect(session.make_current)
