@@ -87,7 +87,7 @@ class MetricsBar(QWidget):
         else:
             self.cards["macs"].set("…" if m.inventory is None else "—", "")
         if m.test is not None:
-            self.cards["accuracy"].set(f"{m.test.accuracy:.2%}", f"{m.test.count:,} test images, loss {m.test.loss:.3f}")
+            self.cards["accuracy"].set(f"{m.test.accuracy:.2%}", f"{m.test.count:,} images, loss {m.test.loss:.3f}")
         else:
             self.cards["accuracy"].set("…" if s.data is not None else "—",
                                        "measuring" if s.data is not None else "needs a labelled data set")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from core.analysis.cost import human_macs
 from gui import theme
 
 
@@ -24,17 +25,17 @@ class SeparableToggle(QWidget):
         self.check = QCheckBox("Make separable")
         self.check.setToolTip("Replace this k×k convolution by a depthwise k×k and a pointwise 1×1 (groups=1 "
                               "convolutions with a kernel larger than 1×1)")
-        self.params_label = theme.steady(QLabel("", objectName="caption"), 1)
+        self.params_label = QLabel("", objectName="caption")  # its width: it changes only on a click
         self.macs_label = theme.steady(QLabel("", objectName="caption"), 1)
         self.note = QLabel("preview only", objectName="caption")
         row = QHBoxLayout()
         row.addWidget(self.check)
-        row.addWidget(self.params_label, 1)
+        row.addWidget(self.params_label)
+        row.addWidget(self.macs_label, 1)  # on the same line: the spectrum plot above needs the height
         row.addWidget(self.note)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 2, 10, 2)
         layout.addLayout(row)
-        layout.addWidget(self.macs_label)
         self.check.toggled.connect(self._toggled)
         self.show_layer("", None)
 
@@ -67,10 +68,10 @@ class SeparableToggle(QWidget):
         (before, after), on = self._weights, self.check.isChecked()
         ratio = f"{before / after:.1f}× fewer"
         self.params_label.setText(f"<b>separable</b>: weights {before:,} → {after:,} ({ratio})" if on else
-                                  f"weights {before:,}; separable {after:,} ({ratio})")
+                                  f"weights {before:,} → {after:,} ({ratio})")
         self.macs_label.setVisible(self._macs is not None)  # shown once the cost count is in
         if self._macs is None:
             return
         mb, ma = self._macs
-        self.macs_label.setText(f"MACs per image {mb:,} → {ma:,}" if on else
-                                f"MACs per image {mb:,} (separable: {ma:,})")
+        self.macs_label.setToolTip(f"multiply-accumulates per image: {mb:,} now, {ma:,} separable")
+        self.macs_label.setText(f"· MACs {human_macs(mb)} → {human_macs(ma)}")

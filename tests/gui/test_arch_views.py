@@ -209,6 +209,7 @@ def test_the_svd_runs_in_the_background_once_per_layer(qtbot, window):
     qtbot.waitUntil(lambda: spectrum.spectrum is not None, timeout=30_000)
     assert spectrum.spectrum.layer == "fc2" and len(spectrum.spectrum.values) == 100
     assert spectrum.break_even_line.value() == pytest.approx(100 * 300 / 400)
+    qtbot.waitUntil(lambda: not s.runner.busy, timeout=60_000)  # other background work (the cost count) done too
     window.select_layer("fc1")  # known: drawn at once, nothing started
     assert spectrum.spectrum is not None and spectrum.spectrum.layer == "fc1" and not s.runner.busy
 
@@ -223,19 +224,20 @@ def test_separable_toggle_shows_weights_before_and_after_for_eligible_convs(qtbo
     if not kind_registered("separable"):  # before the real step is merged: a preview that says so
         assert not toggle.check.isEnabled() and toggle.note.isVisible() and "not installed" in toggle.note.toolTip()
     before, after = n * c * kh * kw, c * kh * kw + c * n  # 25,000 and 1,500 for LeNet-5's conv2
-    assert f"weights {before:,}; separable {after:,} ({before / after:.1f}× fewer)" == toggle.params_label.text()
-    from core.analysis.cost import count_macs
+    assert f"weights {before:,} → {after:,} ({before / after:.1f}× fewer)" == toggle.params_label.text()
+    from core.analysis.cost import count_macs, human_macs
     from core.methods.separable import separable_block
 
     qtbot.waitUntil(lambda: lenet5.session.measurements.cost is not None, timeout=60_000)
     x = torch.zeros(1, 20, 12, 12)  # conv2's input: 20 maps of 12x12
     macs_before, macs_after = count_macs(conv2, x).total, count_macs(separable_block(conv2), x).total
     assert toggle.macs_label.isVisible()
-    assert toggle.macs_label.text() == f"MACs per image {macs_before:,} (separable: {macs_after:,})"
+    assert toggle.macs_label.text() == f"· MACs {human_macs(macs_before)} → {human_macs(macs_after)}"
+    assert toggle.macs_label.toolTip() == f"multiply-accumulates per image: {macs_before:,} now, {macs_after:,} separable"
     lenet5.select_layer("fc1")
     assert not toggle.isVisible()  # a Linear has no separable form
     lenet5.select_layer("conv1")
-    assert toggle.isVisible() and "weights 500; separable 45 " in toggle.params_label.text()
+    assert toggle.isVisible() and "weights 500 → 45 " in toggle.params_label.text()
 
 
 def test_the_spatial_method_factorises_a_conv_as_jaderberg_arranges_it(qtbot, lenet5):
