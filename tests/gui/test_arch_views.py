@@ -379,34 +379,3 @@ def test_a_layer_the_step_skips_is_said_in_the_studio(qtbot, window):
     assert report["notes"] == [note]
     assert s.variants.models[max(s.variants.models)].module.get_submodule("fc2").__class__.__name__ == "Linear"
 
-
-# ---------------------------------------------------------------------------------------------- every new step, applied
-STUDIO_RUNS = {  # (window, recipe's steps, a check on the variant's module)
-    "distill": ("window", "{kind: distill, teacher: original, temperature: 4, alpha: 0.7, epochs: 1, lr: 0.01}",
-                lambda m: type(m.fc1).__name__ == "Linear"),
-    "share_filters": ("window", "{kind: share_filters, k: 8, layers: [fc2]}",
-                      lambda m: "fc2" in dict(m.named_modules())),
-    "quantize_global": ("window", "{kind: quantize, method: kmeans, bits: 4, scope: global}",
-                        lambda m: type(m.fc1).__name__ == "Linear"),
-    "separable": ("lenet5", "{kind: separable, layers: [conv2], fit_steps: 20, batches: 2}",
-                  lambda m: m.get_submodule("conv2.0").groups == 20),
-}
-
-
-@pytest.mark.parametrize("name", list(STUDIO_RUNS))
-def test_each_new_step_runs_from_the_studio_into_a_file_of_the_reported_size(qtbot, request, name):
-    fixture, step, check = STUDIO_RUNS[name]
-    from core.recipe import Recipe
-
-    w = request.getfixturevalue(fixture)
-    s = w.session
-    store, before = s.variants, len(s.variants.variants)
-    recipe = Recipe.from_text(f"name: studio-{name}\nsteps: [{step}, {{kind: encode}}]")
-    assert s.apply(recipe, on=0)
-    qtbot.waitUntil(lambda: len(store.variants) == before + 1 and not s.runner.busy, timeout=180_000)
-    variant = store.current
-    report = store.reports[variant.id]
-    assert store.files[variant.id].stat().st_size == variant.size_bytes == report["compressed_bytes"]
-    assert Recipe.from_dict(report["recipe"]) == recipe
-    assert variant.accuracy is not None and variant.accuracy > 0.5  # measured on the test images, not guessed
-    assert check(store.models[variant.id].module)
