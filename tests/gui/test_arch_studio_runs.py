@@ -42,6 +42,12 @@ def _global_codebook(original, m) -> bool:
     return torch.unique(values).numel() <= 16 and torch.unique(values).numel() > 2
 
 
+def _factorised(original, m) -> bool:
+    first, second = m.get_submodule("fc1.0"), m.get_submodule("fc1.1")
+    return (first.in_features == original.fc1.in_features and first.out_features == second.in_features == 20
+            and second.out_features == original.fc1.out_features)
+
+
 def _separable(original, m) -> bool:
     depthwise, pointwise = m.get_submodule("conv2.0"), m.get_submodule("conv2.1")
     return (depthwise.groups == original.conv2.in_channels == depthwise.out_channels
@@ -54,6 +60,7 @@ STUDIO_RUNS = {  # (window fixture, the recipe's first step, a check of the vari
     "share_filters": ("lenet300_runs", "{kind: share_filters, k: 8, layers: [fc2]}", _shared),
     "quantize_global": ("lenet300_runs", "{kind: quantize, method: kmeans, bits: 4, scope: global}",
                         _global_codebook),
+    "low_rank": ("lenet300_runs", "{kind: low_rank, layers: [fc1], rank: 20}", _factorised),
     "separable": ("lenet5_runs", "{kind: separable, layers: [conv2], fit_steps: 20, batches: 2}", _separable),
 }
 
