@@ -249,3 +249,53 @@ def test_a_checkpoint_cannot_name_code_to_import(tmp_path):
                 "state_dict": {"w": torch.zeros(2)}, "meta": {}}, path)
     with pytest.raises(ModelLoadError, match="--arch package.module:factory"):
         load_model(path)
+
+
+# ------------------------------------------------------------------------------ names a wrapper prefixed
+def _lenet300():
+    from core.eval.zoo import load_zoo_model
+
+    return load_zoo_model("lenet300")[0]
+
+
+@pytest.mark.parametrize("wrap, prefix", [(torch.nn.DataParallel, "module."),
+                                          (lambda m: torch.compile(m), "_orig_mod."),
+                                          (lambda m: torch.nn.DataParallel(torch.compile(m)), "module._orig_mod.")])
+def test_a_state_dict_saved_through_a_wrapper_loads_with_its_names_mapped(tmp_path, untouched, wrap, prefix):
+    state = wrap(_lenet300()).state_dict()
+    assert all(k.startswith(prefix) for k in state)  # what the wrapper really writes
+    path = tmp_path / "wrapped.pt"
+    torch.save(state, path)
+    untouched(path)
+    loaded = load_model(str(path))
+    assert loaded.meta["arch"] == "lenet300"  # recognised with the prefix taken off, no --arch needed
+    assert torch.equal(logits(loaded), reference_logits(X))
+    (note,) = loaded.meta["notes"]
+    assert note.startswith("the weights' names carried the prefix 'module.' (DataParallel"
+                           if prefix.startswith("module.") else "the weights' names carried the prefix '_orig_mod.'")
+    assert all(f"'{part}.'" in note for part in prefix.rstrip(".").split("."))  # each prefix taken off is named
+
+
+def test_a_model_whose_own_submodule_is_named_module_keeps_its_names(tmp_path):
+    from core.io.architectures import strip_wrapper_prefixes
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = torch.nn.Linear(3, 2)
+
+    state = Holder().state_dict()
+    assert strip_wrapper_prefixes(state, Holder().state_dict()) == (state, [])
+    assert strip_wrapper_prefixes({"module.w": torch.zeros(1), "head.w": torch.zeros(1)}, {"w"})[1] == []
+
+
+def test_a_wrapped_state_dict_that_does_not_fit_names_the_keys(tmp_path, untouched):
+    state = torch.nn.DataParallel(_lenet300()).state_dict()
+    state["module.extra.weight"] = torch.zeros(3)
+    del state["module.fc3.bias"]
+    path = tmp_path / "wrapped-extra.pt"
+    torch.save(state, path)
+    untouched(path)
+    with pytest.raises(ModelLoadError, match=r"does not fit architecture lenet300: missing fc3.bias; "
+                                             r"unexpected extra.weight"):
+        load_model(str(path), LoadOptions(arch="lenet300"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -81,8 +81,31 @@ def import_factory(spec: str) -> nn.Module:
     return build(factory_of(spec), spec)
 
 
-def with_weights(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor], arch: str) -> nn.Module:
-    """A model from ``factory`` holding ``state``'s weights, checked to fit strictly.
+WRAPPER_PREFIXES = {"module.": "DataParallel or DistributedDataParallel", "_orig_mod.": "torch.compile"}
+"""Key prefixes a wrapper adds to every name of the model it wraps, and the wrapper that adds each."""
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor],
+                           expected: Iterable[str] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``state`` with the prefixes of wrappers (``module.`` of DataParallel, ``_orig_mod.`` of torch.compile)
+    taken off its keys, and the prefixes taken off. A prefix is taken off only where every key carries it and,
+    given the model's own keys ``expected``, none of the keys fits the model as it is (a model whose own
+    submodule is named ``module`` keeps its names)."""
+    expected = set(expected) if expected is not None else None
+    removed: list[str] = []
+    while state and (expected is None or not expected & set(state)):
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+        removed.append(prefix)
+    return state, removed
+
+
+def with_weights(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor], arch: str,
+                 notes: list[str] | None = None) -> nn.Module:
+    """A model from ``factory`` holding ``state``'s weights, checked to fit strictly. Keys that a wrapper
+    prefixed (:func:`strip_wrapper_prefixes`) are mapped back, with a line in ``notes`` saying so.
 
     Where it can, the model is built on the meta device and takes ``state``'s tensors as its own, so the
     weights are in memory once, not twice (a random initialisation beside the loaded file). A factory that
@@ -94,12 +117,23 @@ def with_weights(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor
             skeleton = factory()
     except Exception:
         skeleton = None
-    if isinstance(skeleton, nn.Module) and _takes_as_is(skeleton, state):
-        fit_shapes(skeleton, {k: tuple(v.shape) for k, v in state.items()}, arch)
-        skeleton.load_state_dict(state, assign=True)
-        return skeleton
+
+    def said(removed: list[str]) -> None:
+        if removed and notes is not None:
+            notes.append("the weights' names carried the prefix " + " and ".join(
+                f"'{p}' ({WRAPPER_PREFIXES[p]})" for p in removed) + ", taken off to fit the architecture")
+
+    if isinstance(skeleton, nn.Module):
+        mapped, removed = strip_wrapper_prefixes(state, skeleton.state_dict(keep_vars=True))
+        if _takes_as_is(skeleton, mapped):
+            fit_shapes(skeleton, {k: tuple(v.shape) for k, v in mapped.items()}, arch)
+            skeleton.load_state_dict(mapped, assign=True)
+            said(removed)
+            return skeleton
     model = build(factory, arch)
-    fit_state_dict(model, state, arch)
+    mapped, removed = strip_wrapper_prefixes(state, model.state_dict(keep_vars=True))
+    fit_state_dict(model, mapped, arch)
+    said(removed)
     return model
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from core.eval import zoo
-from core.io.architectures import factory_of, with_weights
+from core.io.architectures import factory_of, strip_wrapper_prefixes, with_weights
 from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError, NeedsArchitecture
 from core.io.files import is_pickle, load_weights_only, path_bytes, zip_names
 
@@ -58,17 +58,20 @@ class StateDictLoader:
         meta = obj.get("meta", {}) if isinstance(obj, dict) and isinstance(obj.get("meta"), dict) else {}
         named = obj.get("arch") if isinstance(obj, dict) and obj.get("format") == zoo.CHECKPOINT_FORMAT else None
         # a file may only name a zoo architecture: importing a factory it names would run code it chose
-        arch = options.arch or (named if named in zoo.ARCHITECTURES else None) or zoo.match_architecture(state)
+        arch = (options.arch or (named if named in zoo.ARCHITECTURES else None)
+                or zoo.match_architecture(strip_wrapper_prefixes(state)[0]))  # DataParallel's names too
         if arch is None:
             raise NeedsArchitecture(f"{path.name} holds only weights (a state_dict with {len(state)} tensors); "
                                     "say which architecture they belong to with --arch package.module:factory "
                                     "or --arch path/to/file.py:factory")
         factory = (factory_of(arch) if arch not in zoo.ARCHITECTURES
                    else lambda: zoo.build(arch, int(meta.get("num_classes", 10))))
-        model = with_weights(factory, state, arch)
+        notes: list[str] = []
+        model = with_weights(factory, state, arch, notes)
         shape = options.input_shape or (tuple(meta["input_shape"]) if "input_shape" in meta else None)
         if shape is None and arch in zoo.ARCHITECTURES:
             shape = (1, 1, 28, 28)
         return LoadedModel(model.eval(), path.stem, str(path), self.format, dataset=meta.get("dataset"),
                            input_shape=shape, classes=tuple(meta["classes"]) if "classes" in meta else None,
-                           file_bytes=path_bytes(path), meta={**meta, "arch": arch})
+                           file_bytes=path_bytes(path),
+                           meta={**meta, "arch": arch, **({"notes": notes} if notes else {})})
