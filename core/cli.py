@@ -122,8 +122,7 @@ def cmd_inspect(args) -> int:
         check_output_file(args.json, "--json", error=UsageError)
         protect_inputs([args.json], args)
     loaded, data = run(open_for_inspection(args.model, options, args.data))
-    for note in loaded.meta.get("notes", []):
-        print(f"note: {one_line(note)}", file=sys.stderr)
+    say_load_notes(loaded)
     reference = load_model(args.reference, replace(options, source=None)) if args.reference else None
     result = run(inspect_model(loaded, data, InspectOptions(activations=not args.no_activations,
                                                             eval_limit=args.limit), reference),
@@ -159,6 +158,12 @@ def protect_inputs(outputs: list[str | Path], args) -> None:
                 raise UsageError(f"{out} would overwrite an input ({source}); choose another path")
 
 
+def say_load_notes(loaded) -> None:
+    """What loading changed or assumed (a wrapper's prefix taken off, a data set the file names), on stderr."""
+    for note in loaded.meta.get("notes", []):
+        print(f"note: {one_line(note)}", file=sys.stderr)
+
+
 def cmd_compress(args) -> int:
     import torch
 
@@ -182,6 +187,7 @@ def cmd_compress(args) -> int:
     check_output_folder(out, "--out", error=UsageError)  # before any work
     options = load_options(args)
     loaded = load_model(args.model, options)
+    say_load_notes(loaded)
     if formats and loaded.input_shape is None:
         raise UsageError("--export needs the model's input shape: pass --input-shape N,C,H,W")
     data_name = args.data or loaded.dataset

@@ -118,3 +118,24 @@ def test_progress_prints_each_tenth_and_every_restart_of_a_stage(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert [line.split()[1] for line in lines] == [f"{p}%" for p in range(0, 101, 10)] * 2
     assert lines[-1].endswith("round 2")
+
+
+def test_a_dataparallel_state_dict_compresses_with_a_note(tmp_path, untouched):
+    import torch
+
+    from core.eval.zoo import load_zoo_model
+    from core.io import load_model
+
+    model = torch.nn.DataParallel(load_zoo_model("lenet300")[0])
+    path = tmp_path / "dp.pt"
+    torch.save(model.state_dict(), path)
+    untouched(path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps: [{kind: prune_magnitude, sparsity: 0.5}, {kind: encode}]\n")
+    result = prunescope("compress", str(path), "--recipe", str(recipe), "--out", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "note: the weights' names carried the prefix 'module.' (DataParallel" in result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    reloaded = load_model(str(tmp_path / "out" / report["file"]))
+    assert [n for n, _ in reloaded.module.named_parameters()] == [n for n, _ in model.module.named_parameters()]
+    assert (reloaded.module.fc1.weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
