@@ -75,7 +75,8 @@ class Session(QObject):
     sig_opened = Signal(dict)
     """A model was opened from these arguments (spec, data_name, arch, input_shape): for Open Recent."""
     sig_notes = Signal(str, list)
-    """A compression finished with notes (a layer skipped, and why): (the variant's name, the notes)."""
+    """Opening or a compression finished with notes (a wrapper's prefix taken off; a layer skipped, and why):
+    (the model's or variant's name, the notes)."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -151,6 +152,8 @@ class Session(QObject):
         self.variants.clear()
         self.measurements = Measurements()
         self.sig_model_changed.emit()
+        if self.loaded.meta.get("notes"):  # what loading changed (a wrapper's prefix taken off): said, not hidden
+            self.sig_notes.emit(self.loaded.name, list(self.loaded.meta["notes"]))
         self.inspect()
 
     # ------------------------------------------------------------------------------------------ measuring

@@ -179,3 +179,16 @@ def test_a_compressed_file_without_a_recorded_architecture_asks_for_its_source_a
     assert window.session.loaded.format == "prunescope"
     assert torch.equal(window.session.loaded.module.state_dict()["body.fc1.weight"],
                        result.model.state_dict()["body.fc1.weight"])
+
+
+def test_what_loading_changed_is_said_in_the_status_bar(qtbot, empty_window, tmp_path):
+    from core.eval.zoo import load_zoo_model
+
+    path = tmp_path / "dp.pt"
+    torch.save(torch.nn.DataParallel(load_zoo_model("lenet300")[0]).state_dict(), path)
+    empty_window.session.open_model(str(path), "mnist")
+    qtbot.waitUntil(lambda: empty_window.session.loaded is not None, timeout=60_000)
+    message = empty_window.statusBar().currentMessage()
+    assert message.startswith("dp: the weights' names carried the prefix 'module.'")
+    wait_idle(qtbot, empty_window)
+    assert [n for n, _ in empty_window.session.loaded.module.named_parameters()][0] == "fc1.weight"
