@@ -74,4 +74,4 @@ class StateDictLoader:
         return LoadedModel(model.eval(), path.stem, str(path), self.format, dataset=meta.get("dataset"),
                            input_shape=shape, classes=tuple(meta["classes"]) if "classes" in meta else None,
                            file_bytes=path_bytes(path),
-                           meta={**meta, "arch": arch, **({"notes": notes} if notes else {})})
+                           meta={**meta, "arch": arch, "notes": notes})  # the loader's notes, never the file's
