@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from gui.app import run_studio
 
-    return run_studio(args.model, args.data, arch=args.arch, input_shape=shape, trust=args.trust, source=args.source)
+    return run_studio(args.model, args.data, arch=args.arch, input_shape=shape, trust=args.trust, source=args.source,
+                      inputs=args.inputs)
 
 
 def _cancel(signum=None, frame=None) -> None:

@@ -51,6 +51,10 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", metavar="MODEL",
                         help="for a compressed file (.psz) of a model that is not in the zoo: the original model "
                              "it was made from (a .psz never opens a path written inside it)")
+    parser.add_argument("--inputs", metavar="FILE",
+                        help="your own examples to run the model on, for activations, calibration and fidelity "
+                             "when there is no labelled --data: a .npy, .npz or .pt file holding a tensor, a "
+                             "tuple of tensors or a dict of named tensors, batched along the first dimension")
 
 
 def load_options(args):
@@ -59,7 +63,8 @@ def load_options(args):
 
     return LoadOptions(trust=getattr(args, "trust", False), arch=getattr(args, "arch", None),
                        input_shape=parse_input_shape(args.input_shape) if getattr(args, "input_shape", None)
-                       else None, source=getattr(args, "source", None))
+                       else None, source=getattr(args, "source", None),
+                       inputs=getattr(args, "inputs", None))
 
 
 DATA_HELP = ("data set: mnist, fashion-mnist, or a folder / .npz of your own. A zoo model (or a .psz of one) "
@@ -190,7 +195,7 @@ def cmd_compress(args) -> int:
     say_load_notes(loaded)
     if formats and loaded.input_shape is None:
         raise UsageError("--export needs the model's input shape: pass --input-shape N,C,H,W")
-    data_name = args.data or loaded.dataset
+    data_name = args.data or (None if args.inputs else loaded.dataset)  # --inputs: the person's examples
     data = load_dataset(data_name) if data_name else None
     name = f"{loaded.name}.psz"
     target, report = out / name, out / "report.json"
@@ -207,7 +212,9 @@ def cmd_compress(args) -> int:
         path = out / f"{loaded.name}.decompressed{SUFFIX[fmt]}"
         files[path] = export_bytes(result.model, torch.zeros(loaded.input_shape), fmt)
         exports[fmt] = path.name
-    files[report] = json_bytes(compression_to_dict(result, name, exports))
+    summary = compression_to_dict(result, name, exports)
+    summary["inputs"] = loaded.meta.get("inputs")  # the person's own examples fidelity was measured on, if any
+    files[report] = json_bytes(summary)
     write_together(files)  # the file, its report and its exports appear together or not at all
     print(compression_summary(result))
     print(f"wrote {target} ({result.compressed_bytes:,} bytes) and {report}")

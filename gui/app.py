@@ -73,9 +73,10 @@ def share_the_interpreter() -> None:
 
 def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
                   settings: QSettings | None = None, arch: str | None = None,
-                  input_shape: tuple[int, ...] | None = None, trust: bool = False, source: str | None = None):
+                  input_shape: tuple[int, ...] | None = None, trust: bool = False, source: str | None = None,
+                  inputs: str | None = None):
     """The main window with its session; starts opening ``model`` in the background (None: nothing), with
-    the options the command line gave (``--arch``, ``--input-shape``, ``--trust``)."""
+    the options the command line gave (``--arch``, ``--input-shape``, ``--trust``, ``--inputs``)."""
     from core import plugins
 
     plugins.discover()  # the methods register on this thread, before the engine's imports start on another
@@ -94,16 +95,19 @@ def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
         gc.collect()  # the window and the modules imported meanwhile: out of later collections too
         gc.freeze()
     if model:
-        session.open_model(model, data, trust=trust, arch=arch, input_shape=input_shape, source=source)
+        session.open_model(model, data, trust=trust, arch=arch, input_shape=input_shape, source=source,
+                           inputs=inputs)
     return window
 
 
 def run_studio(model: str = "zoo:lenet300", data: str | None = None, arch: str | None = None,
-               input_shape: tuple[int, ...] | None = None, trust: bool = False, source: str | None = None) -> int:
+               input_shape: tuple[int, ...] | None = None, trust: bool = False, source: str | None = None,
+               inputs: str | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Prunescope")
     app.setOrganizationName("Prunescope")
     apply_style(app)
-    window = create_window(model, data, arch=arch, input_shape=input_shape, trust=trust, source=source)
+    window = create_window(model, data, arch=arch, input_shape=input_shape, trust=trust, source=source,
+                           inputs=inputs)
     window.show()
     return app.exec()

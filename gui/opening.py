@@ -38,12 +38,12 @@ class Opener(QObject):
 
     def open(self, request: OpenRequest) -> None:
         self.session.open_model(request.spec, request.data, trust=request.trust, arch=request.arch,
-                                input_shape=request.input_shape, source=request.source)
+                                input_shape=request.input_shape, source=request.source, inputs=request.inputs)
 
     def ask_options(self, args: dict, why: str, focus: str) -> None:
         """Opening needs more (an architecture): the form, filled in with what was given, says why."""
         initial = OpenRequest(args.get("spec", ""), args.get("arch"), args.get("input_shape"), args.get("data_name"),
-                              source=args.get("source"))
+                              source=args.get("source"), inputs=args.get("inputs"))
         self.window.statusBar().showMessage("Opening needs more: see the form", 8000)
         why = re.split(r"[;:] (?:pass|say which) ", why)[0]  # the loader's advice is the command line's
         if focus == "arch" and initial.arch:
@@ -68,7 +68,7 @@ class Opener(QObject):
 
     def remember(self, args: dict) -> None:
         request = OpenRequest(args["spec"], args.get("arch"), args.get("input_shape"), args.get("data_name"),
-                              source=args.get("source"))
+                              source=args.get("source"), inputs=args.get("inputs"))
         items = [request] + [r for r in self.recent() if r.spec != request.spec]
         self.settings.setValue(RECENT_KEY, json.dumps([r.to_dict() for r in items[:RECENT_MAX]]))
 

@@ -108,13 +108,14 @@ class Session(QObject):
     # ------------------------------------------------------------------------------------------ opening
     def open_model(self, spec: str, data_name: str | None = None, trust: bool = False,
                    arch: str | None = None, input_shape: tuple[int, ...] | None = None,
-                   source: str | None = None) -> None:
+                   source: str | None = None, inputs: str | None = None) -> None:
         """Load ``spec`` (zoo name, file or folder) and its data set in the background, then inspect it;
-        ``source`` is the model a compressed file was made from, as the person names it."""
+        ``source`` is the model a compressed file was made from, as the person names it; ``inputs`` a file of
+        the person's own examples (:mod:`core.eval.inputs`), run on in place of the model's default data."""
         self.opening = True
-        options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape, source=source)
+        options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape, source=source, inputs=inputs)
         self._open_args = {"spec": spec, "data_name": data_name, "arch": arch, "input_shape": input_shape,
-                           "source": source}
+                           "source": source, "inputs": inputs}
         self._opening_args = dict(self._open_args)
         fallback = self.data.spec if self.data is not None else None
         self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name, fallback),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from pathlib import Path
+
 import torch
 
 from core.errors import PrunescopeError
@@ -83,6 +85,11 @@ def _flat_input(loaded: LoadedModel, data: Dataset) -> bool:
     return shape is not None and len(shape) == 2 and shape[1] == int(torch.tensor(data.input_shape).prod())
 
 
+def _probe_source(loaded: LoadedModel) -> str:
+    inputs = loaded.meta.get("inputs")
+    return f"the inputs of {Path(inputs).name}" if inputs else "probe inputs"
+
+
 def check_inputs(loaded: LoadedModel, data: Dataset | None) -> None:
     """Call the model once on one example so that a shape mismatch gets a clear message before real work."""
     example = next(model_inputs(loaded, data, 1), None)
@@ -93,7 +100,7 @@ def check_inputs(loaded: LoadedModel, data: Dataset | None) -> None:
             out = logits_of(call_model(loaded.module, example))
     except Exception as exc:
         where = f"data set {data.name} (examples shaped {tuple(data.input_shape)})" if data is not None \
-            else f"probe inputs shaped {tuple(loaded.input_shape or ())}"
+            else f"{_probe_source(loaded)} shaped {tuple(loaded.input_shape or ())}"
         raise InputMismatchError(f"{loaded.name} cannot run on {where}: {type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     if data is not None and (out.ndim != 2 or out.shape[1] != data.num_classes):
@@ -172,9 +179,14 @@ def open_for_inspection(spec: str, options=None, data_name: str | None = None,
 
     yield Progress("load", 0, 2, f"loading {spec}")
     loaded = load_model(spec, options)
-    name = data_name or loaded.dataset
-    yield Progress("load", 1, 2, f"reading data set {name or fallback_data}")
-    if data_name:
+    own_inputs = bool(options is not None and options.inputs)
+    name = data_name or (None if own_inputs else loaded.dataset)
+    yield Progress("load", 1, 2, f"reading data set {name or fallback_data}" if not own_inputs or data_name
+                   else f"reading inputs {options.inputs}")
+    if own_inputs and not data_name:  # the person's own examples, not the model's default data set
+        check_inputs(loaded, None)
+        data = None
+    elif data_name:
         data = load_dataset(data_name)
         check_inputs(loaded, data)
     elif name:  # the model's own data set: without it, the model still inspects

@@ -71,12 +71,14 @@ class LoadOptions:
     architecture for a bare state_dict; ``input_shape`` is a full input shape such as ``(1, 1, 28, 28)``;
     ``source`` is the model a compressed file (``.psz``) was made from, as the person names it (a file or
     ``zoo:NAME``): a ``.psz`` whose architecture is neither a zoo one nor ``arch`` is rebuilt on it, and the
-    path the file records is never opened (:class:`SourceModelNeeded` says where it may be)."""
+    path the file records is never opened (:class:`SourceModelNeeded` says where it may be). ``inputs`` is a
+    file of the person's own examples (:mod:`core.eval.inputs`): they become the probe inputs."""
 
     trust: bool = False
     arch: str | None = None
     input_shape: tuple[int, ...] | None = None
     source: str | None = None
+    inputs: str | None = None
 
 
 @dataclass

@@ -54,7 +54,7 @@ def load_source(path: Path, options: LoadOptions, load: LoadFn) -> torch.nn.Modu
     """The model ``options.source`` names, as the skeleton for ``path``: never a compressed file (its
     structure is already changed, and a chain of them could loop), and never ``path`` itself."""
     spec = options.source
-    nested = replace(options, source=None)
+    nested = replace(options, source=None, inputs=None)
     if not spec.startswith("zoo:"):
         source = Path(spec).expanduser()
         if head(source, 4) == b"PSCZ":
@@ -79,7 +79,7 @@ def skeleton(info: dict, options: LoadOptions, name: str, load: LoadFn, path: Pa
         return load_source(path or Path(name), options, load)
     source = info.get("source")
     if source and source.startswith("zoo:"):  # a zoo name is not a path: nothing of the file's choosing is read
-        return load(source, replace(options, source=None)).module
+        return load(source, replace(options, source=None, inputs=None)).module
     path = path or Path(name)
     raise SourceModelNeeded(path, source, _candidate(path, source))
 

@@ -63,7 +63,7 @@ def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> L
     for loader in LOADERS:
         if loader.can_load(spec):
             loaded = loader.load(spec, options, load_model)
-            return _check_loaded(loaded)
+            return _with_inputs(_check_loaded(loaded), options.inputs)
     tried = "; ".join(loader.describes for loader in LOADERS)
     raise ModelLoadError(one_line(f"{Path(spec).name}: {_diagnose(Path(spec))}. Formats tried: {tried}"))
 
@@ -76,6 +76,22 @@ def _check_loaded(loaded: LoadedModel) -> LoadedModel:
         loaded = replace(loaded, probe_inputs=[torch.rand(loaded.input_shape,
                                                           generator=torch.Generator().manual_seed(0))])
     return loaded
+
+
+def _with_inputs(loaded: LoadedModel, inputs: str | None) -> LoadedModel:
+    """The model with the user's own inputs (``--inputs``) as its probe inputs, said in a load note."""
+    if not inputs:
+        return loaded
+    from core.eval.inputs import batches_of, describe, read_example_set
+
+    examples = read_example_set(inputs)
+    batches = batches_of(examples)
+    first = batches[0]
+    shape = tuple(first.shape) if isinstance(first, torch.Tensor) else loaded.input_shape
+    meta = dict(loaded.meta)
+    meta["notes"] = [*meta.get("notes", []), f"inputs: {describe(examples)}, from {Path(inputs).name}"]
+    meta["inputs"] = str(inputs)
+    return replace(loaded, probe_inputs=batches, input_shape=shape, meta=meta)
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:

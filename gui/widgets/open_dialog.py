@@ -33,10 +33,11 @@ class OpenRequest:
     data: str | None = None
     trust: bool = False
     source: str | None = None  # for a .psz: the model it was made from (never a path the file names)
+    inputs: str | None = None  # the person's own examples (--inputs): .npy, .npz or .pt
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "arch": self.arch, "input_shape": list(self.input_shape or []) or None,
-                "data": self.data, "source": self.source}
+                "data": self.data, "source": self.source, "inputs": self.inputs}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenRequest | None:
@@ -44,7 +45,8 @@ class OpenRequest:
         try:
             shape = d.get("input_shape")
             return cls(str(d["spec"]), d.get("arch") or None, tuple(int(x) for x in shape) if shape else None,
-                       d.get("data") or None, source=d.get("source") or None)
+                       d.get("data") or None, source=d.get("source") or None,
+                       inputs=str(d["inputs"]) if d.get("inputs") else None)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 

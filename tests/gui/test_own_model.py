@@ -192,3 +192,17 @@ def test_what_loading_changed_is_said_in_the_status_bar(qtbot, empty_window, tmp
     assert message.startswith("dp: the weights' names carried the prefix 'module.'")
     wait_idle(qtbot, empty_window)
     assert [n for n, _ in empty_window.session.loaded.module.named_parameters()][0] == "fc1.weight"
+
+
+def test_the_studio_opens_a_model_on_ones_own_inputs_and_remembers_them(qtbot, empty_window, tmp_path):
+    """``studio MODEL --inputs FILE``: the examples stand in for the model's default data set, the status bar
+    says what was read, and Open Recent reopens with the same inputs."""
+    torch.save(torch.rand(90, 1, 28, 28), tmp_path / "mine.pt")
+    session = empty_window.session
+    session.open_model("zoo:lenet5", None, inputs=str(tmp_path / "mine.pt"))
+    qtbot.waitUntil(lambda: session.loaded is not None, timeout=60_000)
+    assert "inputs: 90 examples of 1x28x28 float32, from mine.pt" in empty_window.statusBar().currentMessage()
+    wait_idle(qtbot, empty_window)
+    assert session.data is None  # not MNIST, the zoo model's own set, behind the person's back
+    assert sum(b.shape[0] for b in session.loaded.probe_inputs) == 90
+    assert empty_window.opener.recent()[0].inputs == str(tmp_path / "mine.pt")

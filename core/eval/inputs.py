@@ -1,0 +1,188 @@
+"""The user's own inputs for a model (``--inputs PATH``): unlabelled examples to run the model on.
+
+They stand where a model without a data set has only its probe inputs: activation counts, calibration and
+fidelity to the original all run on them. A labelled set stays ``--data``.
+
+One reader per kind of file, registered by suffix (:data:`READERS`). Each returns the whole set as one
+*example set*: a tensor, a tuple of tensors (positional arguments) or a dict of named tensors (keyword
+arguments), every tensor batched along its first dimension. :func:`read_inputs` validates it and cuts it into
+batches.
+
+- ``.npy``: one array.
+- ``.npz``: ``np.savez(f, a, b)`` (keys ``arr_0``, ``arr_1``, ...) is positional; named keys are keyword
+  arguments. Pickled object arrays are refused (``allow_pickle=False``).
+- ``.pt`` / ``.pth``: a tensor, a tuple or list of tensors, or a dict of named tensors, read with
+  ``torch.load(weights_only=True)``, which runs no code.
+
+Floating-point arrays of float64 become float32 (what models take); integer arrays (token ids) stay integers.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from core.errors import PrunescopeError, one_line
+
+DEFAULT_BATCH = 64
+MAX_TENSORS = 64  # more named inputs than any model's signature takes: a malformed file
+
+
+class InputsError(PrunescopeError):
+    """The inputs file cannot be read or does not hold an example set."""
+
+
+Reader = Callable[[Path], Any]
+READERS: dict[str, Reader] = {}
+
+
+def reader(*suffixes: str):
+    def register(fn: Reader) -> Reader:
+        for suffix in suffixes:
+            READERS[suffix] = fn
+        return fn
+    return register
+
+
+@reader(".npy")
+def _read_npy(path: Path):
+    return _array(np.load(path, allow_pickle=False), path.name)
+
+
+@reader(".npz")
+def _read_npz(path: Path):
+    with np.load(path, allow_pickle=False) as archive:
+        names = list(archive.files)
+        if not names:
+            raise InputsError(f"{path.name}: the archive holds no arrays")
+        if len(names) > MAX_TENSORS:
+            raise InputsError(f"{path.name}: {len(names)} arrays; a model takes at most {MAX_TENSORS} inputs")
+        arrays = {name: _array(archive[name], f"{path.name}[{name}]") for name in names}
+    if len(names) == 1:
+        return next(iter(arrays.values()))
+    if sorted(names, key=_arr_index) == [f"arr_{i}" for i in range(len(names))]:
+        return tuple(arrays[f"arr_{i}"] for i in range(len(names)))  # np.savez(f, a, b): positional
+    return arrays
+
+
+def _arr_index(name: str) -> int:
+    match = re.fullmatch(r"arr_(\d+)", name)
+    return int(match.group(1)) if match else -1
+
+
+@reader(".pt", ".pth")
+def _read_pt(path: Path):
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a file that is not a plain tensor file
+        raise InputsError(one_line(f"{path.name}: not a tensor file torch can read without running code "
+                                   f"({type(exc).__name__}: {exc})")) from None
+    if isinstance(obj, torch.Tensor):
+        return _tensor(obj, path.name)
+    if isinstance(obj, (tuple, list)) and obj and len(obj) <= MAX_TENSORS:
+        return tuple(_tensor(t, f"{path.name}[{i}]") for i, t in enumerate(obj))
+    if isinstance(obj, dict) and obj and len(obj) <= MAX_TENSORS and all(isinstance(k, str) for k in obj):
+        return {k: _tensor(t, f"{path.name}[{k!r}]") for k, t in obj.items()}
+    raise InputsError(f"{path.name}: holds {type(obj).__name__}; it must hold a tensor, a tuple or list of "
+                      f"tensors, or a dict of named tensors (at most {MAX_TENSORS})")
+
+
+def _array(a: np.ndarray, what: str) -> torch.Tensor:
+    if a.dtype.kind not in "fiub":
+        raise InputsError(f"{what}: arrays of dtype {a.dtype} are not model inputs; use numbers")
+    if a.ndim == 0:  # before ascontiguousarray, which makes a 0-d array 1-d
+        raise InputsError(f"{what}: a single number; inputs are batched along their first dimension")
+    if a.dtype == np.float64:
+        a = a.astype(np.float32)
+    return _tensor(torch.from_numpy(np.ascontiguousarray(a)), what)
+
+
+def _tensor(t, what: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise InputsError(f"{what}: holds {type(t).__name__}, not a tensor")
+    if t.dim() == 0:
+        raise InputsError(f"{what}: a single number; inputs are batched along their first dimension")
+    if t.dtype == torch.float64:
+        t = t.float()
+    return t
+
+
+def read_example_set(path: str | Path):
+    """The file's example set (tensor, tuple or dict of tensors), validated; :class:`InputsError` otherwise."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputsError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputsError(f"{path}: not a file (a folder of examples is not supported yet for this kind)")
+    read = READERS.get(path.suffix.lower())
+    if read is None:
+        raise InputsError(f"{path.name}: inputs are {', '.join(sorted(READERS))} files")
+    try:
+        examples = read(path)
+    except InputsError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputsError(one_line(f"{path.name}: cannot be read ({exc})")) from None
+    tensors = _tensors_of(examples)
+    counts = {t.shape[0] for t in tensors}
+    if len(counts) != 1:
+        raise InputsError(one_line(f"{path.name}: its tensors hold different numbers of examples along the "
+                                   f"first dimension ({', '.join(str(t.shape[0]) for t in tensors)})"))
+    if counts == {0}:
+        raise InputsError(f"{path.name}: holds no examples (the first dimension is 0)")
+    return examples
+
+
+def _tensors_of(examples) -> list[torch.Tensor]:
+    if isinstance(examples, torch.Tensor):
+        return [examples]
+    if isinstance(examples, tuple):
+        return list(examples)
+    return list(examples.values())
+
+
+def example_count(examples) -> int:
+    return _tensors_of(examples)[0].shape[0]
+
+
+def batches_of(examples, batch_size: int = DEFAULT_BATCH) -> list[Any]:
+    """The example set cut along the first dimension into batches of the same structure."""
+    if batch_size < 1:
+        raise InputsError(f"batch size must be at least 1, not {batch_size}")
+    n = example_count(examples)
+    out = []
+    for start in range(0, n, batch_size):
+        part = slice(start, start + batch_size)
+        if isinstance(examples, torch.Tensor):
+            out.append(examples[part])
+        elif isinstance(examples, tuple):
+            out.append(tuple(t[part] for t in examples))
+        else:
+            out.append({k: t[part] for k, t in examples.items()})
+    return out
+
+
+def read_inputs(path: str | Path, batch_size: int = DEFAULT_BATCH) -> list[Any]:
+    """The file's examples as batches to call the model with (see the module's docstring)."""
+    return batches_of(read_example_set(path), batch_size)
+
+
+def describe(examples) -> str:
+    """One line for a report or a status bar: ``"1,000 examples of 1x28x28 float32"``."""
+    n = example_count(examples)
+    if isinstance(examples, torch.Tensor):
+        parts = [_shape(examples)]
+    elif isinstance(examples, tuple):
+        parts = [_shape(t) for t in examples]
+    else:
+        parts = [f"{k} {_shape(t)}" for k, t in examples.items()]
+    return f"{n:,} example{'s' if n != 1 else ''} of " + ", ".join(parts)
+
+
+def _shape(t: torch.Tensor) -> str:
+    dims = "x".join(str(d) for d in t.shape[1:]) or "scalar"
+    return f"{dims} {str(t.dtype).removeprefix('torch.')}"

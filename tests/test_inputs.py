@@ -1,0 +1,164 @@
+"""The user's own inputs (``--inputs``): each kind of file, its batches, its refusals, and the CLI using them
+for activations and fidelity instead of the model's default data set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.eval.evaluate import fidelity
+from core.eval.inputs import InputsError, batches_of, describe, read_example_set, read_inputs
+from core.io import LoadOptions
+from core.io.loading import load_model
+from core.progress import run
+from tests.test_cli import prunescope
+
+RNG = np.random.default_rng(0)
+
+
+def test_an_npy_file_is_one_tensor_cut_into_batches(tmp_path):
+    x = RNG.random((150, 3, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    batches = read_inputs(tmp_path / "x.npy", batch_size=64)
+    assert [b.shape[0] for b in batches] == [64, 64, 22]
+    assert torch.equal(torch.cat(batches), torch.from_numpy(x))
+
+
+def test_float64_becomes_float32_and_token_ids_stay_integers(tmp_path):
+    np.savez(tmp_path / "t.npz", input_ids=RNG.integers(0, 100, (10, 7)), attention_mask=np.ones((10, 7), np.int64),
+             scale=RNG.random((10, 1)))
+    examples = read_example_set(tmp_path / "t.npz")
+    assert set(examples) == {"input_ids", "attention_mask", "scale"}  # named keys: keyword arguments
+    assert examples["input_ids"].dtype == torch.int64 and examples["scale"].dtype == torch.float32
+    assert describe(examples) == "10 examples of input_ids 7 int64, attention_mask 7 int64, scale 1 float32"
+
+
+def test_npz_saved_positionally_is_a_tuple_in_order(tmp_path):
+    a, b = RNG.random((5, 2)), RNG.random((5, 3))
+    names = {f"arr_{i}": np.full((5, 1), i) for i in range(12)}  # arr_10 must come after arr_9, not arr_1
+    np.savez(tmp_path / "p.npz", a, b)
+    np.savez(tmp_path / "many.npz", **names)
+    first, second = read_example_set(tmp_path / "p.npz")
+    assert first.shape == (5, 2) and second.shape == (5, 3)
+    many = read_example_set(tmp_path / "many.npz")
+    assert isinstance(many, tuple) and [int(t[0, 0]) for t in many] == list(range(12))
+
+
+@pytest.mark.parametrize("kind", ["tensor", "tuple", "list", "dict"])
+def test_a_pt_file_holds_a_tensor_a_tuple_or_a_dict(tmp_path, kind):
+    x, s = torch.randn(9, 4), torch.randn(9, 1)
+    obj = {"tensor": x, "tuple": (x, s), "list": [x, s], "dict": {"x": x, "sr": s}}[kind]
+    torch.save(obj, tmp_path / "i.pt")
+    batches = read_inputs(tmp_path / "i.pt", batch_size=4)
+    assert len(batches) == 3
+    first = batches[0]
+    if kind == "tensor":
+        assert torch.equal(first, x[:4])
+    elif kind == "dict":
+        assert set(first) == {"x", "sr"} and torch.equal(first["sr"], s[:4])
+    else:
+        assert isinstance(first, tuple) and torch.equal(first[1], s[:4])
+
+
+def test_a_pt_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    from tests.factories import Evil
+
+    marker = tmp_path / "ran"
+    torch.save({"x": Evil(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(InputsError, match="without running code"):
+        read_inputs(tmp_path / "evil.pt")
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: np.savez(p / "f.npz", a=np.zeros((3, 2)), b=np.zeros((4, 2))), "different numbers of examples"),
+    (lambda p: np.save(p / "f.npy", np.array(["a", "b"])), "not model inputs"),
+    (lambda p: np.save(p / "f.npy", np.array(3.0)), "a single number"),
+    (lambda p: np.save(p / "f.npy", np.zeros((0, 4))), "no examples"),
+    (lambda p: np.savez(p / "f.npz"), "no arrays"),
+    (lambda p: torch.save({"x": 3}, p / "f.pt"), "not a tensor"),
+    (lambda p: torch.save("text", p / "f.pt"), "it must hold a tensor"),
+    (lambda p: (p / "f.pt").write_bytes(b"not a zip"), "without running code"),
+    (lambda p: (p / "f.npy").write_bytes(b"\x93NUMPY garbage"), "cannot be read"),
+    (lambda p: (p / "f.csv").write_text("1,2\n"), "inputs are .npy, .npz, .pt, .pth files"),
+])
+def test_a_bad_inputs_file_gets_one_clear_line(tmp_path, make, message):
+    make(tmp_path)
+    (path,) = [f for f in tmp_path.iterdir() if f.name.startswith("f.")]
+    with pytest.raises(InputsError, match=message) as info:
+        read_inputs(path)
+    assert "\n" not in str(info.value)
+
+
+def test_batches_keep_the_structure_and_every_example(tmp_path):
+    examples = {"a": torch.arange(10).view(10, 1), "b": torch.arange(10.0)}
+    batches = batches_of(examples, 3)
+    assert [len(b["b"]) for b in batches] == [3, 3, 3, 1]
+    assert torch.equal(torch.cat([b["a"] for b in batches]), examples["a"])
+
+
+class TwoInputs(nn.Module):
+    """A model called as ``model(x, scale)``, the way a tuple of inputs is passed."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x, scale):
+        return self.fc(x) * scale
+
+
+def test_loading_with_inputs_makes_them_the_probe_inputs_and_fidelity_runs_on_every_example(tmp_path):
+    torch.manual_seed(0)
+    model = TwoInputs()
+    torch.save(model, tmp_path / "m.pt")
+    x, scale = torch.randn(70, 6), torch.rand(70, 1) + 0.5
+    torch.save((x, scale), tmp_path / "in.pt")
+    loaded = load_model(tmp_path / "m.pt", LoadOptions(trust=True, inputs=str(tmp_path / "in.pt")))
+    assert len(loaded.probe_inputs) == 2 and torch.equal(loaded.probe_inputs[1][0], x[64:])
+    assert any("70 examples" in note for note in loaded.meta["notes"])
+    other = TwoInputs()
+    result = run(fidelity(other, loaded.module, loaded.probe_inputs))
+    assert result.count == 70
+    with torch.no_grad():
+        expected = (other(x, scale).argmax(1) == loaded.module(x, scale).argmax(1)).float().mean().item()
+    assert result.top1_agreement == pytest.approx(expected)
+
+
+def test_inspect_and_compress_run_on_the_inputs_not_the_models_own_data_set(tmp_path):
+    x = torch.rand(120, 1, 28, 28)
+    torch.save(x, tmp_path / "x.pt")
+    report = tmp_path / "r.json"
+    result = prunescope("inspect", "zoo:lenet5", "--inputs", str(tmp_path / "x.pt"), "--json", str(report),
+                        "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "inputs: 120 examples of 1x28x28 float32, from x.pt" in result.stdout + result.stderr
+    r = json.loads(report.read_text())
+    assert r["model"]["inputs"] == str(tmp_path / "x.pt")
+    assert "test" not in r["metrics"]  # no labelled data: no accuracy from MNIST behind the person's back
+    assert all(layer["activation_observations"] in (None, 120) or layer["activation_observations"] % 120 == 0
+               for layer in r["layers"])
+    assert any(layer["activation_observations"] for layer in r["layers"])
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps:\n  - {kind: prune_magnitude, sparsity: 0.5}\n")
+    out = tmp_path / "out"
+    result = prunescope("compress", "zoo:lenet5", "--inputs", str(tmp_path / "x.pt"), "--recipe", str(recipe),
+                        "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    c = json.loads((out / "report.json").read_text())
+    assert c["inputs"] == str(tmp_path / "x.pt")
+    after = c["metrics"]["after"]
+    assert after["fidelity"]["count"] == 120 and "test" not in after
+
+
+def test_inputs_the_model_cannot_take_are_said_before_any_work(tmp_path, untouched):
+    np.save(tmp_path / "x.npy", RNG.random((8, 5)).astype(np.float32))
+    untouched(tmp_path / "x.npy")
+    result = prunescope("inspect", "zoo:lenet300", "--inputs", str(tmp_path / "x.npy"), "--quiet")
+    assert result.returncode != 0
+    assert "the inputs of x.npy shaped (8, 5)" in result.stderr and "Traceback" not in result.stderr
