@@ -162,3 +162,36 @@ def test_inputs_the_model_cannot_take_are_said_before_any_work(tmp_path, untouch
     result = prunescope("inspect", "zoo:lenet300", "--inputs", str(tmp_path / "x.npy"), "--quiet")
     assert result.returncode != 0
     assert "the inputs of x.npy shaped (8, 5)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_folder_of_images_is_every_image_in_name_order_scaled_to_0_1(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    (folder / "more").mkdir(parents=True)
+    pixels = [RNG.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(3)]
+    for name, arr in zip(["b.png", "a.png", "more/c.png"], pixels):
+        Image.fromarray(arr).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    examples = read_example_set(folder)
+    assert examples.shape == (3, 1, 28, 28) and examples.dtype == torch.float32
+    expected = [pixels[1], pixels[0], pixels[2]]  # a.png, b.png, more/c.png
+    assert torch.equal(examples[:, 0], torch.from_numpy(np.stack(expected)).float() / 255)
+
+
+def test_a_folder_of_images_of_different_sizes_or_none_gets_one_line(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((14, 14), np.uint8)).save(tmp_path / "b.png")
+    with pytest.raises(InputsError, match="b.png: image is \\(14, 14\\), the others are \\(28, 28\\)"):
+        read_example_set(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "x.txt").write_text("")
+    with pytest.raises(InputsError, match="a folder of inputs holds images"):
+        read_example_set(empty)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(InputsError, match="cannot read image"):
+        read_example_set(tmp_path / "broken")

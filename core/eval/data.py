@@ -249,9 +249,24 @@ def load_npz(path: str | os.PathLike, val_size: int = 5000, seed: int = 0) -> Da
                     f"found {sorted(arrays)}")
 
 
-def _read_image_classes(root: Path, classes: list[str] | None = None):
+def read_image(file: Path) -> np.ndarray:
+    """One image file as an (H, W) grey or (H, W, 3) RGB uint8 array; :class:`DataError` if it is not one."""
     from PIL import Image, UnidentifiedImageError
 
+    check_input(file, MAX_IMAGE_BYTES, "image", error=DataError)
+    try:
+        with Image.open(file) as img:
+            return np.asarray(img.convert("L" if img.mode in ("L", "1", "P", "I;16") else "RGB"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"{file}: cannot read image ({exc})") from exc
+
+
+def image_tensor(images: list[np.ndarray], what: str) -> torch.Tensor:
+    """Same-size images stacked as an (N, C, H, W) uint8 tensor."""
+    return _as_nchw(np.stack(images), what)
+
+
+def _read_image_classes(root: Path, classes: list[str] | None = None):
     if classes is None:
         classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     images, labels, shape = [], [], None
@@ -262,12 +277,7 @@ def _read_image_classes(root: Path, classes: list[str] | None = None):
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            check_input(file, MAX_IMAGE_BYTES, "image", error=DataError)
-            try:
-                with Image.open(file) as img:
-                    arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "P", "I;16") else "RGB"))
-            except (OSError, UnidentifiedImageError) as exc:
-                raise DataError(f"{file}: cannot read image ({exc})") from exc
+            arr = read_image(file)
             if shape is None:
                 shape = arr.shape
             if arr.shape != shape:

@@ -13,6 +13,7 @@ batches.
   arguments. Pickled object arrays are refused (``allow_pickle=False``).
 - ``.pt`` / ``.pth``: a tensor, a tuple or list of tensors, or a dict of named tensors, read with
   ``torch.load(weights_only=True)``, which runs no code.
+- a folder of images (:data:`FOLDER_READERS`): every image in it, one size, as float32 in [0, 1], (N, C, H, W).
 
 Floating-point arrays of float64 become float32 (what models take); integer arrays (token ids) stay integers.
 """
@@ -91,6 +92,46 @@ def _read_pt(path: Path):
                       f"tensors, or a dict of named tensors (at most {MAX_TENSORS})")
 
 
+FOLDER_READERS: dict[str, Reader] = {}  # kind of folder -> reader, tried in order by :func:`_folder_kind`
+
+
+def _read_image_folder(folder: Path):
+    """Every image file in the folder (sorted by name, subfolders included), one size, as float32 in [0, 1]
+    shaped (N, C, H, W), as the image data sets are given to a model."""
+    from core.eval.data import IMAGE_SUFFIXES, DataError, image_tensor, read_image, to_float
+
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    images, shape = [], None
+    try:
+        for file in files:
+            arr = read_image(file)
+            if shape is not None and arr.shape != shape:
+                raise InputsError(f"{file.name}: image is {arr.shape}, the others are {shape}; resize them to "
+                                  "one size")
+            shape = arr.shape
+            images.append(arr)
+        return to_float(image_tensor(images, folder.name))
+    except DataError as exc:
+        raise InputsError(one_line(str(exc))) from None
+
+
+FOLDER_READERS["images"] = _read_image_folder
+
+
+def _image_suffixes() -> set[str]:
+    from core.eval.data import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES
+
+
+def _folder_kind(folder: Path) -> str | None:
+    from core.eval.data import IMAGE_SUFFIXES
+
+    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in folder.rglob("*") if f.is_file()):
+        return "images"
+    return None
+
+
 def _array(a: np.ndarray, what: str) -> torch.Tensor:
     if a.dtype.kind not in "fiub":
         raise InputsError(f"{what}: arrays of dtype {a.dtype} are not model inputs; use numbers")
@@ -116,11 +157,17 @@ def read_example_set(path: str | Path):
     path = Path(path).expanduser()
     if not path.exists():
         raise InputsError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputsError(f"{path}: not a file (a folder of examples is not supported yet for this kind)")
-    read = READERS.get(path.suffix.lower())
+    if path.is_dir():
+        kind = _folder_kind(path)
+        if kind is None:
+            raise InputsError(f"{path}: a folder of inputs holds images ({', '.join(sorted(_image_suffixes()))})")
+        read = FOLDER_READERS[kind]
+    elif not path.is_file():
+        raise InputsError(f"{path}: not a file or a folder")
+    else:
+        read = READERS.get(path.suffix.lower())
     if read is None:
-        raise InputsError(f"{path.name}: inputs are {', '.join(sorted(READERS))} files")
+        raise InputsError(f"{path.name}: inputs are {', '.join(sorted(READERS))} files, or a folder of images")
     try:
         examples = read(path)
     except InputsError:
