@@ -54,8 +54,8 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inputs", metavar="FILE",
                         help="your own examples to run the model on, for activations, calibration and fidelity "
                              "when there is no labelled --data: a .npy, .npz or .pt file holding a tensor, a "
-                             "tuple of tensors or a dict of named tensors, batched along the first dimension, or a "
-                             "folder of images")
+                             "tuple of tensors or a dict of named tensors, batched along the first dimension; a "
+                             "folder of images; or a .txt of one example per line, for a model with a tokenizer")
 
 
 def load_options(args):

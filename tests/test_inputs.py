@@ -195,3 +195,37 @@ def test_a_folder_of_images_of_different_sizes_or_none_gets_one_line(tmp_path):
     (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
     with pytest.raises(InputsError, match="cannot read image"):
         read_example_set(tmp_path / "broken")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from tests.factories import write_hf_folder
+
+    return write_hf_folder(tmp_path_factory.mktemp("hf") / "tiny-bert")
+
+
+def test_lines_of_text_go_through_the_models_own_tokenizer_every_line_counted(tmp_path, tiny_bert):
+    words = "the quick brown fox jumps over lazy dog pruning removes weights".split()
+    lines = [" ".join(words[i % 7:i % 7 + 3 + i % 4]) for i in range(150)]
+    lines[3] = " ".join(words * 20)  # longer than the model's 64 positions: truncated, not a crash
+    (tmp_path / "lines.txt").write_text("\n".join(lines[:75]) + "\n\n  \n" + "\r\n".join(lines[75:]) + "\n",
+                                        encoding="utf-8")
+    loaded = load_model(tiny_bert, LoadOptions(inputs=str(tmp_path / "lines.txt")))
+    assert sum(b["input_ids"].shape[0] for b in loaded.probe_inputs) == 150  # blank lines are not examples
+    assert max(b["input_ids"].shape[1] for b in loaded.probe_inputs) <= 64
+    assert any(n.startswith("inputs: 150 lines of text, tokenized") for n in loaded.meta["notes"])
+    result = run(fidelity(loaded.module, loaded.module, loaded.probe_inputs))
+    assert result.count == 150 and result.cosine == pytest.approx(1.0)
+
+
+def test_text_for_a_model_without_a_tokenizer_or_not_utf8_is_refused(tmp_path, tiny_bert):
+    (tmp_path / "lines.txt").write_text("one line\n")
+    with pytest.raises(InputsError, match="lines of text are inputs for a model with a tokenizer"):
+        load_model("zoo:lenet300", LoadOptions(inputs=str(tmp_path / "lines.txt")))
+    (tmp_path / "latin.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputsError, match="not UTF-8"):
+        load_model(tiny_bert, LoadOptions(inputs=str(tmp_path / "latin.txt")))
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(InputsError, match="no lines of text"):
+        load_model(tiny_bert, LoadOptions(inputs=str(tmp_path / "blank.txt")))

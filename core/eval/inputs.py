@@ -152,6 +152,38 @@ def _tensor(t, what: str) -> torch.Tensor:
     return t
 
 
+TEXT_SUFFIXES = (".txt",)
+MAX_TEXT_BYTES = 256 << 20
+TEXT_MAX_TOKENS = 128  # each line is truncated to this many tokens
+
+
+def is_text(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in TEXT_SUFFIXES
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """A text file's examples: one per non-blank line, UTF-8, the line ending taken off."""
+    from core.fileio import check_input
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputsError(f"{path}: no such file")
+    check_input(path, MAX_TEXT_BYTES, "text inputs file", error=InputsError)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputsError(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
+    lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if not lines:
+        raise InputsError(f"{path.name}: holds no lines of text")
+    return lines
+
+
+def tokenized_batches(lines: list[str], tokenize, batch_size: int = DEFAULT_BATCH) -> list[Any]:
+    """Lines of text as the model's input batches, through its own tokenizer."""
+    return [tokenize(lines[i:i + batch_size], TEXT_MAX_TOKENS) for i in range(0, len(lines), batch_size)]
+
+
 def read_example_set(path: str | Path):
     """The file's example set (tensor, tuple or dict of tensors), validated; :class:`InputsError` otherwise."""
     path = Path(path).expanduser()
@@ -167,7 +199,8 @@ def read_example_set(path: str | Path):
     else:
         read = READERS.get(path.suffix.lower())
     if read is None:
-        raise InputsError(f"{path.name}: inputs are {', '.join(sorted(READERS))} files, or a folder of images")
+        raise InputsError(f"{path.name}: inputs are {', '.join(sorted(READERS))} files, a .txt of lines (for a "
+                          "model with a tokenizer), or a folder of images")
     try:
         examples = read(path)
     except InputsError:

@@ -86,7 +86,8 @@ class LoadedModel:
     """A model ready to inspect, with what is known about its inputs and provenance.
 
     ``probe_inputs`` are batches to call the model with when no data set is given (tensors, tuples, or
-    keyword dicts); ``module_types`` overrides the type shown for a module (for graphs whose modules lost
+    keyword dicts); ``tokenize`` turns lines of text into one such batch, for a model that has a tokenizer;
+    ``module_types`` overrides the type shown for a module (for graphs whose modules lost
     their classes, such as ``torch.export`` programs).
     """
 
@@ -101,6 +102,7 @@ class LoadedModel:
     module_types: dict[str, str] = field(default_factory=dict)
     file_bytes: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    tokenize: Callable[[list[str]], Any] | None = None  # lines of text -> one input batch (a tokenizer's model)
 
 
 LoadFn = Callable[[str, LoadOptions], LoadedModel]

@@ -39,12 +39,12 @@ def load_hf_folder(folder: Path, options: LoadOptions) -> LoadedModel:
         raise ModelLoadError(f"{folder.name}: cannot load Hugging Face model ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
     model.eval()
-    probes, shape = _probe_inputs(folder, model, config, options, transformers)
+    probes, shape, tokenize = _probe_inputs(folder, model, config, options, transformers)
     labels = getattr(config, "id2label", None) or {}
     classes = tuple(labels[i] for i in sorted(labels)) if labels and "ForSequenceClassification" in \
         type(model).__name__ else None
     return LoadedModel(model, folder.name, str(folder), "huggingface", input_shape=shape, classes=classes,
-                       probe_inputs=probes, file_bytes=path_bytes(folder),
+                       probe_inputs=probes, file_bytes=path_bytes(folder), tokenize=tokenize,
                        meta={"architecture": type(model).__name__, "model_type": config.model_type})
 
 
@@ -54,19 +54,27 @@ def _probe_inputs(folder: Path, model, config, options: LoadOptions, transformer
     if main_input == "pixel_values":
         size = getattr(config, "image_size", 224)
         shape = options.input_shape or (1, getattr(config, "num_channels", 3), size, size)
-        return [{"pixel_values": torch.rand(shape, generator=generator)}], shape
+        return [{"pixel_values": torch.rand(shape, generator=generator)}], shape, None
     if any((folder / name).exists() for name in TOKENIZER_FILES):
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            batch = tokenizer(list(PROBE_SENTENCES), padding=True, truncation=True, max_length=64,
-                              return_tensors="pt")
-            inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            return [inputs], tuple(inputs["input_ids"].shape)
+
+            positions = int(getattr(config, "max_position_embeddings", 0) or 0) or None
+
+            def tokenize(lines: list[str], max_length: int = 64) -> dict[str, torch.Tensor]:
+                if positions is not None:
+                    max_length = min(max_length, positions)  # never past the model's position table
+                batch = tokenizer(list(lines), padding=True, truncation=True, max_length=max_length,
+                                  return_tensors="pt")
+                return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+            inputs = tokenize(PROBE_SENTENCES)
+            return [inputs], tuple(inputs["input_ids"].shape), tokenize
         except Exception as exc:  # a broken tokenizer should not stop inspection
             raise ModelLoadError(f"{folder.name}: the folder's tokenizer failed ({exc})") from exc
     shape = options.input_shape or (len(PROBE_SENTENCES), 16)
     vocab = int(getattr(config, "vocab_size", 1000))
-    return [{"input_ids": torch.randint(0, vocab, shape, generator=generator)}], shape
+    return [{"input_ids": torch.randint(0, vocab, shape, generator=generator)}], shape, None
 
 
 class HuggingFaceLoader:

@@ -82,14 +82,25 @@ def _with_inputs(loaded: LoadedModel, inputs: str | None) -> LoadedModel:
     """The model with the user's own inputs (``--inputs``) as its probe inputs, said in a load note."""
     if not inputs:
         return loaded
-    from core.eval.inputs import batches_of, describe, read_example_set
+    from core.eval.inputs import (TEXT_MAX_TOKENS, InputsError, batches_of, describe, is_text, read_example_set,
+                                  read_text_lines, tokenized_batches)
 
-    examples = read_example_set(inputs)
-    batches = batches_of(examples)
+    if is_text(inputs):
+        if loaded.tokenize is None:
+            raise InputsError(f"{Path(inputs).name}: lines of text are inputs for a model with a tokenizer (a "
+                              f"Hugging Face folder holding one); {loaded.name} has none")
+        lines = read_text_lines(inputs)
+        batches = tokenized_batches(lines, loaded.tokenize)
+        said = (f"{len(lines):,} line{'s' if len(lines) != 1 else ''} of text, tokenized by the model's "
+                f"tokenizer (at most {TEXT_MAX_TOKENS} tokens each)")
+    else:
+        examples = read_example_set(inputs)
+        batches = batches_of(examples)
+        said = describe(examples)
     first = batches[0]
     shape = tuple(first.shape) if isinstance(first, torch.Tensor) else loaded.input_shape
     meta = dict(loaded.meta)
-    meta["notes"] = [*meta.get("notes", []), f"inputs: {describe(examples)}, from {Path(inputs).name}"]
+    meta["notes"] = [*meta.get("notes", []), f"inputs: {said}, from {Path(inputs).name}"]
     meta["inputs"] = str(inputs)
     return replace(loaded, probe_inputs=batches, input_shape=shape, meta=meta)
 
