@@ -55,7 +55,14 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
                         help="your own examples to run the model on, for activations, calibration and fidelity "
                              "when there is no labelled --data: a .npy, .npz or .pt file holding a tensor, a "
                              "tuple of tensors or a dict of named tensors, batched along the first dimension; a "
-                             "folder of images; or a .txt of one example per line, for a model with a tokenizer")
+                             "folder of images; or a .txt of one example per line, for a model with a tokenizer; "
+                             "or a folder of mono audio files (WAV, FLAC, OGG)")
+    parser.add_argument("--sample-rate", type=int, metavar="HZ",
+                        help="for audio --inputs: the model's sample rate; every file must have it, and it is "
+                             "passed as the argument the model's forward names (sr, sample_rate, ...)")
+    parser.add_argument("--chunk", type=int, metavar="N",
+                        help="for audio --inputs: cut each file into windows of N samples, as streaming models "
+                             "expect (without it every file must have the same length)")
 
 
 def load_options(args):
@@ -65,7 +72,8 @@ def load_options(args):
     return LoadOptions(trust=getattr(args, "trust", False), arch=getattr(args, "arch", None),
                        input_shape=parse_input_shape(args.input_shape) if getattr(args, "input_shape", None)
                        else None, source=getattr(args, "source", None),
-                       inputs=getattr(args, "inputs", None))
+                       inputs=getattr(args, "inputs", None), sample_rate=getattr(args, "sample_rate", None),
+                       chunk=getattr(args, "chunk", None))
 
 
 DATA_HELP = ("data set: mnist, fashion-mnist, or a folder / .npz of your own. A zoo model (or a .psz of one) "

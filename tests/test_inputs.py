@@ -229,3 +229,84 @@ def test_text_for_a_model_without_a_tokenizer_or_not_utf8_is_refused(tmp_path, t
     (tmp_path / "blank.txt").write_text("\n \n")
     with pytest.raises(InputsError, match="no lines of text"):
         load_model(tiny_bert, LoadOptions(inputs=str(tmp_path / "blank.txt")))
+
+
+class AudioNet(nn.Module):
+    """An audio-style model called as ``model(x, sr)``: framed samples through a small conv stack."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 8, 16, stride=8)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor, sr: int) -> torch.Tensor:
+        assert sr == 16000, "the model was given the wrong sample rate"
+        h = self.act(self.conv(x.unsqueeze(1)))
+        return self.fc(h.mean(-1))
+
+
+def _write_wavs(folder, lengths, rate=16000, channels=1):
+    soundfile = pytest.importorskip("soundfile")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, n in enumerate(lengths):
+        samples = (RNG.standard_normal((n, channels) if channels > 1 else n) * 0.1).astype(np.float32)
+        soundfile.write(str(folder / f"clip{i:02d}.wav"), samples, rate, subtype="FLOAT")
+        written.append(samples)
+    return written
+
+
+def test_a_wav_folder_is_cut_into_windows_and_the_rate_goes_where_forward_names_it(tmp_path):
+    written = _write_wavs(tmp_path / "wavs", [4000, 3300, 1000])
+    torch.manual_seed(0)
+    torch.save(AudioNet(), tmp_path / "audio.pt")
+    options = LoadOptions(trust=True, inputs=str(tmp_path / "wavs"), sample_rate=16000, chunk=1600)
+    loaded = load_model(tmp_path / "audio.pt", options)
+    # 4000 -> 2 windows, 3300 -> 2, 1000 -> none: 4 windows, 800 + 100 + 1000 tail samples left out
+    ((x, sr),) = loaded.probe_inputs
+    assert x.shape == (4, 1600) and sr == 16000
+    assert torch.equal(x[2], torch.from_numpy(written[1][:1600]))
+    note = next(n for n in loaded.meta["notes"] if n.startswith("inputs:"))
+    assert "4 windows of 1,600 samples at 16,000 Hz from 3 audio files" in note and "1,900 tail samples" in note
+    assert "the rate passed as sr" in note
+    assert run(fidelity(loaded.module, loaded.module, loaded.probe_inputs)).count == 4
+
+
+def test_a_scripted_audio_model_takes_the_rate_as_its_typed_int(tmp_path):
+    _write_wavs(tmp_path / "wavs", [3200, 3200])
+    torch.manual_seed(0)
+    torch.jit.script(AudioNet()).save(str(tmp_path / "audio.ts"))
+    options = LoadOptions(trust=True, inputs=str(tmp_path / "wavs"), sample_rate=16000, chunk=1600)
+    loaded = load_model(tmp_path / "audio.ts", options)
+    ((x, sr),) = loaded.probe_inputs
+    assert x.shape == (4, 1600) and sr == 16000 and isinstance(sr, int)
+    result = prunescope("inspect", str(tmp_path / "audio.ts"), "--trust", "--inputs", str(tmp_path / "wavs"),
+                        "--sample-rate", "16000", "--chunk", "1600", "--reference", str(tmp_path / "audio.ts"),
+                        "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "fidelity to reference: top-1 agreement 100.00%" in result.stdout
+
+
+@pytest.mark.parametrize("lengths, options, message", [
+    ([1600, 1700], {}, "pass --chunk N"),
+    ([1600], {"sample_rate": 8000}, "16000 Hz, --sample-rate is 8000 Hz; resample it"),
+    ([100], {"chunk": 1600}, "no audio long enough for one window of 1,600 samples"),
+    ([1600], {"chunk": 0}, "--chunk must be at least 1"),
+])
+def test_audio_that_does_not_fit_gets_one_line(tmp_path, lengths, options, message):
+    _write_wavs(tmp_path / "wavs", lengths)
+    torch.save(AudioNet(), tmp_path / "audio.pt")
+    with pytest.raises(InputsError, match=message):
+        load_model(tmp_path / "audio.pt", LoadOptions(trust=True, inputs=str(tmp_path / "wavs"), **options))
+
+
+def test_stereo_or_broken_audio_is_refused(tmp_path):
+    _write_wavs(tmp_path / "stereo", [1600], channels=2)
+    torch.save(AudioNet(), tmp_path / "audio.pt")
+    with pytest.raises(InputsError, match="2 channels; audio inputs are mono"):
+        load_model(tmp_path / "audio.pt", LoadOptions(trust=True, inputs=str(tmp_path / "stereo")))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.wav").write_bytes(b"RIFF not really")
+    with pytest.raises(InputsError, match="cannot read audio"):
+        load_model(tmp_path / "audio.pt", LoadOptions(trust=True, inputs=str(tmp_path / "broken")))

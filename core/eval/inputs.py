@@ -92,7 +92,7 @@ def _read_pt(path: Path):
                       f"tensors, or a dict of named tensors (at most {MAX_TENSORS})")
 
 
-FOLDER_READERS: dict[str, Reader] = {}  # kind of folder -> reader, tried in order by :func:`_folder_kind`
+FOLDER_READERS: dict[str, Reader] = {}  # kind of folder -> reader, tried in order by :func:`folder_kind`
 
 
 def _read_image_folder(folder: Path):
@@ -118,16 +118,114 @@ def _read_image_folder(folder: Path):
 FOLDER_READERS["images"] = _read_image_folder
 
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+RATE_NAMES = ("sr", "sample_rate", "sampling_rate", "samplerate", "fs", "rate")
+"""Names a model's forward gives the argument that takes the sample rate."""
+
+
+def read_audio_folder(folder: Path, sample_rate: int | None = None, chunk: int | None = None):
+    """Every mono audio file in the folder (name order, subfolders included) as float32 samples shaped
+    (N, T): one row per file, all of one length, or with ``chunk`` each file cut into windows of ``chunk``
+    samples (the tail shorter than a window is left out). Returns ``(samples, rate, description)``; every
+    file must be at ``sample_rate`` (when given) and all at one rate."""
+    try:
+        import soundfile
+    except ImportError:
+        raise InputsError(f"{folder.name}: reading audio needs the optional soundfile package: "
+                          "pip install -e '.[audio]'") from None
+    from core.fileio import check_input
+
+    if chunk is not None and chunk < 1:
+        raise InputsError(f"--chunk must be at least 1 sample, not {chunk}")
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+    rows, rate, dropped, skipped = [], sample_rate, 0, 0
+    for file in files:
+        check_input(file, MAX_AUDIO_BYTES, "audio file", error=InputsError)
+        try:
+            info = soundfile.info(str(file))
+            if info.channels != 1:
+                raise InputsError(f"{file.name}: {info.channels} channels; audio inputs are mono")
+            if rate is not None and info.samplerate != rate:
+                said = "--sample-rate is" if sample_rate is not None else "the others are"
+                raise InputsError(f"{file.name}: {info.samplerate} Hz, {said} {rate} Hz; resample it")
+            rate = info.samplerate
+            samples, _ = soundfile.read(str(file), dtype="float32", always_2d=False)
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            raise InputsError(one_line(f"{file.name}: cannot read audio ({exc})")) from None
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if chunk is None:
+            if rows and len(samples) != rows[0].shape[-1]:
+                raise InputsError(f"{file.name}: {len(samples):,} samples, {files[0].name} has "
+                                  f"{rows[0].shape[-1]:,}; pass --chunk N to cut them into windows of N samples")
+            rows.append(samples[None])
+        else:
+            whole = len(samples) // chunk
+            skipped += whole == 0
+            dropped += len(samples) - whole * chunk
+            if whole:
+                rows.append(samples[:whole * chunk].reshape(whole, chunk))
+    if not rows:
+        raise InputsError(f"{folder.name}: no audio long enough for one window of {chunk:,} samples"
+                          if files else f"{folder.name}: no audio files")
+    x = torch.from_numpy(np.concatenate(rows))
+    said = f"{x.shape[0]:,} {'windows' if chunk else 'clips'} of {x.shape[1]:,} samples at {rate:,} Hz " \
+           f"from {len(files):,} audio file{'s' if len(files) != 1 else ''}"
+    if dropped:
+        said += f" ({dropped:,} tail samples left out{f', {skipped} files shorter than a window' if skipped else ''})"
+    return x, rate, said
+
+
+def forward_parameters(module) -> list[tuple[str, str | None]]:
+    """The (name, type) of each argument of the model's forward, after ``self``; the type is TorchScript's
+    (``"int"``, ``"Tensor"``), None for an eager model."""
+    import inspect
+
+    schema = getattr(module.forward, "schema", None)  # a TorchScript method
+    if schema is not None:
+        return [(a.name, str(a.type)) for a in schema.arguments][1:]
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    return [(p.name, None) for p in parameters if p.kind in kinds]
+
+
+def audio_batches(module, samples: torch.Tensor, rate: int, batch_size: int = DEFAULT_BATCH) -> tuple[list, str]:
+    """Batches of samples, with the sample rate as the extra argument the model's forward names (one of
+    :data:`RATE_NAMES`), positional when it is the second argument; and how it was passed, for a note."""
+    params = forward_parameters(module)
+    named = [(i, name, kind) for i, (name, kind) in enumerate(params) if name in RATE_NAMES and i > 0]
+    value = rate
+    if named and named[0][2] == "Tensor":
+        value = torch.tensor(rate)
+    batches = []
+    for start in range(0, samples.shape[0], batch_size):
+        part = samples[start:start + batch_size]
+        if not named:
+            batches.append(part)
+        elif named[0][0] == 1:
+            batches.append((part, value))
+        else:
+            batches.append({params[0][0]: part, named[0][1]: value})
+    how = f", the rate passed as {named[0][1]}" if named else ""
+    return batches, how
+
+
 def _image_suffixes() -> set[str]:
     from core.eval.data import IMAGE_SUFFIXES
 
     return IMAGE_SUFFIXES
 
 
-def _folder_kind(folder: Path) -> str | None:
+def folder_kind(folder: Path) -> str | None:
     from core.eval.data import IMAGE_SUFFIXES
 
-    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in folder.rglob("*") if f.is_file()):
+    suffixes = {f.suffix.lower() for f in folder.rglob("*") if f.is_file()}
+    if suffixes & AUDIO_SUFFIXES:
+        return "audio"
+    if suffixes & IMAGE_SUFFIXES:
         return "images"
     return None
 
@@ -154,6 +252,7 @@ def _tensor(t, what: str) -> torch.Tensor:
 
 TEXT_SUFFIXES = (".txt",)
 MAX_TEXT_BYTES = 256 << 20
+MAX_AUDIO_BYTES = 2 << 30
 TEXT_MAX_TOKENS = 128  # each line is truncated to this many tokens
 
 
@@ -190,9 +289,12 @@ def read_example_set(path: str | Path):
     if not path.exists():
         raise InputsError(f"{path}: no such file")
     if path.is_dir():
-        kind = _folder_kind(path)
+        kind = folder_kind(path)
         if kind is None:
-            raise InputsError(f"{path}: a folder of inputs holds images ({', '.join(sorted(_image_suffixes()))})")
+            raise InputsError(f"{path}: a folder of inputs holds images ({', '.join(sorted(_image_suffixes()))}) "
+                              f"or audio ({', '.join(sorted(AUDIO_SUFFIXES))})")
+        if kind not in FOLDER_READERS:
+            raise InputsError(f"{path}: a folder of {kind} is read with the model (see read_audio_folder)")
         read = FOLDER_READERS[kind]
     elif not path.is_file():
         raise InputsError(f"{path}: not a file or a folder")

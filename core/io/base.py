@@ -79,6 +79,8 @@ class LoadOptions:
     input_shape: tuple[int, ...] | None = None
     source: str | None = None
     inputs: str | None = None
+    sample_rate: int | None = None  # for a folder of audio inputs: the rate every file must have
+    chunk: int | None = None  # for a folder of audio inputs: cut each file into windows of this many samples
 
 
 @dataclass

@@ -63,7 +63,7 @@ def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> L
     for loader in LOADERS:
         if loader.can_load(spec):
             loaded = loader.load(spec, options, load_model)
-            return _with_inputs(_check_loaded(loaded), options.inputs)
+            return _with_inputs(_check_loaded(loaded), options.inputs, options.sample_rate, options.chunk)
     tried = "; ".join(loader.describes for loader in LOADERS)
     raise ModelLoadError(one_line(f"{Path(spec).name}: {_diagnose(Path(spec))}. Formats tried: {tried}"))
 
@@ -78,14 +78,19 @@ def _check_loaded(loaded: LoadedModel) -> LoadedModel:
     return loaded
 
 
-def _with_inputs(loaded: LoadedModel, inputs: str | None) -> LoadedModel:
+def _with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None = None,
+                 chunk: int | None = None) -> LoadedModel:
     """The model with the user's own inputs (``--inputs``) as its probe inputs, said in a load note."""
     if not inputs:
         return loaded
-    from core.eval.inputs import (TEXT_MAX_TOKENS, InputsError, batches_of, describe, is_text, read_example_set,
-                                  read_text_lines, tokenized_batches)
+    from core.eval.inputs import (TEXT_MAX_TOKENS, InputsError, audio_batches, batches_of, describe, folder_kind,
+                                  is_text, read_audio_folder, read_example_set, read_text_lines, tokenized_batches)
 
-    if is_text(inputs):
+    if Path(inputs).is_dir() and folder_kind(Path(inputs)) == "audio":
+        samples, rate, said = read_audio_folder(Path(inputs), sample_rate, chunk)
+        batches, how = audio_batches(loaded.module, samples, rate)
+        said += how
+    elif is_text(inputs):
         if loaded.tokenize is None:
             raise InputsError(f"{Path(inputs).name}: lines of text are inputs for a model with a tokenizer (a "
                               f"Hugging Face folder holding one); {loaded.name} has none")
@@ -98,7 +103,8 @@ def _with_inputs(loaded: LoadedModel, inputs: str | None) -> LoadedModel:
         batches = batches_of(examples)
         said = describe(examples)
     first = batches[0]
-    shape = tuple(first.shape) if isinstance(first, torch.Tensor) else loaded.input_shape
+    main = first if isinstance(first, torch.Tensor) else first[0] if isinstance(first, tuple) else None
+    shape = tuple(main.shape) if isinstance(main, torch.Tensor) else loaded.input_shape
     meta = dict(loaded.meta)
     meta["notes"] = [*meta.get("notes", []), f"inputs: {said}, from {Path(inputs).name}"]
     meta["inputs"] = str(inputs)
