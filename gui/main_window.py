@@ -201,6 +201,12 @@ class MainWindow(QMainWindow):
         self.data_menu.setToolTipsVisible(True)
         self.data_menu.addSeparator()
         self.data_menu.addAction("Open data folder…", self._open_data_folder)
+        self.data_menu.addSeparator()
+        self.data_menu.addAction("Open inputs…", self._open_inputs).setToolTip(
+            "Your own unlabelled examples for activations and fidelity: .npy, .npz or .pt (a tensor, a tuple or "
+            "a dict of named tensors), or a .txt of lines for a model with a tokenizer")
+        self.data_menu.addAction("Open inputs folder…", self._open_inputs_folder).setToolTip(
+            "A folder of images, or of mono audio files at one sample rate")
 
     def _fill_export_menu(self) -> None:
         self.export_menu.clear()
@@ -219,6 +225,17 @@ class MainWindow(QMainWindow):
         path = QFileDialog.getExistingDirectory(self, "Open data folder (IDX files, or one folder per class)")
         if path:
             self.session.use_dataset(path)
+
+    def _open_inputs(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open inputs", "",
+                                              "Inputs (*.npy *.npz *.pt *.pth *.txt);;All files (*)")
+        if path:
+            self.session.use_inputs(path)
+
+    def _open_inputs_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open inputs folder (images, or mono audio files)")
+        if path:
+            self.session.use_inputs(path)
 
     def export_plot(self, plot, path: str | None = None) -> str | None:
         """Save a plot as PNG or SVG (by the file's suffix); asks for a path when none is given."""

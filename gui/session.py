@@ -144,6 +144,25 @@ class Session(QObject):
         self.opening = True
         self.runner.start(f"Reading data set {data_name}", task, self._opened)
 
+    def use_inputs(self, path: str, sample_rate: int | None = None, chunk: int | None = None) -> None:
+        """Run the model as opened on the person's own examples (a file or folder, as ``--inputs`` takes)
+        in place of its data set, read in the background; a file that cannot be read changes nothing."""
+        if self.loaded is None or self.opening:
+            return
+        loaded = self.variants.models.get(0, self.loaded)
+
+        def task():
+            from core.analysis.inspection import check_inputs
+            from core.io.loading import with_inputs
+
+            mine = with_inputs(loaded, path, sample_rate, chunk)
+            check_inputs(mine, None)
+            return mine, None
+            yield  # a generator, so it runs in the background like every task
+
+        self.opening = True
+        self.runner.start(f"Reading inputs {Path(path).name}", task, self._opened)
+
     def _opened(self, value) -> None:
         self.opening = False
         self.loaded, self.data = value

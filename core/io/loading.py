@@ -63,7 +63,7 @@ def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> L
     for loader in LOADERS:
         if loader.can_load(spec):
             loaded = loader.load(spec, options, load_model)
-            return _with_inputs(_check_loaded(loaded), options.inputs, options.sample_rate, options.chunk)
+            return with_inputs(_check_loaded(loaded), options.inputs, options.sample_rate, options.chunk)
     tried = "; ".join(loader.describes for loader in LOADERS)
     raise ModelLoadError(one_line(f"{Path(spec).name}: {_diagnose(Path(spec))}. Formats tried: {tried}"))
 
@@ -78,9 +78,10 @@ def _check_loaded(loaded: LoadedModel) -> LoadedModel:
     return loaded
 
 
-def _with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None = None,
+def with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None = None,
                  chunk: int | None = None) -> LoadedModel:
-    """The model with the user's own inputs (``--inputs``) as its probe inputs, said in a load note."""
+    """The model with the person's own inputs (``--inputs``, :mod:`core.eval.inputs`) as its probe inputs,
+    said in a load note; ``loaded`` itself is not changed. :class:`InputsError` when they cannot be read."""
     if not inputs:
         return loaded
     from core.eval.inputs import (TEXT_MAX_TOKENS, InputsError, audio_batches, batches_of, describe, folder_kind,

@@ -206,3 +206,29 @@ def test_the_studio_opens_a_model_on_ones_own_inputs_and_remembers_them(qtbot, e
     assert session.data is None  # not MNIST, the zoo model's own set, behind the person's back
     assert sum(b.shape[0] for b in session.loaded.probe_inputs) == 90
     assert empty_window.opener.recent()[0].inputs == str(tmp_path / "mine.pt")
+
+
+def test_open_inputs_runs_the_model_on_them_and_a_bad_file_changes_nothing(qtbot, empty_window, tmp_path):
+    """Data set > Open inputs…: the model as opened runs on the file's examples; a file that cannot be read
+    is said, and the model and its data set stay as they were."""
+    session = empty_window.session
+    session.open_model("zoo:lenet5", "mnist")
+    qtbot.waitUntil(lambda: session.loaded is not None, timeout=60_000)
+    wait_idle(qtbot, empty_window)
+    empty_window.data_menu.aboutToShow.emit()  # the menu fills as it opens
+    assert [a.text() for a in empty_window.data_menu.actions() if a.text().startswith("Open inputs")] == \
+        ["Open inputs…", "Open inputs folder…"]
+    before, data = session.loaded, session.data
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    session.use_inputs(str(tmp_path / "bad.npz"))
+    wait_idle(qtbot, empty_window)
+    assert session.loaded is before and session.data is data
+    box = empty_window.dialog  # the error, said in a dialog that does not block the studio
+    assert box is not None and box.isVisible() and "bad.npz" in box.text()
+    box.close()
+
+    torch.save(torch.rand(33, 1, 28, 28), tmp_path / "mine.pt")
+    session.use_inputs(str(tmp_path / "mine.pt"))
+    wait_idle(qtbot, empty_window)
+    assert session.data is None and sum(b.shape[0] for b in session.loaded.probe_inputs) == 33
+    assert session.loaded.module is before.module  # the same model, not loaded again from disk
