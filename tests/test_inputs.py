@@ -310,3 +310,62 @@ def test_stereo_or_broken_audio_is_refused(tmp_path):
     (tmp_path / "broken" / "x.wav").write_bytes(b"RIFF not really")
     with pytest.raises(InputsError, match="cannot read audio"):
         load_model(tmp_path / "audio.pt", LoadOptions(trust=True, inputs=str(tmp_path / "broken")))
+
+
+class Encoder(nn.Module):
+    """Token states (N, T, H) from ids: an embedding model's output, where arg-max means nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, input_ids, attention_mask):
+        return self.fc(self.emb(input_ids))
+
+
+def test_an_embedding_models_fidelity_is_pooled_cosine_with_its_5th_percentile_and_no_top1():
+    torch.manual_seed(0)
+    model, other = Encoder(), Encoder()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        other.fc.weight.add_(torch.randn_like(other.fc.weight) * 0.3)
+    ids = torch.randint(0, 50, (40, 9))
+    mask = (torch.arange(9) < torch.randint(2, 10, (40, 1))).long()  # padded sentences of 2-9 tokens
+    batches = [{"input_ids": ids[:25], "attention_mask": mask[:25]}, {"input_ids": ids[25:], "attention_mask": mask[25:]}]
+    result = run(fidelity(other, model, batches))
+    assert result.kind == "embed" and result.top1_agreement is None and result.count == 40
+    with torch.no_grad():
+        m = mask.float().unsqueeze(-1)
+        pool = lambda net: (net(ids, mask) * m).sum(1) / m.sum(1)  # noqa: E731
+        cos = nn.functional.cosine_similarity(pool(other), pool(model), dim=1).numpy()
+    assert result.cosine == pytest.approx(float(cos.mean()), abs=1e-6)
+    assert result.cosine_p5 == pytest.approx(float(np.percentile(cos, 5)), abs=1e-6)
+    assert result.cosine_p5 < result.cosine < 1
+
+
+def test_a_classifier_keeps_top1_and_a_one_number_output_is_a_regression():
+    torch.manual_seed(0)
+    x = torch.randn(30, 6)
+    classifier = nn.Linear(6, 4)
+    regressor = nn.Linear(6, 1)
+    assert run(fidelity(classifier, classifier, [x])).kind == "classify"
+    r = run(fidelity(regressor, regressor, [x]))
+    assert r.kind == "regress" and r.top1_agreement is None and r.relative_error == 0
+
+
+def test_inspect_a_text_encoder_on_ones_lines_reports_cosine_over_every_line_and_no_top1(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.factories import write_hf_folder
+
+    folder = write_hf_folder(tmp_path / "encoder", encoder=True)
+    words = "the quick brown fox jumps over lazy dog".split()
+    (tmp_path / "lines.txt").write_text("\n".join(" ".join(words[i % 5:]) for i in range(70)), encoding="utf-8")
+    report = tmp_path / "r.json"
+    result = prunescope("inspect", str(folder), "--inputs", str(tmp_path / "lines.txt"), "--reference",
+                        str(folder), "--json", str(report), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "fidelity to reference: cosine 1.0000 (5th percentile 1.0000)" in result.stdout
+    assert "over 70 inputs (embeddings)" in result.stdout and "top-1" not in result.stdout
+    f = json.loads(report.read_text())["metrics"]["fidelity"]
+    assert f["kind"] == "embed" and f["top1_agreement"] is None and f["count"] == 70

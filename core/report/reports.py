@@ -188,6 +188,18 @@ def latency_change(a: Latency, b: Latency) -> str:
     return f"{one(a)} per batch of {a.batch_size} → {one(b)} per batch of {b.batch_size}"
 
 
+def fidelity_text(f, short: bool = False) -> str:
+    """A fidelity in the metric its output kind has: top-1 agreement for a classifier (cosine too unless
+    ``short``), cosine (mean and 5th percentile) for embeddings, relative error for anything else."""
+    p5 = f" (5th percentile {f.cosine_p5:.4f})" if f.cosine_p5 is not None else ""
+    if f.kind == "classify" and f.top1_agreement is not None:
+        head = f"top-1 agreement {f.top1_agreement:.2%}"
+        return head if short else f"{head}, cosine {f.cosine:.4f}, relative error {f.relative_error:.3g}"
+    if f.kind == "embed":
+        return f"cosine {f.cosine:.4f}{p5}, relative error {f.relative_error:.3g} over {f.count:,} inputs (embeddings)"
+    return f"relative error {f.relative_error:.3g}, cosine {f.cosine:.4f} over {f.count:,} inputs"
+
+
 def layer_table(result: Inspection) -> str:
     """The inspection as a fixed-width table, with totals and metrics."""
     rows = [("layer", "type", "shape", "params", "bytes", "MACs", "sparsity", "|w| max", "near 0", "fires", "dead")]
@@ -221,9 +233,7 @@ def layer_table(result: Inspection) -> str:
         lines.append(f"test accuracy ({result.dataset}, {result.test.count:,} examples): "
                      f"{result.test.accuracy:.2%} (loss {result.test.loss:.4f})")
     if result.fidelity is not None:
-        f = result.fidelity
-        lines.append(f"fidelity to reference: top-1 agreement {f.top1_agreement:.2%}, cosine {f.cosine:.4f}, "
-                     f"relative error {f.relative_error:.3g}")
+        lines.append(f"fidelity to reference: {fidelity_text(result.fidelity)}")
     if result.latency is not None:
         lines.append(f"latency: {latency_figure(result.latency)} ({latency_spread(result.latency)})")
     lines.extend(f"note: {n}" for n in result.notes)
@@ -297,6 +307,6 @@ def compression_summary(result) -> str:
         if m is not None and m.test is not None:
             lines.append(f"test accuracy {label}: {m.test.accuracy:.2%} ({m.test.count:,} examples)")
         elif m is not None and m.fidelity is not None:
-            lines.append(f"fidelity {label}: top-1 agreement {m.fidelity.top1_agreement:.2%}")
+            lines.append(f"fidelity {label}: {fidelity_text(m.fidelity, short=True)}")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
