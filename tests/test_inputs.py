@@ -121,6 +121,13 @@ def test_loading_with_inputs_makes_them_the_probe_inputs_and_fidelity_runs_on_ev
     loaded = load_model(tmp_path / "m.pt", LoadOptions(trust=True, inputs=str(tmp_path / "in.pt")))
     assert len(loaded.probe_inputs) == 2 and torch.equal(loaded.probe_inputs[1][0], x[64:])
     assert any("70 examples" in note for note in loaded.meta["notes"])
+    from core.io.loading import with_inputs
+
+    torch.save((x[:5], scale[:5]), tmp_path / "fewer.pt")
+    again = with_inputs(loaded, str(tmp_path / "fewer.pt"))  # other inputs replace the first, note and all
+    assert [n for n in again.meta["notes"] if n.startswith("inputs:")] == ["inputs: 5 examples of 6 float32, "
+                                                                          "1 float32, from fewer.pt"]
+    assert len(loaded.probe_inputs) == 2  # the model read first is not changed
     other = TwoInputs()
     result = run(fidelity(other, loaded.module, loaded.probe_inputs))
     assert result.count == 70

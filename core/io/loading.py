@@ -87,27 +87,29 @@ def with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None
     from core.eval.inputs import (TEXT_MAX_TOKENS, InputsError, audio_batches, batches_of, describe, folder_kind,
                                   is_text, read_audio_folder, read_example_set, read_text_lines, tokenized_batches)
 
-    if Path(inputs).is_dir() and folder_kind(Path(inputs)) == "audio":
-        samples, rate, said = read_audio_folder(Path(inputs), sample_rate, chunk)
+    path = Path(inputs).expanduser()
+    if path.is_dir() and folder_kind(path) == "audio":
+        samples, rate, said = read_audio_folder(path, sample_rate, chunk)
         batches, how = audio_batches(loaded.module, samples, rate)
         said += how
     elif is_text(inputs):
         if loaded.tokenize is None:
-            raise InputsError(f"{Path(inputs).name}: lines of text are inputs for a model with a tokenizer (a "
+            raise InputsError(f"{path.name}: lines of text are inputs for a model with a tokenizer (a "
                               f"Hugging Face folder holding one); {loaded.name} has none")
-        lines = read_text_lines(inputs)
+        lines = read_text_lines(path)
         batches = tokenized_batches(lines, loaded.tokenize)
         said = (f"{len(lines):,} line{'s' if len(lines) != 1 else ''} of text, tokenized by the model's "
                 f"tokenizer (at most {TEXT_MAX_TOKENS} tokens each)")
     else:
-        examples = read_example_set(inputs)
+        examples = read_example_set(path)
         batches = batches_of(examples)
         said = describe(examples)
     first = batches[0]
     main = first if isinstance(first, torch.Tensor) else first[0] if isinstance(first, tuple) else None
     shape = tuple(main.shape) if isinstance(main, torch.Tensor) else loaded.input_shape
     meta = dict(loaded.meta)
-    meta["notes"] = [*meta.get("notes", []), f"inputs: {said}, from {Path(inputs).name}"]
+    earlier = [n for n in meta.get("notes", []) if not n.startswith("inputs: ")]  # inputs read before: replaced
+    meta["notes"] = [*earlier, f"inputs: {said}, from {path.name}"]
     meta["inputs"] = str(inputs)
     return replace(loaded, probe_inputs=batches, input_shape=shape, meta=meta)
 
