@@ -12,10 +12,10 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QM
                                QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from core.eval import zoo
-from core.eval.data import BUILTIN_DATASETS, FASHION_HELP, dataset_available
 from core.fileio import atomic_write
 from gui import shortcuts
 from gui.exporting import export_plot_to, plot_name, plot_png, plots_on_screen
+from gui.data_menu import fill_data_menu
 from gui.session import Session
 from gui.widgets.compare_view import CompareView
 from gui.widgets.demo_view import DemoView
@@ -135,7 +135,7 @@ class MainWindow(QMainWindow):
             self.zoo_menu.addAction(f"{name}  —  {entry.description}",
                                     lambda n=name: self.session.open_model(f"zoo:{n}"))
         self.data_menu = QMenu("Data set", self)
-        self.data_menu.aboutToShow.connect(self._fill_data_menu)
+        self.data_menu.aboutToShow.connect(lambda: fill_data_menu(self.data_menu, self, self.session))
         self.inspect_action = QAction("Re-inspect", self, shortcut=QKeySequence("F5"),
                                       triggered=self.session.inspect)
         self.cancel_action = QAction("Cancel task", self, shortcut=QKeySequence("Esc"),
@@ -190,24 +190,6 @@ class MainWindow(QMainWindow):
         help_menu.addAction("About Prunescope", self._about)
         shortcuts.install(self, self.undo_action, self.redo_action, [self.apply_action, self.help_action])
 
-    def _fill_data_menu(self) -> None:
-        self.data_menu.clear()
-        for name in BUILTIN_DATASETS:
-            action = self.data_menu.addAction(name, lambda n=name: self.session.use_dataset(n))
-            if not dataset_available(name):
-                action.setEnabled(False)
-                action.setText(f"{name} (not installed)")
-                action.setToolTip(FASHION_HELP)
-        self.data_menu.setToolTipsVisible(True)
-        self.data_menu.addSeparator()
-        self.data_menu.addAction("Open data folder…", self._open_data_folder)
-        self.data_menu.addSeparator()
-        self.data_menu.addAction("Open inputs…", self._open_inputs).setToolTip(
-            "Your own unlabelled examples for activations and fidelity: .npy, .npz or .pt (a tensor, a tuple or "
-            "a dict of named tensors), or a .txt of lines for a model with a tokenizer")
-        self.data_menu.addAction("Open inputs folder…", self._open_inputs_folder).setToolTip(
-            "A folder of images, or of mono audio files at one sample rate")
-
     def _fill_export_menu(self) -> None:
         self.export_menu.clear()
         plots = plots_on_screen(self)
@@ -220,22 +202,6 @@ class MainWindow(QMainWindow):
         """The help page: every shortcut (read from the actions) and the README's link."""
         self.help_dialog = shortcuts.HelpDialog(self)
         self.help_dialog.open()
-
-    def _open_data_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open data folder (IDX files, or one folder per class)")
-        if path:
-            self.session.use_dataset(path)
-
-    def _open_inputs(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open inputs", "",
-                                              "Inputs (*.npy *.npz *.pt *.pth *.txt);;All files (*)")
-        if path:
-            self.session.use_inputs(path)
-
-    def _open_inputs_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open inputs folder (images, or mono audio files)")
-        if path:
-            self.session.use_inputs(path)
 
     def export_plot(self, plot, path: str | None = None) -> str | None:
         """Save a plot as PNG or SVG (by the file's suffix); asks for a path when none is given."""
