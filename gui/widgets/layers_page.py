@@ -7,6 +7,8 @@ variant, the original's distribution is overlaid and the layer's codebook levels
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QEvent, QItemSelectionModel, QPoint, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QSplitter, QTableView, QTabWidget,
                                QVBoxLayout, QWidget)
@@ -365,7 +367,9 @@ class LayersPage(QWidget):
                 waiting = "counting how often each unit fires…" if busy else "not measured"
             self.activations.show_layer(name, None, waiting)
         else:
-            source = f" of {s.data.name} validation images" if s.data else " (probe inputs)"
+            inputs = s.loaded.meta.get("inputs") if s.loaded is not None else None
+            source = (f" of {s.data.name} validation images" if s.data else
+                      f" (your inputs, {Path(inputs).name})" if inputs else " (probe inputs)")
             self.activations.show_layer(name, act, "", "channels" if "Conv" in info.type else "neurons", source,
                                         removable=name != self._output_layer())
 

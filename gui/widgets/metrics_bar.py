@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from core.analysis.cost import human_macs
@@ -67,7 +69,8 @@ class MetricsBar(QWidget):
             for card in self.cards.values():
                 card.set("—")
             return
-        data = s.data.name if s.data else "no data set"
+        inputs = s.loaded.meta.get("inputs") if s.loaded is not None else None
+        data = s.data.name if s.data else f"inputs {Path(inputs).name}" if inputs else "no data set"
         description = s.loaded.meta.get("description") or s.loaded.source
         # the model's name on the big line, the variant's on the detail line ("lenet300 · #3 95% pru" was cut)
         name, _, variant = s.loaded.name.partition(" · ")

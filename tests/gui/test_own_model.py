@@ -205,6 +205,7 @@ def test_the_studio_opens_a_model_on_ones_own_inputs_and_remembers_them(qtbot, e
     wait_idle(qtbot, empty_window)
     assert session.data is None  # not MNIST, the zoo model's own set, behind the person's back
     assert sum(b.shape[0] for b in session.loaded.probe_inputs) == 90
+    assert "inputs mine.pt" in empty_window.metrics.cards["model"].detail.text()  # not "no data set"
     assert empty_window.opener.recent()[0].inputs == str(tmp_path / "mine.pt")
 
 
