@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -112,12 +113,23 @@ def test_forward_hooks_context_removes_on_exception():
     assert len(layer._forward_hooks) == 0
 
 
-def test_compiled_graphs_get_a_clear_message(model_files):
+@pytest.mark.parametrize("kind", ["torchscript", "export", "export_static"])
+def test_compiled_programs_count_what_the_eager_model_counts(model_files, kind):
+    """Hooks do not reach inside a compiled program: its layers' outputs are tapped from its graph instead."""
+    from core.eval.zoo import load_zoo_model
     from core.io import LoadOptions, load_model
 
-    loaded = load_model(model_files["torchscript"], LoadOptions(trust=True))
-    with pytest.raises(ActivationError, match="compiled graph"):
-        run(activation_stats(loaded.module, [torch.rand(2, 1, 28, 28)]))
+    loaded = load_model(model_files[kind], LoadOptions(trust=True))
+    eager, _ = load_zoo_model("lenet300")
+    batches = [torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    compiled = run(activation_stats(loaded.module, batches))
+    expected = run(activation_stats(eager, batches))
+    assert set(compiled) == set(expected) == {"fc1", "fc2", "fc3"}
+    for name, stats in expected.items():
+        assert compiled[name].observations == stats.observations == 6
+        np.testing.assert_allclose(compiled[name].nonzero_fraction, stats.nonzero_fraction)
+        np.testing.assert_allclose(compiled[name].mean, stats.mean, rtol=1e-5, atol=1e-6)
+    assert not any(m._forward_hooks for m in loaded.module.modules())
 
 
 def test_model_without_unit_layers():

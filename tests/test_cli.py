@@ -40,7 +40,8 @@ def test_inspect_without_data_uses_the_given_input_shape(model_files, untouched)
                         "--quiet")
     assert result.returncode == 0, result.stderr
     assert "266,610 parameters" in result.stdout and "latency:" in result.stdout
-    assert "activations not measured" in result.stdout  # a TorchScript graph runs no hooks: said, not hidden
+    assert "activations not measured" not in result.stdout  # tapped from the TorchScript graph (no hooks run in it)
+    assert "fc1    Linear" in result.stdout and "/300" in result.stdout  # the dead-unit column of fc1 is filled
 
 
 def test_inspect_with_reference_reports_fidelity(model_files):

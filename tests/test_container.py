@@ -234,7 +234,7 @@ def test_pricing_gives_the_account_of_encoding_without_writing(options):
 def test_decoding_one_tensor_at_a_time_checks_the_whole_layout_first():
     data = good_file()
     header, tensors = container.iter_decode(data)
-    assert header["v"] == container.VERSION and [name for name, _ in tensors] == list(sample_state()[0])
+    assert header["v"] == container.PLAIN_VERSION and [name for name, _ in tensors] == list(sample_state()[0])
     longer = refresh_crc(data[:-4] + b"\0")  # a byte after the last tensor: refused before any tensor is handed out
     with pytest.raises(CodingError, match="1 bytes after the last tensor"):
         container.iter_decode(longer)

@@ -110,10 +110,14 @@ def test_bad_recipes_are_refused_before_any_work(small_mnist):
     assert_unchanged(loaded.module, before)
 
 
-def test_compiled_models_are_refused(model_files, small_mnist):
+def test_compiled_models_are_pruned_in_place_and_the_loaded_program_is_unchanged(model_files, small_mnist):
     loaded = load_model(model_files["torchscript"], LoadOptions(input_shape=(1, 1, 28, 28), trust=True))
-    with pytest.raises(CompressionError, match="compiled graph"):
-        run(apply_recipe(Recipe.from_text("steps: [{kind: prune_magnitude}]"), loaded, small_mnist))
+    before = state_copy(loaded.module.program)
+    result = run(apply_recipe(Recipe.from_text("steps: [{kind: prune_magnitude, sparsity: 0.9}]"), loaded,
+                              small_mnist))
+    assert result.before.test.accuracy > 0.95 and 0.5 < result.after.test.accuracy < result.before.test.accuracy
+    assert (result.model.program.fc1.weight == 0).float().mean() == pytest.approx(0.9, abs=0.01)
+    assert_unchanged(loaded.module.program, before)
 
 
 def test_cancel_leaves_the_original_unchanged(small_mnist):

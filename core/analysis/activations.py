@@ -21,6 +21,7 @@ from torch import nn
 
 from core.errors import PrunescopeError
 from core.eval.evaluate import call_model, evaluating, logits_of
+from core.io.program_taps import TapError
 from core.progress import Progress, Task
 
 UNIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -109,8 +110,11 @@ def _measure_points(model: nn.Module, layers: dict[str, nn.Module], example) -> 
 
     hooks = {m: record_layer for m in layers.values()}
     hooks.update({m: record_norm for m in model.modules() if isinstance(m, NORM_LAYERS)})
-    with forward_hooks(hooks), torch.inference_mode():
-        call_model(model, example)
+    try:
+        with forward_hooks(hooks), torch.inference_mode():
+            call_model(model, example)
+    except TapError as exc:
+        raise ActivationError(str(exc)) from None
     if not outputs:
         raise ActivationError(COMPILED)
     points = {}

@@ -177,9 +177,12 @@ def read_audio_folder(folder: Path, sample_rate: int | None = None, chunk: int |
 
 def forward_parameters(module) -> list[tuple[str, str | None]]:
     """The (name, type) of each argument of the model's forward, after ``self``; the type is TorchScript's
-    (``"int"``, ``"Tensor"``), None for an eager model."""
+    (``"int"``, ``"Tensor"``), None for an eager model. A compiled program's wrapper
+    (:class:`~core.io.program.CompiledProgram`) is asked of its program's forward."""
     import inspect
 
+    program = getattr(module, "program", None)
+    module = program if isinstance(program, torch.nn.Module) else module
     schema = getattr(module.forward, "schema", None)  # a TorchScript method
     if schema is not None:
         return [(a.name, str(a.type)) for a in schema.arguments][1:]

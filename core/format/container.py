@@ -38,8 +38,8 @@ import torch
 from core.format import huffman
 from core.format.decoding import decode, decode_tensor, iter_decode, read_header  # noqa: F401 (the file's API)
 from core.format.huffman import CodingError
-from core.format.layout import (CRC, DTYPE_NAMES, FRAMING_BYTES, MAGIC, MAX_INDEX_BITS, PREAMBLE, READS,  # noqa: F401
-                                VERSION, FileAccount, TensorAccount, WeightCode)
+from core.format.layout import (CRC, DTYPE_NAMES, FRAMING_BYTES, MAGIC, MAX_INDEX_BITS, PLAIN_VERSION,  # noqa: F401
+                                PREAMBLE, READS, VERSION, FileAccount, TensorAccount, WeightCode)
 
 
 def symbol_counts(symbols: np.ndarray, alphabet: int) -> np.ndarray:
@@ -252,7 +252,8 @@ def _check_references(state: dict[str, torch.Tensor], codes: dict[str, WeightCod
 
 
 def _header(state: dict[str, torch.Tensor], codes: dict[str, WeightCode], model_info: dict, use_huffman: bool,
-            index_bits: int, small_float: str, build: bool) -> tuple[bytes, list, list[TensorAccount]]:
+            index_bits: int, small_float: str, build: bool,
+            program: tuple[str, bytes] | None = None) -> tuple[bytes, list, list[TensorAccount]]:
     entries, payload, accounts = [], [], []
     _check_references(state, codes)
     for name, tensor in state.items():
@@ -262,28 +263,34 @@ def _header(state: dict[str, torch.Tensor], codes: dict[str, WeightCode], model_
         entries.append(entry)
         payload.extend(sections)
         accounts.append(account)
-    header = zlib.compress(json.dumps({"v": VERSION, "model": model_info, "tensors": entries},
-                                      separators=(",", ":")).encode(), 9)
+    fields = {"v": VERSION if program is not None else PLAIN_VERSION, "model": model_info, "tensors": entries}
+    if program is not None:
+        fields["program"] = {"kind": program[0], "z": len(program[1])}
+    header = zlib.compress(json.dumps(fields, separators=(",", ":")).encode(), 9)
     return header, payload, accounts
 
 
 def encode(state: dict[str, torch.Tensor], codes: dict[str, WeightCode], model_info: dict,
-           use_huffman: bool = True, index_bits: int = 0, small_float: str = "float16") -> tuple[bytes, FileAccount]:
-    """The compressed file's bytes for a state_dict, and the account of every byte."""
-    header, payload, accounts = _header(state, codes, model_info, use_huffman, index_bits, small_float, True)
-    parts = [PREAMBLE.pack(MAGIC, VERSION, len(header)), header, *payload]
+           use_huffman: bool = True, index_bits: int = 0, small_float: str = "float16",
+           program: tuple[str, bytes] | None = None) -> tuple[bytes, FileAccount]:
+    """The compressed file's bytes for a state_dict, and the account of every byte. ``program``: a compiled
+    program's (kind, compressed archive), stored after the tensors (:mod:`core.io.program`)."""
+    header, payload, accounts = _header(state, codes, model_info, use_huffman, index_bits, small_float, True, program)
+    version = VERSION if program is not None else PLAIN_VERSION
+    parts = [PREAMBLE.pack(MAGIC, version, len(header)), header, *payload, *([program[1]] if program else [])]
     crc = 0
     for part in parts:  # the checksum part by part, then one copy into the file's bytes (each copy of a big
         crc = zlib.crc32(part, crc)  # model holds the interpreter lock, and with it the studio's UI thread)
     data = b"".join([*parts, CRC.pack(crc)])
-    account = FileAccount(FRAMING_BYTES, len(header), accounts)
+    account = FileAccount(FRAMING_BYTES, len(header), accounts, len(program[1]) if program else 0)
     assert account.total == len(data), (account.total, len(data))
     return data, account
 
 
 def price(state: dict[str, torch.Tensor], codes: dict[str, WeightCode], model_info: dict,
-          use_huffman: bool = True, index_bits: int = 0, small_float: str = "float16") -> FileAccount:
+          use_huffman: bool = True, index_bits: int = 0, small_float: str = "float16",
+          program: tuple[str, bytes] | None = None) -> FileAccount:
     """The account :func:`encode` would give for these arguments, to the byte, without writing any stream:
     each stream's length comes from its symbol counts, a raw tensor's from its shape and dtype."""
-    header, _, accounts = _header(state, codes, model_info, use_huffman, index_bits, small_float, False)
-    return FileAccount(FRAMING_BYTES, len(header), accounts)
+    header, _, accounts = _header(state, codes, model_info, use_huffman, index_bits, small_float, False, program)
+    return FileAccount(FRAMING_BYTES, len(header), accounts, len(program[1]) if program else 0)

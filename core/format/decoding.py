@@ -43,6 +43,7 @@ def parse_header(compressed, file_bytes: int, version: int) -> dict:
     except (zlib.error, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CodingError(f"unreadable header ({str(exc)[:200]})") from None
     header_checks.check_header(header, file_bytes)
+    _require("program" not in header or version >= 5, f"a version {version} file cannot hold a program")
     header["v"] = version  # the framing's version is the one that counts
     return header
 
@@ -76,7 +77,7 @@ def peek_header(f: BinaryIO, file_bytes: int) -> dict:
     version, header_length = _preamble(f.read(PREAMBLE.size).ljust(PREAMBLE.size, b"\0"), file_bytes)
     _require(header_length <= MAX_HEADER, "header too large")
     header = parse_header(f.read(header_length), file_bytes, version)
-    sections = sum(sum(entry["z"]) for entry in header["tensors"])
+    sections = sum(sum(entry["z"]) for entry in header["tensors"]) + header.get("program", {}).get("z", 0)
     _require(FRAMING_BYTES + header_length + sections == file_bytes,
              f"the header describes a file of {FRAMING_BYTES + header_length + sections:,} bytes, not {file_bytes:,}")
     return header
@@ -174,7 +175,7 @@ def decode_tensor(entry: dict, sections: list[bytes]) -> torch.Tensor:
 
 def iter_decode(data: bytes) -> tuple[dict, Iterator[tuple[str, torch.Tensor]]]:
     """(header, tensors): the parsed header (``v``: the file's format version, ``model``: its model
-    description) and an iterator over (name, tensor) in file order, each decoded only when reached.
+    description, ``program``, if the file holds one: its ``kind`` and its compressed archive, ``data``) and an iterator over (name, tensor) in file order, each decoded only when reached.
 
     The checksum, the header and the layout of every section (each length within the file, nothing left
     over) are checked before this returns; each tensor's fields are checked before it is decoded. A
@@ -191,6 +192,11 @@ def iter_decode(data: bytes) -> tuple[dict, Iterator[tuple[str, torch.Tensor]]]:
             starts.append(offset)
             offset += length
         layout.append((entry, starts))
+    if "program" in header:  # a compiled program's code (checked by read_header), after the tensors
+        length = header["program"]["z"]
+        _require(offset + length <= end, "the program runs past the end of the file")
+        header["program"]["data"] = bytes(view[offset:offset + length])
+        offset += length
     _require(offset == end, f"{end - offset} bytes after the last tensor")
 
     def tensors() -> Iterator[tuple[str, torch.Tensor]]:

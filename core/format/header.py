@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from core.format.huffman import CodingError
-from core.format.layout import DTYPES, MAX_INDEX_BITS
+from core.format.layout import DTYPES, MAX_INDEX_BITS, PROGRAM_KINDS
 
 MAX_DEPTH = 12
 """JSON nesting a header needs: model -> structure -> op -> history -> entry -> units is 7 deep."""
@@ -166,4 +166,9 @@ def check_header(header, file_bytes: int) -> None:
         check_entry(entry, earlier)
         earlier[entry["n_"]] = entry
         total += sum(entry["z"])
+    program = header.get("program")
+    if program is not None:
+        _require(isinstance(program, dict) and program.get("kind") in PROGRAM_KINDS,
+                 f"the header's program is not one of {', '.join(PROGRAM_KINDS)}")
+        total += _int_field(program, "z", 1, file_bytes, "program")
     _require(total <= file_bytes, "the header's sections add up to more than the file holds")

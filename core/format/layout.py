@@ -7,7 +7,9 @@ Layout::
 Versions: 1, the first; 2 added the ``masked`` encoding; 3 records the model's structural changes as a
 list of structure ops (:mod:`core.format.structure`) instead of one Torch-Pruning history; 4 lets a
 quantized tensor share an earlier tensor's codebook (``cbr``: that tensor's name; its own codebook section
-is empty), so a codebook shared by several layers (``quantize`` with ``scope: global``) is stored once.
+is empty), so a codebook shared by several layers (``quantize`` with ``scope: global``) is stored once;
+5 may hold a compiled program's code (the header's ``program``: its kind and length) in a section after the
+tensors', so a compressed TorchScript or ``torch.export`` program reloads as one.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from dataclasses import dataclass, field
 import torch
 
 MAGIC = b"PSCZ"
-VERSION = 4  # 2: the ``masked`` encoding; 3: structure ops; 4: codebooks shared by reference
-READS = (1, 2, 3, 4)  # version 1 holds no ``masked`` tensors, versions 1 and 2 one pruning history
+VERSION = 5  # 2: the ``masked`` encoding; 3: structure ops; 4: codebooks shared by reference; 5: a program
+PLAIN_VERSION = 4  # what a file without a program is written as, so that readers of version 4 still open it
+READS = (1, 2, 3, 4, 5)  # version 1 holds no ``masked`` tensors, versions 1 and 2 one pruning history
 PREAMBLE = struct.Struct("<4sHI")
 CRC = struct.Struct("<I")
 FRAMING_BYTES = PREAMBLE.size + CRC.size
 MAX_INDEX_BITS = 16
+PROGRAM_KINDS = ("torchscript", "torch.export")  # the compiled programs a file may hold the code of
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64,
            "i64": torch.int64, "i32": torch.int32, "i16": torch.int16, "i8": torch.int8, "u8": torch.uint8,
            "b1": torch.bool}
@@ -76,10 +80,11 @@ class FileAccount:
     framing_bytes: int
     header_bytes: int
     tensors: list[TensorAccount] = field(default_factory=list)
+    program_bytes: int = 0  # a compiled program's code (zlib-compressed), stored after the tensors
 
     @property
     def total(self) -> int:
-        return self.framing_bytes + self.header_bytes + sum(t.bytes for t in self.tensors)
+        return self.framing_bytes + self.header_bytes + sum(t.bytes for t in self.tensors) + self.program_bytes
 
 
 # --------------------------------------------------------------------------------------------- encoding

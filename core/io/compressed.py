@@ -7,6 +7,8 @@ from, and only where the person says that is (``LoadOptions.source``, ``--source
 file records is never opened, since a downloaded file could name any file on the machine. A ``zoo:``
 source is rebuilt without reading any path. The recorded structure ops are then replayed, the file's
 tensor names and shapes checked against the result, and the weights decoded into it one tensor at a time.
+A file made from a compiled program holds the program's code and reloads as that program
+(:mod:`core.io.program`), only with trust, since loading a program unpickles it.
 
 Every header field is checked in type and range before use (:mod:`core.format.header`). A file larger
 than :data:`READ_WHOLE_BELOW` has its header read and checked against the file's length before the rest
@@ -28,8 +30,10 @@ from core.format.decoding import iter_decode, peek_header
 from core.format.huffman import CodingError
 from core.format.structure import StructureError, check_decoded, ops_from_file, replay
 from core.io.architectures import fit_shapes, import_factory
-from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError, NeedsArchitecture, SourceModelNeeded
+from core.io.base import (LoadedModel, LoadFn, LoadOptions, ModelLoadError, NeedsArchitecture, SourceModelNeeded,
+                          UntrustedPickleError)
 from core.io.files import head
+from core.io.program import inflate, load_program
 
 MAX_PSZ_BYTES = 16 * GB
 READ_WHOLE_BELOW = 64 * MB
@@ -84,6 +88,22 @@ def skeleton(info: dict, options: LoadOptions, name: str, load: LoadFn, path: Pa
     raise SourceModelNeeded(path, source, _candidate(path, source))
 
 
+def _program(path: Path, program: dict, ops: list, options: LoadOptions) -> tuple[torch.nn.Module, dict, dict]:
+    """The compiled program a file holds the code of, as the skeleton its weights are decoded into: loaded
+    only with trust (loading a program unpickles it), and never with structure ops (its code is fixed)."""
+    kind = program["kind"]
+    if not options.trust:
+        label = {"torchscript": "TorchScript"}.get(kind, kind)
+        raise UntrustedPickleError(path, [f"the {label} code it holds"], f"a compressed {label} program")
+    if ops:
+        raise _invalid(path.name, ValueError("a compiled program's file records structure changes"))
+    try:
+        model, types, meta = load_program(kind, inflate(program["data"]))
+    except Exception as exc:
+        raise _invalid(path.name, ValueError(f"its {kind} program does not load ({str(exc).splitlines()[0]})")) from None
+    return model, types, {**meta, "program": kind}
+
+
 def read_compressed(path: Path) -> bytes:
     """The file's bytes, a large file only once its header has been checked against its length."""
     size = check_input(path, MAX_PSZ_BYTES, "compressed file", error=ModelLoadError).st_size
@@ -104,7 +124,11 @@ def load_compressed(path: Path, options: LoadOptions, load: LoadFn) -> LoadedMod
         ops = ops_from_file(info.get("structure"), header["v"])
     except (CodingError, StructureError) as exc:
         raise _invalid(path.name, exc) from None
-    model = skeleton(info, options, path.name, load, path)
+    types, extra = {}, {}
+    if "program" in header:
+        model, types, extra = _program(path, header["program"], ops, options)
+    else:
+        model = skeleton(info, options, path.name, load, path)
     shape = tuple(info["input_shape"]) if info.get("input_shape") else options.input_shape
     if ops:
         if shape is None:
@@ -134,11 +158,12 @@ def load_compressed(path: Path, options: LoadOptions, load: LoadFn) -> LoadedMod
     if dataset and dataset not in BUILTIN_DATASETS:  # a path the file names is never opened: the user says
         notes.append(f"the file was made with data set {one_line(dataset)!r}; pass --data to measure on it")
         dataset = None
+    extra.pop("example", None)
     return LoadedModel(model.eval(), path.stem, str(path), "prunescope", dataset=dataset,
-                       input_shape=options.input_shape or shape,
+                       input_shape=options.input_shape or shape, module_types=types,
                        classes=tuple(info["classes"]) if info.get("classes") else None,
                        file_bytes=len(data), meta={"arch": info.get("arch"), "compressed_from": info.get("source"),
-                                                   "structure": ops, "notes": notes})
+                                                   "structure": ops, "notes": notes, **extra})
 
 
 class CompressedLoader:

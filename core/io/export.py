@@ -38,10 +38,14 @@ def export_bytes(model: nn.Module, example: torch.Tensor, fmt: str) -> bytes:
     elif fmt == "torchscript":
         with warnings.catch_warnings():  # TorchScript is deprecated upstream but still what many runtimes load
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
-            try:
-                scripted = torch.jit.script(model)
-            except Exception:
-                scripted = torch.jit.trace(model, example)
+            if getattr(model, "kind", None) == "torchscript":  # a compiled TorchScript program: itself, as it now is
+                model.sync()
+                scripted = model.program
+            else:
+                try:
+                    scripted = torch.jit.script(model)
+                except Exception:
+                    scripted = torch.jit.trace(model, example)
             torch.jit.save(scripted, buffer)
     elif fmt == "onnx":
         try:

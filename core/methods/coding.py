@@ -41,4 +41,4 @@ def run_encode(step: Encode, ctx: RunContext) -> None:
     ctx.encoding = EncodeOptions(huffman=step.huffman, index_bits=step.index_bits, small_float=step.small_tensors)
 
 
-register_step(Encode, run_encode, family="coding")
+register_step(Encode, run_encode, family="coding", in_place=True)

@@ -121,6 +121,6 @@ def preview_pruning(step: PruneMagnitude | IterativePrune, plan: Plan) -> None:
 
 
 register_step(PruneMagnitude, run_prune_magnitude, preview=preview_pruning, targets=prunable_names,
-              family="pruning")
+              family="pruning", in_place=True)
 register_step(IterativePrune, run_iterative_prune, preview=preview_pruning, targets=prunable_names,
               family="pruning")

@@ -102,4 +102,5 @@ def preview_quantize(step: Quantize, plan: Plan) -> None:
         plan.bits[n] = step.bits_of(n)
 
 
-register_step(Quantize, run_quantize, preview=preview_quantize, targets=prunable_names, family="quantization")
+register_step(Quantize, run_quantize, preview=preview_quantize, targets=prunable_names, family="quantization",
+              in_place=True)

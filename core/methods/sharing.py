@@ -179,4 +179,5 @@ def check_share_filters(model: nn.Module, op: dict) -> None:
 
 
 register_op("share_filters", replay_share_filters, check_share_filters)
-register_step(ShareFilters, run_share_filters, targets=sharing_targets, family="architecture")
+register_step(ShareFilters, run_share_filters, targets=sharing_targets, family="architecture",
+              in_place=True)

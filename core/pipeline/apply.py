@@ -20,6 +20,7 @@ from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, Fidelity, accuracy, fidelity, saved_size_bytes
 from core.format.container import FileAccount
 from core.io.base import LoadedModel
+from core.io.program import CompiledProgram
 from core.methods.masks import apply_masks, prunable_layers, weight_of
 from core.modelcopy import clone_module
 from core.pipeline.checks import check
@@ -113,6 +114,14 @@ def compressed_model(result: CompressionResult, base: LoadedModel, label: str) -
                              "description": f"compressed from {base.name}"})
 
 
+def original_bytes(origin: LoadedModel) -> int:
+    """What the compressed file is compared with: the original's state_dict saved with ``torch.save``; for a
+    compiled program, whose compressed file holds its code too, the program's own file."""
+    if isinstance(origin.module, CompiledProgram) and origin.file_bytes:
+        return origin.file_bytes
+    return saved_size_bytes(origin.module)
+
+
 def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_before: bool,
          origin: LoadedModel) -> Task[CompressionResult]:
     """One link: ``recipe``'s steps on a copy of ``loaded``, measured against ``origin`` (the original)."""
@@ -138,7 +147,7 @@ def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_befo
     yield Progress("compress", total, total, "measuring the decoded model")
     after = yield from measure(decoded, origin, data, original)
     result = CompressionResult(recipe, encoded.data, encoded.account, decoded, encoded.model_info,
-                               saved_size_bytes(original), before, after, encoded.stages, codebooks=encoded.codebooks,
+                               original_bytes(origin), before, after, encoded.stages, codebooks=encoded.codebooks,
                                notes=list(ctx.notes), cost_before=count_macs(original, example),
                                cost_after=count_macs(decoded, example))
     for conversion in ctx.conversions:

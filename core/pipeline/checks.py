@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 
 from core.eval.data import Dataset
+from core.errors import one_line
 from core.io.base import LoadedModel
+from core.io.program import CompiledProgram
 from core.pipeline.context import CompressionError, no_match_message
-from core.recipe import Need, Recipe, RecipeError, kind_of
+from core.recipe import Need, Recipe, RecipeError, kind_of, kinds
 from core.recipe.step import check_step_against, unmatched
 
 
@@ -26,13 +28,30 @@ def _how_to_satisfy(need: Need) -> str:
             else "pass --data NAME (in the studio: the Data set menu)")
 
 
+def _check_in_place(recipe: Recipe, loaded: LoadedModel) -> None:
+    """A compiled program's code cannot change: only steps that change weights in place, without training,
+    run on it."""
+    allowed = ", ".join(k for k, entry in kinds().items() if entry.in_place)
+    for i, step in enumerate(recipe.steps):
+        trains = step.needs() & {Need.TRAINING_DATA, Need.TEACHER}
+        if not kind_of(step).in_place or trains:
+            what = "trains the model" if trains else "changes the model's layers"
+            raise CompressionError(one_line(
+                f"steps[{i}] ({step.kind}) {what}, and {loaded.name} is a compiled program ({loaded.format}) whose "
+                f"code cannot change: that needs the eager model (its weights with the architecture that builds "
+                f"them: a state_dict with --arch; in the studio, File > Open model… and its Architecture; or a zoo "
+                f"model). On a compiled program these steps run, in place "
+                f"on its weights and without training: {allowed}"))
+
+
 def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None) -> None:
     """Raise :class:`RecipeError` or :class:`CompressionError` (one line, naming the step) if ``recipe``
     cannot run on ``loaded`` with ``data``; return quietly if it can."""
-    if isinstance(loaded.module, (torch.jit.ScriptModule, torch.fx.GraphModule)):
-        raise CompressionError(f"{loaded.name} is a compiled graph ({loaded.format}); compression changes layers, "
-                               "so it needs the eager model: its weights with the architecture that builds them (a state_dict "
-                               "with --arch; in the studio, File > Open model… and its Architecture), or a zoo model")
+    if isinstance(loaded.module, CompiledProgram):
+        _check_in_place(recipe, loaded)
+    elif isinstance(loaded.module, torch.jit.ScriptModule):
+        raise CompressionError(f"{loaded.name} is a compiled graph ({loaded.format}) that Prunescope cannot change: "
+                               f"load it from its file, or use the eager model")
     model = loaded.module
     names = [n for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
     for i, step in enumerate(recipe.steps):  # patterns name layers as they are when the step runs: until a

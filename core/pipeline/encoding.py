@@ -21,6 +21,7 @@ from torch.nn.utils import parametrize
 from core.format import container
 from core.format.structure import StructureError, replay
 from core.io.base import LoadedModel
+from core.io.program import CompiledProgram, program_archive
 from core.methods.codebooks import Shared, shared_of
 from core.methods.masks import current_mask, prunable_layers
 from core.modelcopy import clone_module
@@ -154,9 +155,10 @@ def encode_run(ctx: RunContext) -> Encoded:
     base = ctx.base_module if ctx.base_module is not None else ctx.loaded.module
     check_replay(base, ctx.structure, info["input_shape"], ctx.model)
     options = ctx.encoding
+    program = (ctx.model.kind, program_archive(ctx.model)) if isinstance(ctx.model, CompiledProgram) else None
     data, account = container.encode(state, codes, info, use_huffman=options.huffman,
-                                     index_bits=options.index_bits, small_float=options.small_float)
-    stages = stage_sizes(state, codes, info, options, data)
+                                     index_bits=options.index_bits, small_float=options.small_float, program=program)
+    stages = stage_sizes(state, codes, info, options, data, program)
     codebooks = {k.removesuffix(".weight"): [float(v) for v in c.codebook.reshape(-1)] for k, c in codes.items()
                  if c.codebook is not None and c.codebook.ndim == 1}
     return Encoded(data, account, info, stages, codebooks)
@@ -179,7 +181,8 @@ def decode_into(model: nn.Module, data: bytes) -> nn.Module:
     return model.eval()
 
 
-def stage_sizes(state: dict, codes: dict, model_info: dict, options: EncodeOptions, final: bytes) -> dict[str, int]:
+def stage_sizes(state: dict, codes: dict, model_info: dict, options: EncodeOptions, final: bytes,
+                program: tuple[str, bytes] | None = None) -> dict[str, int]:
     """Bytes of real encodings at each Deep Compression stage: pruned (float32 values, fixed-width indices),
     quantized (fixed-width codes), and the final file (with Huffman coding, if the recipe asks). The
     stages before the final one are priced from their symbol counts (:func:`core.format.container.price`),
@@ -187,11 +190,12 @@ def stage_sizes(state: dict, codes: dict, model_info: dict, options: EncodeOptio
     stages = {}
     if any(c.mask is not None for c in codes.values()):
         pruned = {k: container.WeightCode(c.mask, None, None, c.values) for k, c in codes.items() if c.mask is not None}
-        stages["pruned"] = container.price(state, pruned, model_info, use_huffman=False,
-                                           index_bits=options.index_bits, small_float="float32").total
+        stages["pruned"] = container.price(state, pruned, model_info, use_huffman=False, index_bits=options.index_bits,
+                                           small_float="float32", program=program).total
     if any(c.codes is not None for c in codes.values()):
         stages["quantized"] = (container.price(state, codes, model_info, use_huffman=False,
-                                               index_bits=options.index_bits, small_float=options.small_float).total
+                                               index_bits=options.index_bits, small_float=options.small_float,
+                                               program=program).total
                                if options.huffman else len(final))  # without Huffman, that is the file
     stages["huffman" if options.huffman else "final"] = len(final)
     return stages

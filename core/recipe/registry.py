@@ -13,7 +13,9 @@ A handler is ``run(step, ctx)``: a generator over the run context (:class:`core.
 that changes ``ctx.model`` in place and yields progress, or a plain function for a step with nothing to
 wait for. The run is cancelled between yields. ``preview(step, plan)``, if given, updates an instant
 estimate (:class:`core.analysis.estimate.Plan`) of what the step will do. ``targets(model)`` lists the
-layers the step's patterns choose from (the names of modules it can work on).
+layers the step's patterns choose from (the names of modules it can work on). ``in_place``: the step only
+changes the values of existing weights, without gradients, so it runs on a compiled program's weights too
+(:mod:`core.io.program`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class StepKind:
     preview: Callable[[Any, Any], None] | None = None
     targets: Callable[[Any], list[str]] | None = None
     family: str = ""  # what it belongs to, for grouping: "pruning", "quantization", "training", "coding"
+    in_place: bool = False  # changes only existing weights' values (no layer changes, no gradients)
 
     @property
     def kind(self) -> str:
@@ -49,7 +52,7 @@ Modules imported on several threads at once register in any order; this keeps th
 
 
 def register_step(config: type[Step], run: Callable, *, preview: Callable | None = None,
-                  targets: Callable | None = None, family: str = "") -> StepKind:
+                  targets: Callable | None = None, family: str = "", in_place: bool = False) -> StepKind:
     """Register a kind of step; returns its entry. A kind is registered once (re-registering the same
     config class replaces its entry, so a module can be reloaded)."""
     if not (isinstance(config, type) and issubclass(config, Step) and dataclasses.is_dataclass(config)
@@ -62,7 +65,7 @@ def register_step(config: type[Step], run: Callable, *, preview: Callable | None
         raise ValueError(f"step kind {config.kind!r} is already registered by {existing.config.__module__}")
     if not callable(run):
         raise TypeError(f"the handler of {config.kind} is not callable")
-    entry = StepKind(config, run, preview, targets, family)
+    entry = StepKind(config, run, preview, targets, family, in_place)
     _KINDS[config.kind] = entry
     return entry
 

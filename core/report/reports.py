@@ -276,7 +276,8 @@ def compression_to_dict(result, file_name: str, exports: dict[str, str] | None =
                     "int8": _measured(result.int8)},
         "layers": layers,
         "accounting": {"framing_bytes": account.framing_bytes, "header_bytes": account.header_bytes,
-                       "tensor_bytes": sum(t.bytes for t in account.tensors), "total": account.total},
+                       "tensor_bytes": sum(t.bytes for t in account.tensors),
+                       "program_bytes": account.program_bytes, "total": account.total},
         "stages": stages, "recipe": result.recipe.to_dict(), "exports": exports or {},
         "notes": list(result.notes),
         "macs": {"before": _cost_dict(getattr(result, "cost_before", None)),
@@ -295,6 +296,9 @@ def compression_summary(result) -> str:
                      f"{coded:>12s} {t.bytes:>10,}")
     lines.append(f"{'header + framing':24s} {'':10s} {'':>7s} {'':>6s} {'':>8s} {'':>12s} "
                  f"{result.account.header_bytes + result.account.framing_bytes:>10,}")
+    if result.account.program_bytes:
+        lines.append(f"{'program (its code)':24s} {'zlib':10s} {'':>7s} {'':>6s} {'':>8s} {'':>12s} "
+                     f"{result.account.program_bytes:>10,}")
     lines.append(f"original {result.original_bytes:,} bytes -> compressed {result.compressed_bytes:,} bytes: "
                  f"{times(result.ratio)} smaller")
     before, after = getattr(result, "cost_before", None), getattr(result, "cost_after", None)

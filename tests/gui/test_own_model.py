@@ -127,6 +127,7 @@ def test_apply_on_a_torchscript_model_says_how_to_open_the_eager_one_in_the_stud
     window.session.sig_error.connect(lambda title, message: errors.append(message))
     assert not window.session.apply()
     assert len(errors) == 1 and "File > Open model" in errors[0] and "Architecture" in errors[0]
+    assert "(finetune) trains the model" in errors[0] and "prune_magnitude" in errors[0]  # what does run on it
 
 
 def write_psz(loaded, folder):
