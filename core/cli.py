@@ -63,6 +63,10 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk", type=int, metavar="N",
                         help="for audio --inputs: cut each file into windows of N samples, as streaming models "
                              "expect (without it every file must have the same length)")
+    parser.add_argument("--task", choices=("classify", "embed", "lm", "regress"),
+                        help="what the model's output is, for the fidelity metric: classify (top-1 agreement, KL), "
+                             "embed (cosine, mean and 5th percentile), lm (perplexity before and after, KL per "
+                             "token) or regress (relative error); by default detected from the output")
 
 
 def load_options(args):
@@ -73,7 +77,7 @@ def load_options(args):
                        input_shape=parse_input_shape(args.input_shape) if getattr(args, "input_shape", None)
                        else None, source=getattr(args, "source", None),
                        inputs=getattr(args, "inputs", None), sample_rate=getattr(args, "sample_rate", None),
-                       chunk=getattr(args, "chunk", None))
+                       chunk=getattr(args, "chunk", None), task=getattr(args, "task", None))
 
 
 DATA_HELP = ("data set: mnist, fashion-mnist, or a folder / .npz of your own. A zoo model (or a .psz of one) "

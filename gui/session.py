@@ -16,7 +16,8 @@ from PySide6.QtCore import QObject, Signal
 
 from core.analysis.activations import ActivationStats
 from core.eval.data import Dataset
-from core.eval.evaluate import Accuracy, Fidelity, Latency
+from core.eval.evaluate import Accuracy, Latency
+from core.eval.fidelity import Fidelity
 from core.analysis.inspection import InspectOptions, inspect_model, open_for_inspection
 from core.analysis.cost import Cost
 from core.analysis.inventory import Inventory

@@ -118,19 +118,21 @@ def write_model_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def write_hf_folder(folder: Path, with_tokenizer: bool = True, encoder: bool = False) -> Path:
-    """A tiny BERT sequence classifier (with ``encoder``, the bare encoder, whose output is hidden states)
-    saved with save_pretrained (and its own WordPiece tokenizer)."""
-    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
+def write_hf_folder(folder: Path, with_tokenizer: bool = True, encoder: bool = False, causal: bool = False) -> Path:
+    """A tiny BERT sequence classifier (with ``encoder``, the bare encoder, whose output is hidden states;
+    with ``causal``, a decoder predicting each next token: a causal language model) saved with
+    save_pretrained (and its own WordPiece tokenizer)."""
+    from transformers import BertConfig, BertForSequenceClassification, BertLMHeadModel, BertModel, BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     words = ("the quick brown fox jumps over lazy dog pruning removes weights that matter least quantization "
              "stores each weight in fewer bits a smaller model on disk is what users asked for .").split()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=3, max_position_embeddings=64)
+                        intermediate_size=64, num_labels=3, max_position_embeddings=64, is_decoder=causal)
     torch.manual_seed(0)
-    (BertModel if encoder else BertForSequenceClassification)(config).save_pretrained(folder)
+    cls = BertLMHeadModel if causal else BertModel if encoder else BertForSequenceClassification
+    cls(config).save_pretrained(folder)
     if with_tokenizer:
         (folder / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
         BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from core.eval.data import Split
-from core.eval.evaluate import accuracy, fidelity, latency, saved_size_bytes
+from core.eval.evaluate import accuracy, latency, saved_size_bytes
+from core.eval.fidelity import fidelity
 from core.progress import run
 
 

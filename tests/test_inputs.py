@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.eval.evaluate import fidelity
+from core.eval.fidelity import fidelity
 from core.eval.inputs import InputsError, batches_of, describe, read_example_set, read_inputs
 from core.io import LoadOptions
 from core.io.loading import load_model

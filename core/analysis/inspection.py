@@ -18,8 +18,8 @@ from core.errors import PrunescopeError
 from core.analysis.cost import Cost, count_macs
 from core.analysis.activations import ActivationError, ActivationStats, activation_stats
 from core.eval.data import Dataset
-from core.eval.evaluate import Accuracy, Fidelity, Latency, accuracy, call_model, fidelity, latency, logits_of, \
-    saved_size_bytes
+from core.eval.evaluate import Accuracy, Latency, accuracy, call_model, latency, logits_of, saved_size_bytes
+from core.eval.fidelity import Fidelity, fidelity
 from core.analysis.inventory import Inventory, inventory
 from core.io.base import LoadedModel
 from core.progress import Partial, Progress, Task
@@ -146,7 +146,7 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
             yield Partial("test", result.test)
         if reference is not None:
             probes = list(model_inputs(loaded, data, 1000)) if data is not None else loaded.probe_inputs
-            result.fidelity = yield from fidelity(model, reference.module, probes)
+            result.fidelity = yield from fidelity(model, reference.module, probes, loaded.meta.get("task"))
             yield Partial("fidelity", result.fidelity)
         if known_latency is not None:
             result.latency = known_latency

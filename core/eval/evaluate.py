@@ -35,51 +35,6 @@ class Accuracy:
 
 
 @dataclass(frozen=True)
-class Fidelity:
-    """How closely a model's outputs follow a reference model's on the same inputs.
-
-    ``kind`` is what the output is (:func:`output_kind`): ``classify`` (scores over classes, per example or
-    per token), ``embed`` (hidden states or an embedding) or ``regress`` (one number per example).
-    ``top1_agreement``: fraction of inputs where both pick the same arg-max, for ``classify`` only (None
-    otherwise: an arg-max over hidden dimensions means nothing); ``cosine``: mean cosine similarity per input
-    of the flattened outputs (of ``embed`` token states, mean-pooled over the attention mask when the inputs
-    have one), ``cosine_p5`` its 5th percentile; ``relative_error``: ||a - b|| / ||b|| over all outputs.
-    """
-
-    top1_agreement: float | None
-    cosine: float
-    relative_error: float
-    count: int
-    kind: str = "classify"
-    cosine_p5: float | None = None
-
-
-def output_kind(output, main: torch.Tensor) -> str:
-    """What a model's output is, from the output itself: ``embed`` for hidden states (a ``last_hidden_state``
-    with no ``logits``, or any 3-D tensor that is not called logits), ``regress`` for one number per example,
-    else ``classify``."""
-    has_logits = getattr(output, "logits", None) is not None or (isinstance(output, dict) and "logits" in output)
-    if not has_logits and (getattr(output, "last_hidden_state", None) is not None
-                           or (isinstance(output, dict) and "last_hidden_state" in output)):
-        return "embed"
-    if main.ndim >= 3 and not has_logits:
-        return "embed"
-    if main.ndim == 1 or (main.ndim == 2 and main.shape[1] == 1):
-        return "regress"
-    return "classify"
-
-
-def _pooled(states: torch.Tensor, batch) -> torch.Tensor:
-    """Token states (N, T, H) mean-pooled over the batch's attention mask; other outputs flattened."""
-    mask = batch.get("attention_mask") if isinstance(batch, dict) else None
-    n = states.shape[0]
-    if states.ndim == 3 and isinstance(mask, torch.Tensor) and mask.shape == states.shape[:2]:
-        m = mask.to(states.dtype).unsqueeze(-1)
-        return (states * m).sum(1) / m.sum(1).clamp_min(1e-9)
-    return states.reshape(n, -1)
-
-
-@dataclass(frozen=True)
 class Latency:
     """Wall-clock milliseconds per forward pass of one batch, as measured by :func:`latency`.
 
@@ -184,37 +139,6 @@ def call_model(model: nn.Module, inputs):
     if isinstance(inputs, (tuple, list)):
         return model(*inputs)
     return model(inputs)
-
-
-def fidelity(model: nn.Module, reference: nn.Module, inputs: Iterable) -> Task[Fidelity]:
-    """Compare ``model`` to ``reference`` on the same probe inputs (tensors, tuples, or keyword dicts)."""
-    inputs = list(inputs)
-    agree = 0.0
-    diff_sq = ref_sq = 0.0
-    count = 0
-    kind = None
-    cosines = []
-    with torch.inference_mode():
-        for i, batch in enumerate(inputs):
-            raw = call_model(reference, batch)
-            b = logits_of(raw).float()
-            a = logits_of(call_model(model, batch)).float()
-            kind = kind or output_kind(raw, b)
-            n = a.shape[0]
-            if kind == "classify" and a.ndim >= 2:
-                agree += float((a.argmax(-1) == b.argmax(-1)).float().reshape(n, -1).mean(1).sum())
-            a2, b2 = (_pooled(a, batch), _pooled(b, batch)) if kind == "embed" else (a.reshape(n, -1), b.reshape(n, -1))
-            cosines.append(nn.functional.cosine_similarity(a2, b2, dim=1, eps=1e-12))
-            diff_sq += float(((a - b) ** 2).sum())
-            ref_sq += float((b ** 2).sum())
-            count += n
-            yield Progress("evaluate", i + 1, len(inputs), "fidelity")
-    rel = (diff_sq ** 0.5) / (ref_sq ** 0.5) if ref_sq > 0 else float(diff_sq > 0)
-    every = torch.cat(cosines) if cosines else torch.zeros(0)
-    cosine = float(every.mean()) if count else 0.0
-    p5 = float(torch.quantile(every.double(), 0.05)) if count else None
-    return Fidelity(agree / max(count, 1) if kind in ("classify", None) else None, cosine, rel, count,
-                    kind or "classify", p5)
 
 
 CONFIDENCE = 0.95

@@ -81,6 +81,7 @@ class LoadOptions:
     inputs: str | None = None
     sample_rate: int | None = None  # for a folder of audio inputs: the rate every file must have
     chunk: int | None = None  # for a folder of audio inputs: cut each file into windows of this many samples
+    task: str | None = None  # what the output is, for fidelity (core.eval.fidelity.TASKS); None: detected
 
 
 @dataclass

@@ -45,7 +45,15 @@ def load_hf_folder(folder: Path, options: LoadOptions) -> LoadedModel:
         type(model).__name__ else None
     return LoadedModel(model, folder.name, str(folder), "huggingface", input_shape=shape, classes=classes,
                        probe_inputs=probes, file_bytes=path_bytes(folder), tokenize=tokenize,
-                       meta={"architecture": type(model).__name__, "model_type": config.model_type})
+                       meta={"architecture": type(model).__name__, "model_type": config.model_type,
+                             **({"task": "lm"} if _is_causal_lm(model, config) else {})})
+
+
+def _is_causal_lm(model, config) -> bool:
+    """A model that predicts each next token (its logits are a language model's, not per-token classes)."""
+    name = type(model).__name__
+    return name.endswith(("ForCausalLM", "LMHeadModel")) or (bool(getattr(config, "is_decoder", False))
+                                                               and "ForTokenClassification" not in name)
 
 
 def _probe_inputs(folder: Path, model, config, options: LoadOptions, transformers):

@@ -63,6 +63,8 @@ def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> L
     for loader in LOADERS:
         if loader.can_load(spec):
             loaded = loader.load(spec, options, load_model)
+            if options.task:  # the person's word on what the output is, over what the loader or output says
+                loaded = replace(loaded, meta={**loaded.meta, "task": options.task})
             return with_inputs(_check_loaded(loaded), options.inputs, options.sample_rate, options.chunk)
     tried = "; ".join(loader.describes for loader in LOADERS)
     raise ModelLoadError(one_line(f"{Path(spec).name}: {_diagnose(Path(spec))}. Formats tried: {tried}"))

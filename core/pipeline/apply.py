@@ -17,7 +17,8 @@ from torch import nn
 from core.analysis.cost import Cost, count_macs
 from core.analysis.inspection import model_inputs
 from core.eval.data import Dataset
-from core.eval.evaluate import Accuracy, Fidelity, accuracy, fidelity, saved_size_bytes
+from core.eval.evaluate import Accuracy, accuracy, saved_size_bytes
+from core.eval.fidelity import Fidelity, fidelity
 from core.format.container import FileAccount
 from core.io.base import LoadedModel
 from core.io.program import CompiledProgram
@@ -74,7 +75,8 @@ def measure(model: nn.Module, loaded: LoadedModel, data: Dataset | None, referen
         prepare = (lambda x: x.reshape(x.shape[0], -1)) if flat else None
         return Measured(test=(yield from accuracy(model, data.test, prepare=prepare)))
     probes = list(model_inputs(loaded, data, 1000))
-    return Measured(fidelity=(yield from fidelity(model, reference or loaded.module, probes)))
+    return Measured(fidelity=(yield from fidelity(model, reference or loaded.module, probes,
+                                                      loaded.meta.get("task"))))
 
 
 def run_step(step: Step, ctx: RunContext) -> Task[None]:

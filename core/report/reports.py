@@ -189,15 +189,29 @@ def latency_change(a: Latency, b: Latency) -> str:
 
 
 def fidelity_text(f, short: bool = False) -> str:
-    """A fidelity in the metric its output kind has: top-1 agreement for a classifier (cosine too unless
-    ``short``), cosine (mean and 5th percentile) for embeddings, relative error for anything else."""
+    """A fidelity in the metric its output kind has (:mod:`core.eval.fidelity`): top-1 agreement and KL for a
+    classifier (cosine too unless ``short``), cosine (mean and 5th percentile) for embeddings, perplexity
+    before and after and KL per token for a language model, relative error for anything else; then each
+    named output, unless ``short``."""
     p5 = f" (5th percentile {f.cosine_p5:.4f})" if f.cosine_p5 is not None else ""
+    kl = f", KL {f.kl:.4g}" if getattr(f, "kl", None) is not None else ""
     if f.kind == "classify" and f.top1_agreement is not None:
         head = f"top-1 agreement {f.top1_agreement:.2%}"
-        return head if short else f"{head}, cosine {f.cosine:.4f}, relative error {f.relative_error:.3g}"
-    if f.kind == "embed":
-        return f"cosine {f.cosine:.4f}{p5}, relative error {f.relative_error:.3g} over {f.count:,} inputs (embeddings)"
-    return f"relative error {f.relative_error:.3g}, cosine {f.cosine:.4f} over {f.count:,} inputs"
+        text = head if short else f"{head}{kl}, cosine {f.cosine:.4f}, relative error {f.relative_error:.3g}"
+    elif f.kind == "embed":
+        text = f"cosine {f.cosine:.4f}{p5}, relative error {f.relative_error:.3g} over {f.count:,} inputs (embeddings)"
+    elif f.kind == "lm" and getattr(f, "perplexity", None) is not None:
+        text = (f"perplexity {f.perplexity:.4g} (reference {f.reference_perplexity:.4g}){kl} per token over "
+                f"{f.count:,} inputs")
+    else:
+        text = f"relative error {f.relative_error:.3g}, cosine {f.cosine:.4f} over {f.count:,} inputs"
+    elements = getattr(f, "elements", None) or {}
+    if elements and not short:
+        parts = [f"{name} " + (f"cosine {cos:.4f}, " if cos is not None else "") + f"relative error {rel:.3g}"
+                 for name, (cos, rel) in list(elements.items())[:8]]
+        more = f" and {len(elements) - 8} more" if len(elements) > 8 else ""
+        text += f"; each output: {'; '.join(parts)}{more}"
+    return text
 
 
 def layer_table(result: Inspection) -> str:
