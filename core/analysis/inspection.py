@@ -20,6 +20,7 @@ from core.analysis.activations import ActivationError, ActivationStats, activati
 from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, Latency, accuracy, call_model, latency, logits_of, saved_size_bytes
 from core.eval.fidelity import Fidelity, fidelity
+from core.eval.pairs import PairsScore, Pooling, pairs_score
 from core.analysis.inventory import Inventory, inventory
 from core.io.base import LoadedModel
 from core.progress import Partial, Progress, Task
@@ -62,6 +63,7 @@ class Inspection:
     activations: dict[str, ActivationStats] = field(default_factory=dict)
     test: Accuracy | None = None
     fidelity: Fidelity | None = None
+    pairs: PairsScore | None = None
     latency: Latency | None = None
     saved_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -146,8 +148,13 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
             yield Partial("test", result.test)
         if reference is not None:
             probes = list(model_inputs(loaded, data, 1000)) if data is not None else loaded.probe_inputs
-            result.fidelity = yield from fidelity(model, reference.module, probes, loaded.meta.get("task"))
+            result.fidelity = yield from fidelity(model, reference.module, probes, loaded.meta.get("task"),
+                                                  loaded.meta.get("pooling"))
             yield Partial("fidelity", result.fidelity)
+        if loaded.meta.get("pairs"):
+            result.pairs = yield from pairs_score(model, loaded.tokenize, loaded.meta["pairs"],
+                                                  loaded.meta.get("pooling") or Pooling())
+            yield Partial("pairs", result.pairs)
         if known_latency is not None:
             result.latency = known_latency
         elif (example := latency_inputs(loaded, data, options.latency_batch)) is not None:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from core.eval.evaluate import call_model, logits_of
+from core.eval.pairs import Pooling, pool
 from core.progress import Progress, Task
 
 TASKS = ("classify", "embed", "lm", "regress")
@@ -82,14 +83,11 @@ def output_kind(output, main: torch.Tensor) -> str:
     return "classify"
 
 
-def pooled(states: torch.Tensor, batch) -> torch.Tensor:
-    """Token states (N, T, H) mean-pooled over the batch's attention mask; other outputs flattened."""
+def pooled(states: torch.Tensor, batch, pooling: Pooling | None = None) -> torch.Tensor:
+    """Token states (N, T, H) pooled as the model folder says (:mod:`core.eval.pairs`; by default mean
+    pooling over the batch's attention mask); other outputs flattened."""
     mask = batch.get("attention_mask") if isinstance(batch, dict) else None
-    n = states.shape[0]
-    if states.ndim == 3 and isinstance(mask, torch.Tensor) and mask.shape == states.shape[:2]:
-        m = mask.to(states.dtype).unsqueeze(-1)
-        return (states * m).sum(1) / m.sum(1).clamp_min(1e-9)
-    return states.reshape(n, -1)
+    return pool(states, mask if isinstance(mask, torch.Tensor) else None, pooling or Pooling())
 
 
 def named_tensors(output) -> dict[str, torch.Tensor]:
@@ -149,9 +147,11 @@ class _Sums:
             sums[2] += float((b ** 2).sum())
 
 
-def fidelity(model: nn.Module, reference: nn.Module, inputs: Iterable, task: str | None = None) -> Task[Fidelity]:
+def fidelity(model: nn.Module, reference: nn.Module, inputs: Iterable, task: str | None = None,
+             pooling: Pooling | None = None) -> Task[Fidelity]:
     """Compare ``model`` to ``reference`` on the same inputs (tensors, tuples, or keyword dicts); ``task``
-    (one of :data:`TASKS`) overrides the kind detected from the reference's output."""
+    (one of :data:`TASKS`) overrides the kind detected from the reference's output; ``pooling`` is how an
+    embedding model's token states become one embedding (by default, mean pooling)."""
     if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
     inputs = list(inputs)
@@ -175,7 +175,10 @@ def fidelity(model: nn.Module, reference: nn.Module, inputs: Iterable, task: str
                     kl = kl[mask > 0] if isinstance(mask, torch.Tensor) and mask.shape == kl.shape else kl
                 s.kl += float(kl.sum())
                 s.kl_rows += kl.numel()
-            a2, b2 = (pooled(a, batch), pooled(b, batch)) if kind == "embed" else (a.reshape(n, -1), b.reshape(n, -1))
+            if kind == "embed":
+                a2, b2 = pooled(a, batch, pooling), pooled(b, batch, pooling)
+            else:
+                a2, b2 = a.reshape(n, -1), b.reshape(n, -1)
             s.cosines.append(nn.functional.cosine_similarity(a2, b2, dim=1, eps=1e-12))
             s.diff_sq += float(((a - b) ** 2).sum())
             s.ref_sq += float((b ** 2).sum())

@@ -82,6 +82,7 @@ class LoadOptions:
     sample_rate: int | None = None  # for a folder of audio inputs: the rate every file must have
     chunk: int | None = None  # for a folder of audio inputs: cut each file into windows of this many samples
     task: str | None = None  # what the output is, for fidelity (core.eval.fidelity.TASKS); None: detected
+    pairs: str | None = None  # a .tsv of sentence pairs with gold scores: the STS metric (core.eval.pairs)
 
 
 @dataclass

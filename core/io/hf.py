@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from core.io.base import LoadedModel, LoadFn, LoadOptions, ModelLoadError
+from core.eval.pairs import read_pooling
 from core.io.files import path_bytes
 
 PROBE_SENTENCES = (
@@ -46,6 +47,7 @@ def load_hf_folder(folder: Path, options: LoadOptions) -> LoadedModel:
     return LoadedModel(model, folder.name, str(folder), "huggingface", input_shape=shape, classes=classes,
                        probe_inputs=probes, file_bytes=path_bytes(folder), tokenize=tokenize,
                        meta={"architecture": type(model).__name__, "model_type": config.model_type,
+                             "pooling": read_pooling(folder),
                              **({"task": "lm"} if _is_causal_lm(model, config) else {})})
 
 

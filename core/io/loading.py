@@ -65,7 +65,8 @@ def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> L
             loaded = loader.load(spec, options, load_model)
             if options.task:  # the person's word on what the output is, over what the loader or output says
                 loaded = replace(loaded, meta={**loaded.meta, "task": options.task})
-            return with_inputs(_check_loaded(loaded), options.inputs, options.sample_rate, options.chunk)
+            loaded = with_inputs(_check_loaded(loaded), options.inputs, options.sample_rate, options.chunk)
+            return with_pairs(loaded, options.pairs)
     tried = "; ".join(loader.describes for loader in LOADERS)
     raise ModelLoadError(one_line(f"{Path(spec).name}: {_diagnose(Path(spec))}. Formats tried: {tried}"))
 
@@ -114,6 +115,26 @@ def with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None
     meta["notes"] = [*earlier, f"inputs: {said}, from {path.name}"]
     meta["inputs"] = str(inputs)
     return replace(loaded, probe_inputs=batches, input_shape=shape, meta=meta)
+
+
+def with_pairs(loaded: LoadedModel, pairs: str | None) -> LoadedModel:
+    """The model with sentence pairs to score (``--pairs``, :mod:`core.eval.pairs`), for a model that has a
+    tokenizer: ``meta["pairs"]``, with a note saying how many and how they are pooled."""
+    if not pairs:
+        return loaded
+    from core.eval.pairs import PairsError, Pooling, read_pairs
+
+    path = Path(pairs).expanduser()
+    if loaded.tokenize is None:
+        raise PairsError(f"{path.name}: sentence pairs are scored by a model with a tokenizer (a Hugging Face "
+                         f"folder holding one); {loaded.name} has none")
+    read = read_pairs(path)
+    pooling = loaded.meta.get("pooling") or Pooling()
+    meta = dict(loaded.meta)
+    earlier = [n for n in meta.get("notes", []) if not n.startswith("pairs: ")]
+    meta["notes"] = [*earlier, f"pairs: {len(read):,} sentence pairs from {path.name}, embedded by {pooling.said}"]
+    meta["pairs"], meta["pairs_file"] = read, str(pairs)
+    return replace(loaded, meta=meta)
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:

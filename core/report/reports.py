@@ -49,6 +49,8 @@ def inspection_to_dict(result: Inspection) -> dict:
         metrics["test"] = asdict(result.test)
     if result.fidelity is not None:
         metrics["fidelity"] = asdict(result.fidelity)
+    if result.pairs is not None:
+        metrics["pairs"] = asdict(result.pairs)
     if result.latency is not None:
         metrics["latency"] = asdict(result.latency)
     return {
@@ -214,6 +216,13 @@ def fidelity_text(f, short: bool = False) -> str:
     return text
 
 
+def pairs_text(p) -> str:
+    """The STS metric: Spearman and Pearson correlation of cosine similarities with the gold scores."""
+    if p.spearman is None:
+        return f"every cosine is the same over {p.count:,} pairs: no ranking to correlate"
+    return f"Spearman {p.spearman:.4f}, Pearson {p.pearson:.4f} over {p.count:,} pairs"
+
+
 def layer_table(result: Inspection) -> str:
     """The inspection as a fixed-width table, with totals and metrics."""
     rows = [("layer", "type", "shape", "params", "bytes", "MACs", "sparsity", "|w| max", "near 0", "fires", "dead")]
@@ -248,6 +257,8 @@ def layer_table(result: Inspection) -> str:
                      f"{result.test.accuracy:.2%} (loss {result.test.loss:.4f})")
     if result.fidelity is not None:
         lines.append(f"fidelity to reference: {fidelity_text(result.fidelity)}")
+    if result.pairs is not None:
+        lines.append(f"sentence pairs (STS): {pairs_text(result.pairs)}")
     if result.latency is not None:
         lines.append(f"latency: {latency_figure(result.latency)} ({latency_spread(result.latency)})")
     lines.extend(f"note: {n}" for n in result.notes)
@@ -267,6 +278,8 @@ def _measured(m) -> dict | None:
         out["test"] = asdict(m.test)
     if m.fidelity is not None:
         out["fidelity"] = asdict(m.fidelity)
+    if getattr(m, "pairs", None) is not None:
+        out["pairs"] = asdict(m.pairs)
     return out
 
 
@@ -326,5 +339,7 @@ def compression_summary(result) -> str:
             lines.append(f"test accuracy {label}: {m.test.accuracy:.2%} ({m.test.count:,} examples)")
         elif m is not None and m.fidelity is not None:
             lines.append(f"fidelity {label}: {fidelity_text(m.fidelity, short=True)}")
+        if m is not None and getattr(m, "pairs", None) is not None:
+            lines.append(f"sentence pairs (STS) {label}: {pairs_text(m.pairs)}")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
