@@ -265,16 +265,12 @@ def is_text(path: str | Path) -> bool:
 
 def read_text_lines(path: str | Path) -> list[str]:
     """A text file's examples: one per non-blank line, UTF-8, the line ending taken off."""
-    from core.fileio import check_input
+    from core.fileio import read_input_text
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputsError(f"{path}: no such file")
-    check_input(path, MAX_TEXT_BYTES, "text inputs file", error=InputsError)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputsError(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
+    text = read_input_text(path, MAX_TEXT_BYTES, "text inputs file", InputsError)
     lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not lines:
         raise InputsError(f"{path.name}: holds no lines of text")

@@ -105,16 +105,12 @@ def pool(states: torch.Tensor, mask: torch.Tensor | None, pooling: Pooling) -> t
 
 def read_pairs(path: str | Path) -> list[tuple[str, str, float]]:
     """The file's (sentence1, sentence2, gold score) pairs; :class:`PairsError` naming the line otherwise."""
-    from core.fileio import check_input
+    from core.fileio import read_input_text
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise PairsError(f"{path}: no such file")
-    check_input(path, MAX_PAIRS_BYTES, "pairs file", error=PairsError)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PairsError(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
+    text = read_input_text(path, MAX_PAIRS_BYTES, "pairs file", PairsError)
     pairs, first = [], True
     for number, line in enumerate(text.split("\n"), 1):
         line = line.rstrip("\r")
