@@ -6,8 +6,7 @@ Every rule here reads what the steps declare (:mod:`core.recipe.registry`): the 
 
 from __future__ import annotations
 
-import torch
-
+from core.analysis.activations import compiled_graph
 from core.eval.data import Dataset
 from core.io.base import LoadedModel
 from core.pipeline.context import CompressionError, no_match_message
@@ -29,7 +28,7 @@ def _how_to_satisfy(need: Need) -> str:
 def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None) -> None:
     """Raise :class:`RecipeError` or :class:`CompressionError` (one line, naming the step) if ``recipe``
     cannot run on ``loaded`` with ``data``; return quietly if it can."""
-    if isinstance(loaded.module, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+    if compiled_graph(loaded.module):
         raise CompressionError(f"{loaded.name} is a compiled graph ({loaded.format}); compression changes layers, "
                                "so it needs the eager model: its weights with the architecture that builds them (a state_dict "
                                "with --arch; in the studio, File > Open model… and its Architecture), or a zoo model")
