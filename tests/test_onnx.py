@@ -240,3 +240,17 @@ def test_the_torchvision_stand_in_is_gone_after_import(cnn, tmp_path):
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     with pytest.raises(ModelLoadError, match=r"op\(s\) RoiAlign \(needs torchvision\) to PyTorch"):
         load_model(path)
+
+
+def test_an_external_data_location_outside_the_models_folder_is_refused(cnn, tmp_path):
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 4096)
+    model = onnx.load(str(cnn[1]))
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "../secret.bin"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "m.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(ModelLoadError, match=r"^m\.onnx: not a valid ONNX model \(.*points outside the directory"):
+        load_model(tmp_path / "sub" / "m.onnx")
