@@ -32,6 +32,19 @@ COMPILED = ("this model runs its layers inside a compiled graph (TorchScript or 
             "activations")
 
 
+def compiled_graph(model: nn.Module) -> bool:
+    """Whether ``model`` runs its layers inside a compiled graph, where per-layer hooks do not run and layers
+    cannot be changed: TorchScript, or an fx graph (a torch.export program) that does not call its layers as
+    modules. An fx graph that does (onnx2torch's: one eager module per ONNX node) is an ordinary model."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return True
+    if not isinstance(model, torch.fx.GraphModule):
+        return False
+    called = {node.target for node in model.graph.nodes if node.op == "call_module"}
+    layers = [name for name, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
+    return not all(any(name == c or name.startswith(f"{c}.") for c in called) for name in layers)
+
+
 class ActivationError(PrunescopeError):
     """Activation statistics cannot be measured on this model; the message says why."""
 
@@ -138,7 +151,7 @@ def activation_stats(model: nn.Module, batches: Iterable, total_batches: int | N
     layers = unit_layers(model)
     if names is not None:
         layers = {n: layers[n] for n in names if n in layers}
-    if isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+    if compiled_graph(model):
         raise ActivationError(COMPILED)
     if not layers:
         raise ActivationError("the model has no Linear or convolution layers to measure")

@@ -24,13 +24,14 @@ from core.io.compressed import CompressedLoader
 from core.io.exported import ExportedProgramLoader
 from core.io.files import check_model_path, head, is_pickle
 from core.io.hf import HuggingFaceLoader
+from core.io.onnx import OnnxLoader
 from core.io.pickled import PickledModuleLoader
 from core.io.state_dict import StateDictLoader
 from core.io.torchscript import TorchScriptLoader
 from core.io.zoo import ZooLoader
 
 LOADERS: tuple[Loader, ...] = (ZooLoader(), CompressedLoader(), TorchScriptLoader(), ExportedProgramLoader(),
-                               StateDictLoader(), HuggingFaceLoader(), PickledModuleLoader())
+                               OnnxLoader(), StateDictLoader(), HuggingFaceLoader(), PickledModuleLoader())
 """Every format, in the order they are asked: the most specific signatures first, a whole pickle last."""
 
 

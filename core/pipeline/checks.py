@@ -6,8 +6,7 @@ Every rule here reads what the steps declare (:mod:`core.recipe.registry`): the 
 
 from __future__ import annotations
 
-import torch
-
+from core.analysis.activations import compiled_graph
 from core.eval.data import Dataset
 from core.errors import one_line
 from core.io.base import LoadedModel
@@ -49,9 +48,10 @@ def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None) -> None:
     cannot run on ``loaded`` with ``data``; return quietly if it can."""
     if isinstance(loaded.module, CompiledProgram):
         _check_in_place(recipe, loaded)
-    elif isinstance(loaded.module, torch.jit.ScriptModule):
-        raise CompressionError(f"{loaded.name} is a compiled graph ({loaded.format}) that Prunescope cannot change: "
-                               f"load it from its file, or use the eager model")
+    elif compiled_graph(loaded.module):
+        raise CompressionError(f"{loaded.name} is a compiled graph ({loaded.format}); compression changes layers, "
+                               "so it needs the eager model: its weights with the architecture that builds them (a state_dict "
+                               "with --arch; in the studio, File > Open model… and its Architecture), or a zoo model")
     model = loaded.module
     names = [n for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
     for i, step in enumerate(recipe.steps):  # patterns name layers as they are when the step runs: until a

@@ -85,7 +85,7 @@ class DistillSection(Section):
     def browse_teacher(self, path: str | None = None) -> None:
         """Choose a model file as the teacher (asks for one when ``path`` is not given)."""
         if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Teacher model", "", "Models (*.pt *.pth *.psz *.pt2 "
+            path, _ = QFileDialog.getOpenFileName(self, "Teacher model", "", "Models (*.pt *.pth *.psz *.pt2 *.onnx "
                                                   "*.safetensors);;All files (*)")
             if not path:
                 return

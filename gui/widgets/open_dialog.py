@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 from core.errors import PrunescopeError
 from core.io import parse_input_shape
 
-MODEL_FILTER = ("Models (*.pt *.pth *.pt2 *.bin *.safetensors *.psz *.ts *.jit *.pkl);;"
+MODEL_FILTER = ("Models (*.pt *.pth *.pt2 *.onnx *.bin *.safetensors *.psz *.ts *.jit *.pkl);;"
                 "Compressed (*.psz);;All files (*)")
 
 

@@ -234,3 +234,22 @@ def test_open_inputs_runs_the_model_on_them_and_a_bad_file_changes_nothing(qtbot
     wait_idle(qtbot, empty_window)
     assert session.data is None and sum(b.shape[0] for b in session.loaded.probe_inputs) == 33
     assert session.loaded.module is before.module  # the same model, not loaded again from disk
+
+
+def test_an_onnx_model_opens_through_the_form_and_the_file_filter_lists_it(qtbot, empty_window, tmp_path):
+    import importlib.util
+
+    from gui.widgets.open_dialog import MODEL_FILTER
+
+    assert "*.onnx" in MODEL_FILTER.split(";;")[0]
+    if importlib.util.find_spec("onnx2torch") is None:
+        pytest.skip("onnx2torch is not installed: pip install --no-deps onnx2torch")
+    from tests.test_onnx import SmallCNN, export_onnx
+
+    export_onnx(SmallCNN(), tmp_path / "cnn.onnx")
+    dialog = empty_window.opener.open_form()
+    dialog.file.setText(str(tmp_path / "cnn.onnx"))
+    dialog.accept()
+    wait_idle(qtbot, empty_window)
+    assert empty_window.session.loaded.format == "onnx"
+    assert empty_window.table_model.rowCount() == 3  # conv1/Conv, conv2/Conv, fc/Gemm
