@@ -48,7 +48,7 @@ def test_inspect_with_reference_reports_fidelity(model_files):
     result = prunescope("inspect", str(model_files["state_dict"]), "--reference", "zoo:lenet300", "--data",
                         "mnist", "--limit", "2000", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert "top-1 agreement 100.00%, cosine 1.0000" in result.stdout
+    assert "top-1 agreement 100.00%, KL 0, cosine 1.0000" in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [

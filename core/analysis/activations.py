@@ -1,9 +1,11 @@
 """How often each neuron (Linear) or channel (Conv) fires on real data.
 
-A unit *fires* on an input when its output is positive: non-zero after the ReLU that follows it. Where a
-BatchNorm directly follows the layer (conv -> bn -> relu), the BatchNorm's output is what is measured. The
-lecture notes' neuron importance is "the number of times it wasn't zero on a given data set": that is
-``nonzero_fraction`` here; APoZ (average percentage of zeros) is one minus it; a dead unit never fires.
+A unit *fires* on an input by the rule its activation function calls for (:mod:`core.analysis.firing`):
+non-zero after the ReLU that follows it, or ``|a| > ε`` after any other function (or none), with ε relative
+to the layer's scale; each layer's statistics say which rule counted them. Where a BatchNorm directly follows
+the layer (conv -> bn -> relu), the BatchNorm's output is what is measured. The lecture notes' neuron
+importance is "the number of times it wasn't zero on a given data set": that is ``nonzero_fraction`` here;
+APoZ (average percentage of zeros) is one minus it; a dead unit never fires.
 
 Forward hooks are registered in a context manager and always removed (on success, error and cancel), and
 they never change an output, so the model computes exactly what it did before.
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.analysis.firing import EPS_FRACTION, Firing, firing_rules, module_firing
 from core.errors import PrunescopeError
 from core.eval.evaluate import call_model, evaluating, logits_of
 from core.io.program_taps import TapError
@@ -53,8 +56,10 @@ class ActivationError(PrunescopeError):
 class ActivationStats:
     """Per-unit firing statistics of one layer over ``observations`` outputs per unit.
 
-    ``nonzero_fraction[u]``: fraction of observations where unit ``u`` was positive; ``mean[u]``: its mean
-    output after ReLU. ``measured_at`` names the module whose output was read (the layer or its BatchNorm).
+    ``nonzero_fraction[u]``: fraction of observations where unit ``u`` fired, by ``rule``
+    (:attr:`core.analysis.firing.Firing.rule`; ``epsilon``: the ε of ``|a| > ε``, None after a ReLU);
+    ``mean[u]``: its mean output after ReLU, or its mean ``|a|``. ``measured_at`` names the module whose
+    output was read (the layer or its BatchNorm).
     """
 
     name: str
@@ -63,6 +68,8 @@ class ActivationStats:
     nonzero_fraction: np.ndarray
     mean: np.ndarray
     measured_at: str
+    rule: str = "post-ReLU non-zero"
+    epsilon: float | None = None
 
     @property
     def apoz(self) -> np.ndarray:
@@ -104,12 +111,15 @@ def _first_example(inputs):
     return inputs[:1]
 
 
-def _measure_points(model: nn.Module, layers: dict[str, nn.Module], example) -> dict[str, tuple[str, nn.Module]]:
+def _measure_points(model: nn.Module, layers: dict[str, nn.Module],
+                    example) -> tuple[dict[str, tuple[str, nn.Module]], dict[str, Firing]]:
     """For each layer, the module to read: the BatchNorm whose input is exactly the layer's output tensor
-    (conv -> bn -> relu), with matching width; otherwise the layer itself."""
+    (conv -> bn -> relu), with matching width; otherwise the layer itself. And the firing rule of each: by
+    the activation module that reads the point's output, if one does (:func:`core.analysis.firing.firing_rules`)."""
     names = {m: n for n, m in model.named_modules()}
     outputs: dict[nn.Module, torch.Tensor] = {}
     norm_of: dict[int, nn.Module] = {}  # id(layer output) -> the BatchNorm that consumed it
+    act_of: dict[int, nn.Module] = {}  # id(a tensor) -> the activation module that read it
     kept: list = []  # holds every tensor seen, so no id is reused during this one pass
 
     def record_layer(module, inputs, output):
@@ -118,11 +128,19 @@ def _measure_points(model: nn.Module, layers: dict[str, nn.Module], example) -> 
 
     def record_norm(module, inputs, output):
         kept.extend(inputs)
+        kept.append(output)
+        outputs[module] = output
         if inputs and isinstance(inputs[0], torch.Tensor):
             norm_of.setdefault(id(inputs[0]), module)
 
-    hooks = {m: record_layer for m in layers.values()}
+    def record_activation(module, inputs, output):
+        kept.extend(inputs)
+        if inputs and isinstance(inputs[0], torch.Tensor):
+            act_of.setdefault(id(inputs[0]), module)
+
+    hooks = {m: record_activation for m in model.modules() if module_firing(m) is not None}
     hooks.update({m: record_norm for m in model.modules() if isinstance(m, NORM_LAYERS)})
+    hooks.update({m: record_layer for m in layers.values()})
     try:
         with forward_hooks(hooks), torch.inference_mode():
             call_model(model, example)
@@ -130,7 +148,7 @@ def _measure_points(model: nn.Module, layers: dict[str, nn.Module], example) -> 
         raise ActivationError(str(exc)) from None
     if not outputs:
         raise ActivationError(COMPILED)
-    points = {}
+    points, consumed = {}, {}
     for name, layer in layers.items():
         target = (name, layer)
         norm = norm_of.get(id(outputs[layer])) if layer in outputs else None
@@ -138,7 +156,11 @@ def _measure_points(model: nn.Module, layers: dict[str, nn.Module], example) -> 
         if norm is not None and norm.num_features == width:
             target = (names[norm], norm)
         points[name] = target
-    return points
+        read = outputs.get(target[1])
+        if read is not None and id(read) in act_of:
+            consumed[target[0]] = act_of[id(read)]
+    rules = firing_rules(model, {name: point for name, (point, _) in points.items()}, consumed)
+    return points, rules
 
 
 def activation_stats(model: nn.Module, batches: Iterable, total_batches: int | None = None,
@@ -162,19 +184,28 @@ def activation_stats(model: nn.Module, batches: Iterable, total_batches: int | N
     fired: dict[str, torch.Tensor] = {}
     sums: dict[str, torch.Tensor] = {}
     seen: dict[str, int] = {}
+    epsilon: dict[str, float] = {}
 
-    def make_hook(name: str, axis: int):
+    def make_hook(name: str, axis: int, rule: Firing):
         def hook(module, inputs, output):
             out = logits_of(output).detach()
             out = out.movedim(axis, -1).reshape(-1, out.shape[axis])
-            fired[name] = fired.get(name, 0) + (out > 0).sum(0, dtype=torch.int64)
-            sums[name] = sums.get(name, 0) + out.clamp(min=0).sum(0, dtype=torch.float64)
+            if rule.zeroing:  # after a ReLU: fired is non-zero, exactly
+                fires, value = out > 0, out.clamp(min=0)
+            else:  # |a| > ε, ε relative to the layer's own scale on the first batch
+                value = (rule.apply(out) if rule.apply is not None else out).float().abs()
+                if name not in epsilon:
+                    epsilon[name] = EPS_FRACTION * float(value.square().mean().sqrt())
+                fires = value > epsilon[name]
+            fired[name] = fired.get(name, 0) + fires.sum(0, dtype=torch.int64)
+            sums[name] = sums.get(name, 0) + value.sum(0, dtype=torch.float64)
             seen[name] = seen.get(name, 0) + out.shape[0]
         return hook
 
     with evaluating(model):
-        points = _measure_points(model, layers, _first_example(first))
-        hooks = {module: make_hook(name, _unit_axis(layers[name])) for name, (_, module) in points.items()}
+        points, rules = _measure_points(model, layers, _first_example(first))
+        hooks = {module: make_hook(name, _unit_axis(layers[name]), rules[name])
+                 for name, (_, module) in points.items()}
         with forward_hooks(hooks), torch.inference_mode():
             for i, inputs in enumerate(_chain(first, iterator)):
                 call_model(model, inputs)
@@ -185,7 +216,8 @@ def activation_stats(model: nn.Module, batches: Iterable, total_batches: int | N
             continue
         n = seen[name]
         results[name] = ActivationStats(name, int(fired[name].numel()), n,
-                                        (fired[name].double() / n).numpy(), (sums[name] / n).numpy(), point)
+                                        (fired[name].double() / n).numpy(), (sums[name] / n).numpy(), point,
+                                        rules[name].rule, epsilon.get(name))
     return results
 
 

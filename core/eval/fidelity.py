@@ -200,5 +200,5 @@ def _result(s: _Sums, kind: str) -> Fidelity:
     return Fidelity(s.agree / max(s.count, 1) if kind == "classify" else None,
                     float(every.mean()) if s.count else 0.0, _relative(s.diff_sq, s.ref_sq), s.count, kind,
                     float(torch.quantile(every.double(), 0.05)) if s.count else None,
-                    s.kl / s.kl_rows if s.kl_rows else None,
+                    max(s.kl / s.kl_rows, 0.0) if s.kl_rows else None,  # >= 0 but for rounding
                     ppl(s.nll) if ppl else None, ppl(s.ref_nll) if ppl else None, elements)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from core.format.layout import PROGRAM_KINDS
-from core.io.program_taps import tapped_call
+from core.io.program_taps import consumers, tapped_call
 
 KINDS = PROGRAM_KINDS
 MIRRORED = {cls.__name__: cls for cls in (
@@ -156,6 +156,10 @@ class CompiledProgram(nn.Module):
             for hook in list(module._forward_hooks.values()):
                 hook(module, inputs, value)
         return output
+
+    def consumers(self, names: list[str]) -> dict[str, str]:
+        """The graph operation each named layer's output goes to alone (:func:`core.io.program_taps.consumers`)."""
+        return consumers(self.kind, self.program, names)
 
     def __deepcopy__(self, memo):
         """A copy with its own program (torch's pytree warns of its own deprecations copying an exported one)."""

@@ -43,8 +43,8 @@ def _owner(value, tensors: set[str]) -> str | None:
     return name if node.kind() == "prim::Param" and name in tensors else None
 
 
-def _script_function(program, names: tuple[str, ...]):
-    graph = program.forward.inlined_graph  # a copy: the program's own graph is not changed
+def _script_calls(graph, program, names) -> dict:
+    """Each named layer's call in a TorchScript graph: the last top-level operation reading its tensors."""
     tensors = set(program.state_dict())
     calls = {}
     for node in graph.nodes():
@@ -54,6 +54,42 @@ def _script_function(program, names: tuple[str, ...]):
             owner = _owner(value, tensors)
             if owner is not None and owner.rpartition(".")[0] in names:
                 calls[owner.rpartition(".")[0]] = node
+    return calls
+
+
+def _export_calls(module, names) -> dict:
+    """Each named layer's call in an exported program's graph: the last operation reading its tensors."""
+    tensors = set(module.state_dict())
+    calls = {}
+    for node in module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        for arg in node.all_input_nodes:
+            if arg.op == "get_attr" and arg.target in tensors and arg.target.rpartition(".")[0] in names:
+                calls[arg.target.rpartition(".")[0]] = node
+    return calls
+
+
+def consumers(kind: str, program, names: list[str]) -> dict[str, str]:
+    """For each named layer, the graph operation its output goes to alone (``aten::relu``,
+    ``aten.gelu.default``): what follows it, for the firing rule; layers whose output goes several ways are
+    left out."""
+    out = {}
+    if kind == "torchscript":
+        for name, node in _script_calls(program.forward.inlined_graph, program, set(names)).items():
+            uses = node.outputsAt(0).uses()
+            if len(uses) == 1:
+                out[name] = uses[0].user.kind()
+    else:
+        for name, node in _export_calls(program, set(names)).items():
+            if len(node.users) == 1:
+                out[name] = str(next(iter(node.users)).target)
+    return out
+
+
+def _script_function(program, names: tuple[str, ...]):
+    graph = program.forward.inlined_graph  # a copy: the program's own graph is not changed
+    calls = _script_calls(graph, program, names)
     found = [n for n in names if n in calls]
     values, slots = [], {}
     for name in found:
@@ -103,14 +139,7 @@ class _Recorder(torch.fx.Interpreter):
 
 
 def _export_taps(module, names: tuple[str, ...], args, kwargs):
-    tensors = set(module.state_dict())
-    calls = {}
-    for node in module.graph.nodes:
-        if node.op != "call_function":
-            continue
-        for arg in node.all_input_nodes:
-            if arg.op == "get_attr" and arg.target in tensors and arg.target.rpartition(".")[0] in names:
-                calls[arg.target.rpartition(".")[0]] = node
+    calls = _export_calls(module, names)
     recorder = _Recorder(module, {node: name for name, node in calls.items()})
     flat = list(args) + list(kwargs.values())
     output = recorder.run(*flat)

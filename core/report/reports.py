@@ -40,6 +40,8 @@ def inspection_to_dict(result: Inspection) -> dict:
             "activation_mean": None if act is None else [float(v) for v in act.mean],
             "activation_observations": None if act is None else act.observations,
             "activation_measured_at": None if act is None else act.measured_at,
+            "activation_rule": None if act is None else act.rule,
+            "activation_epsilon": None if act is None else act.epsilon,
             "dead_units": None if act is None else [int(i) for i in act.dead],
             "macs": None if result.cost is None else result.cost.per_layer.get(info.name, 0),
             "effective_macs": None if result.cost is None else result.cost.effective_per_layer.get(info.name, 0),
@@ -261,8 +263,21 @@ def layer_table(result: Inspection) -> str:
         lines.append(f"sentence pairs (STS): {pairs_text(result.pairs)}")
     if result.latency is not None:
         lines.append(f"latency: {latency_figure(result.latency)} ({latency_spread(result.latency)})")
+    if result.activations:
+        lines.append(f"fires: {firing_text(result.activations)}")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
+
+
+def firing_text(activations: dict) -> str:
+    """What the fires and dead columns counted, layer by layer: post-ReLU non-zero, or |a| > ε."""
+    by_rule: dict[str, list[str]] = {}
+    for name, act in activations.items():
+        by_rule.setdefault(act.rule, []).append(name + (f" (ε {act.epsilon:.3g})" if act.epsilon is not None else ""))
+    text = "; ".join(f"{rule} for {', '.join(names)}" for rule, names in by_rule.items())
+    if any(act.epsilon is not None for act in activations.values()):
+        text += "; ε is 1% of the layer's RMS activation on the first batch"
+    return text
 
 
 # --------------------------------------------------------------------------------------------- compression

@@ -287,9 +287,10 @@ class ActivationView(QWidget):
             self.heatmap.setRange(xRange=(0, image.shape[1]), yRange=(0, image.shape[0]), padding=0.02)
         rare = int(((heights > 0) & (heights < RARE)).sum())
         point = "" if stats.measured_at == stats.name else f" (read after {stats.measured_at})"
+        counted = stats.rule.replace("ε", f"ε = {stats.epsilon:.3g}", 1) if stats.epsilon is not None else stats.rule
         text = (f"{stats.units} {self._unit}{point}: mean firing rate {stats.nonzero_fraction.mean():.1%}   "
                 f"dead {len(stats.dead)}   rarely firing (<{RARE:.0%}) {rare}   "
-                f"over {stats.observations:,} observations{self._source}")
+                f"over {stats.observations:,} observations{self._source}\nfires = {counted}")
         if self.selected:
             text += (f"\n{len(self.selected)} selected: press Delete to remove them" if self.removable else
                      f"\n{len(self.selected)} selected: this layer's units are the model's outputs and stay")
