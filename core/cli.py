@@ -67,6 +67,10 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the model's output is, for the fidelity metric: classify (top-1 agreement, KL), "
                              "embed (cosine, mean and 5th percentile), lm (perplexity before and after, KL per "
                              "token) or regress (relative error); by default detected from the output")
+    parser.add_argument("--stride", type=int, metavar="N",
+                        help="for a causal language model with a text file as --inputs: the tokens between the "
+                             "windows of its sliding-window perplexity over the whole text (default: half the "
+                             "model's positions, at most 1024 tokens a window)")
     parser.add_argument("--pairs", metavar="FILE.tsv",
                         help="for a text embedding model: sentence pairs with gold similarity scores, one "
                              "sentence1<TAB>sentence2<TAB>score per line; reports the Spearman and Pearson "
@@ -82,7 +86,7 @@ def load_options(args):
                        else None, source=getattr(args, "source", None),
                        inputs=getattr(args, "inputs", None), sample_rate=getattr(args, "sample_rate", None),
                        chunk=getattr(args, "chunk", None), task=getattr(args, "task", None),
-                       pairs=getattr(args, "pairs", None))
+                       pairs=getattr(args, "pairs", None), stride=getattr(args, "stride", None))
 
 
 DATA_HELP = ("data set: mnist, fashion-mnist, or a folder / .npz of your own. A zoo model (or a .psz of one) "

@@ -134,3 +134,47 @@ def test_the_task_overrides_the_detected_kind_and_the_cli_offers_every_task(mode
         run(fidelity(loaded.module, loaded.module, loaded.probe_inputs, "sort"))
     usage = prunescope("inspect", "--help").stdout
     assert "--task {" + ",".join(TASKS) + "}" in usage
+
+
+def test_windows_score_every_token_once_and_refuse_a_bad_stride():
+    from core.eval.lm import windows
+
+    assert windows(10, 4, 2) == [(0, 4, 1), (2, 6, 2), (4, 8, 2), (6, 10, 2)]  # 3 + 2 + 2 + 2 = every token but the first
+    assert windows(10, 4, 4) == [(0, 4, 1), (4, 8, 1), (8, 10, 1)]  # each window's first token has no context
+    assert windows(3, 8, 4) == [(0, 3, 1)]
+    with pytest.raises(ValueError, match="stride 5"):
+        windows(10, 4, 5)
+
+
+def test_sliding_window_perplexity_is_hugging_faces_recipe_before_and_after(tiny_lm, tmp_path):
+    """Compared with the loop of Hugging Face's "Perplexity of fixed-length models", written out here."""
+    from core.eval.lm import stride_perplexity
+
+    lines = _lines(tmp_path / "lines.txt", 60)
+    loaded = load_model(tiny_lm, LoadOptions(inputs=str(lines), stride=24))
+    ids = loaded.meta["lm_stream"]
+    assert len(ids) > 200  # the whole text as one stream, past the model's 64 positions
+    result = run(stride_perplexity(loaded.module, ids, 64, 24))
+    nll, count, previous = 0.0, 0, 0
+    with torch.inference_mode():
+        for begin in range(0, len(ids), 24):
+            end = min(begin + 64, len(ids))
+            chunk = ids[begin:end].unsqueeze(0)
+            target = chunk.clone()
+            target[:, :-(end - previous)] = -100
+            valid = int((target[:, 1:] != -100).sum())
+            nll += float(loaded.module(input_ids=chunk, labels=target).loss) * valid
+            count, previous = count + valid, end
+            if end == len(ids):
+                break
+    assert result.tokens == count == len(ids) - 1
+    assert result.perplexity == pytest.approx(math.exp(nll / count), rel=1e-4)
+
+    (tmp_path / "recipe.yaml").write_text("steps: [{kind: prune_magnitude, sparsity: 0.5}, {kind: encode}]")
+    cli = prunescope("compress", str(tiny_lm), "--inputs", str(lines), "--stride", "24", "--recipe",
+                     str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "out"), "--quiet")
+    assert cli.returncode == 0, cli.stderr
+    assert f"perplexity on the text before: {result.perplexity:.4g} over {count:,} tokens" in cli.stdout
+    after = json.loads((tmp_path / "out" / "report.json").read_text())["metrics"]["after"]["perplexity"]
+    assert after["tokens"] == count and after["window"] == 64 and after["stride"] == 24
+    assert after["perplexity"] != pytest.approx(result.perplexity)

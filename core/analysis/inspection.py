@@ -20,7 +20,9 @@ from core.analysis.activations import ActivationError, ActivationStats, activati
 from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, Latency, accuracy, call_model, latency, logits_of, saved_size_bytes
 from core.eval.fidelity import Fidelity, fidelity
-from core.eval.pairs import PairsScore, Pooling, pairs_score
+from core.eval.lm import StridePerplexity
+from core.eval.pairs import PairsScore
+from core.eval.published import published
 from core.analysis.inventory import Inventory, inventory
 from core.io.base import LoadedModel
 from core.progress import Partial, Progress, Task
@@ -64,6 +66,7 @@ class Inspection:
     test: Accuracy | None = None
     fidelity: Fidelity | None = None
     pairs: PairsScore | None = None
+    perplexity: StridePerplexity | None = None
     latency: Latency | None = None
     saved_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -151,10 +154,8 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
             result.fidelity = yield from fidelity(model, reference.module, probes, loaded.meta.get("task"),
                                                   loaded.meta.get("pooling"))
             yield Partial("fidelity", result.fidelity)
-        if loaded.meta.get("pairs"):
-            result.pairs = yield from pairs_score(model, loaded.tokenize, loaded.meta["pairs"],
-                                                  loaded.meta.get("pooling") or Pooling())
-            yield Partial("pairs", result.pairs)
+        extra = yield from published(model, loaded)
+        result.pairs, result.perplexity = extra.pairs, extra.perplexity
         if known_latency is not None:
             result.latency = known_latency
         elif (example := latency_inputs(loaded, data, options.latency_batch)) is not None:

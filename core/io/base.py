@@ -83,6 +83,7 @@ class LoadOptions:
     chunk: int | None = None  # for a folder of audio inputs: cut each file into windows of this many samples
     task: str | None = None  # what the output is, for fidelity (core.eval.fidelity.TASKS); None: detected
     pairs: str | None = None  # a .tsv of sentence pairs with gold scores: the STS metric (core.eval.pairs)
+    stride: int | None = None  # a language model's sliding-window perplexity: tokens between windows (core.eval.lm)
 
 
 @dataclass

@@ -78,6 +78,11 @@ def _probe_inputs(folder: Path, model, config, options: LoadOptions, transformer
                                   return_tensors="pt")
                 return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
+            def stream(text: str) -> torch.Tensor:  # a whole text as one token stream (sliding-window perplexity)
+                tokenizer.model_max_length = 1 << 30  # no warning: the windows keep within the positions
+                return torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+
+            tokenize.stream, tokenize.positions = stream, positions
             inputs = tokenize(PROBE_SENTENCES)
             return [inputs], tuple(inputs["input_ids"].shape), tokenize
         except Exception as exc:  # a broken tokenizer should not stop inspection

@@ -66,6 +66,8 @@ def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> L
             loaded = loader.load(spec, options, load_model)
             if options.task:  # the person's word on what the output is, over what the loader or output says
                 loaded = replace(loaded, meta={**loaded.meta, "task": options.task})
+            if options.stride:
+                loaded = replace(loaded, meta={**loaded.meta, "lm_stride": options.stride})
             loaded = with_inputs(_check_loaded(loaded), options.inputs, options.sample_rate, options.chunk)
             return with_pairs(loaded, options.pairs)
     tried = "; ".join(loader.describes for loader in LOADERS)
@@ -92,6 +94,7 @@ def with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None
                                   is_text, read_audio_folder, read_example_set, read_text_lines, tokenized_batches)
 
     path = Path(inputs).expanduser()
+    extra: dict = {}
     if path.is_dir() and folder_kind(path) == "audio":
         samples, rate, said = read_audio_folder(path, sample_rate, chunk)
         batches, how = audio_batches(loaded.module, samples, rate)
@@ -104,6 +107,9 @@ def with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None
         batches = tokenized_batches(lines, loaded.tokenize)
         said = (f"{len(lines):,} line{'s' if len(lines) != 1 else ''} of text, tokenized by the model's "
                 f"tokenizer (at most {TEXT_MAX_TOKENS} tokens each)")
+        stream = getattr(loaded.tokenize, "stream", None)
+        if loaded.meta.get("task") == "lm" and stream is not None:  # and the whole text, for perplexity
+            extra["lm_stream"] = stream("\n".join(lines))
     else:
         examples = read_example_set(path)
         batches = batches_of(examples)
@@ -111,10 +117,11 @@ def with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None
     first = batches[0]
     main = first if isinstance(first, torch.Tensor) else first[0] if isinstance(first, tuple) else None
     shape = tuple(main.shape) if isinstance(main, torch.Tensor) else loaded.input_shape
-    meta = dict(loaded.meta)
+    meta = {k: v for k, v in loaded.meta.items() if k != "lm_stream"}
     earlier = [n for n in meta.get("notes", []) if not n.startswith("inputs: ")]  # inputs read before: replaced
     meta["notes"] = [*earlier, f"inputs: {said}, from {path.name}"]
     meta["inputs"] = str(inputs)
+    meta.update(extra)
     return replace(loaded, probe_inputs=batches, input_shape=shape, meta=meta)
 
 

@@ -19,7 +19,9 @@ from core.analysis.inspection import model_inputs
 from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, accuracy, saved_size_bytes
 from core.eval.fidelity import Fidelity, fidelity
-from core.eval.pairs import PairsScore, Pooling, pairs_score
+from core.eval.lm import StridePerplexity
+from core.eval.pairs import PairsScore
+from core.eval.published import published
 from core.format.container import FileAccount
 from core.io.base import LoadedModel
 from core.io.program import CompiledProgram
@@ -42,6 +44,7 @@ class Measured:
     test: Accuracy | None = None
     fidelity: Fidelity | None = None
     pairs: PairsScore | None = None  # the STS metric on the person's sentence pairs (--pairs)
+    perplexity: StridePerplexity | None = None  # a language model's, on the --inputs text (sliding windows)
 
 
 @dataclass
@@ -72,17 +75,16 @@ class CompressionResult:
 
 
 def measure(model: nn.Module, loaded: LoadedModel, data: Dataset | None, reference: nn.Module | None) -> Task[Measured]:
-    pairs = None
-    if loaded.meta.get("pairs"):
-        pairs = yield from pairs_score(model, loaded.tokenize, loaded.meta["pairs"],
-                                       loaded.meta.get("pooling") or Pooling())
+    extra = yield from published(model, loaded)
     if data is not None:
         flat = loaded.input_shape is not None and len(loaded.input_shape) == 2
         prepare = (lambda x: x.reshape(x.shape[0], -1)) if flat else None
-        return Measured(test=(yield from accuracy(model, data.test, prepare=prepare)), pairs=pairs)
+        return Measured(test=(yield from accuracy(model, data.test, prepare=prepare)), pairs=extra.pairs,
+                        perplexity=extra.perplexity)
     probes = list(model_inputs(loaded, data, 1000))
     return Measured(fidelity=(yield from fidelity(model, reference or loaded.module, probes, loaded.meta.get("task"),
-                                                  loaded.meta.get("pooling"))), pairs=pairs)
+                                                  loaded.meta.get("pooling"))), pairs=extra.pairs,
+                    perplexity=extra.perplexity)
 
 
 def run_step(step: Step, ctx: RunContext) -> Task[None]:

@@ -53,6 +53,8 @@ def inspection_to_dict(result: Inspection) -> dict:
         metrics["fidelity"] = asdict(result.fidelity)
     if result.pairs is not None:
         metrics["pairs"] = asdict(result.pairs)
+    if result.perplexity is not None:
+        metrics["perplexity"] = asdict(result.perplexity)
     if result.latency is not None:
         metrics["latency"] = asdict(result.latency)
     return {
@@ -225,6 +227,11 @@ def pairs_text(p) -> str:
     return f"Spearman {p.spearman:.4f}, Pearson {p.pearson:.4f} over {p.count:,} pairs"
 
 
+def perplexity_text(p) -> str:
+    """A sliding-window perplexity, with how it was measured."""
+    return f"{p.perplexity:.4g} over {p.tokens:,} tokens (sliding windows of {p.window:,} tokens, {p.stride:,} apart)"
+
+
 def layer_table(result: Inspection) -> str:
     """The inspection as a fixed-width table, with totals and metrics."""
     rows = [("layer", "type", "shape", "params", "bytes", "MACs", "sparsity", "|w| max", "near 0", "fires", "dead")]
@@ -261,6 +268,8 @@ def layer_table(result: Inspection) -> str:
         lines.append(f"fidelity to reference: {fidelity_text(result.fidelity)}")
     if result.pairs is not None:
         lines.append(f"sentence pairs (STS): {pairs_text(result.pairs)}")
+    if result.perplexity is not None:
+        lines.append(f"perplexity on the text: {perplexity_text(result.perplexity)}")
     if result.latency is not None:
         lines.append(f"latency: {latency_figure(result.latency)} ({latency_spread(result.latency)})")
     if result.activations:
@@ -293,8 +302,9 @@ def _measured(m) -> dict | None:
         out["test"] = asdict(m.test)
     if m.fidelity is not None:
         out["fidelity"] = asdict(m.fidelity)
-    if getattr(m, "pairs", None) is not None:
-        out["pairs"] = asdict(m.pairs)
+    for key in ("pairs", "perplexity"):
+        if getattr(m, key, None) is not None:
+            out[key] = asdict(getattr(m, key))
     return out
 
 
@@ -356,5 +366,7 @@ def compression_summary(result) -> str:
             lines.append(f"fidelity {label}: {fidelity_text(m.fidelity, short=True)}")
         if m is not None and getattr(m, "pairs", None) is not None:
             lines.append(f"sentence pairs (STS) {label}: {pairs_text(m.pairs)}")
+        if m is not None and getattr(m, "perplexity", None) is not None:
+            lines.append(f"perplexity on the text {label}: {perplexity_text(m.perplexity)}")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
