@@ -99,3 +99,34 @@ def test_a_transformers_ffn_neurons_are_counted_after_its_gelu_module(tmp_path):
     ffn = stats["encoder.layer.0.intermediate.dense"]
     assert ffn.units == 64 and ffn.rule == "|GELUActivation(a)| > ε" and ffn.epsilon > 0
     assert 0 < ffn.nonzero_fraction.mean() < 1
+
+
+def test_attention_heads_are_counted_per_head_from_the_output_projections_input(tmp_path):
+    pytest.importorskip("transformers")
+    import json
+
+    from core.analysis.heads import attention_heads, head_stats
+    from core.io import load_model
+    from tests.factories import write_hf_folder
+    from tests.test_cli import prunescope
+
+    folder = write_hf_folder(tmp_path / "bert", encoder=True)
+    loaded = load_model(folder)
+    found = attention_heads(loaded.module)
+    assert {name: (proj, heads) for name, (proj, _, heads) in found.items()} == {
+        f"encoder.layer.{i}.attention": (f"encoder.layer.{i}.attention.output.dense", 2) for i in range(2)}
+    with torch.no_grad():  # silence head 1 of layer 0: its value slice, so its context is zero
+        loaded.module.encoder.layer[0].attention.self.value.weight[16:] = 0
+        loaded.module.encoder.layer[0].attention.self.value.bias[16:] = 0
+    stats = run(head_stats(loaded.module, loaded.probe_inputs))
+    first = stats["encoder.layer.0.attention"]
+    assert first.units == 2 and first.nonzero_fraction[0] == 1.0 and first.nonzero_fraction[1] == 0.0
+    assert list(first.dead) == [1] and first.observations == loaded.probe_inputs[0]["input_ids"].numel()
+    assert stats["encoder.layer.1.attention"].nonzero_fraction.min() > 0
+
+    result = prunescope("inspect", str(folder), "--json", str(tmp_path / "r.json"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "attention heads of encoder.layer.0.attention: 2 heads fire on" in result.stdout
+    heads = json.loads((tmp_path / "r.json").read_text())["heads"]
+    assert heads["encoder.layer.1.attention"]["heads"] == 2 and heads["encoder.layer.1.attention"]["rule"] == \
+        "head output RMS > ε"

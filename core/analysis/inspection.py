@@ -17,6 +17,7 @@ import torch
 from core.errors import PrunescopeError
 from core.analysis.cost import Cost, count_macs
 from core.analysis.activations import ActivationError, ActivationStats, activation_stats
+from core.analysis.heads import head_stats
 from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, Latency, accuracy, call_model, latency, logits_of, saved_size_bytes
 from core.eval.fidelity import Fidelity, fidelity
@@ -63,6 +64,7 @@ class Inspection:
     inventory: Inventory
     weights: dict[str, WeightStats]
     activations: dict[str, ActivationStats] = field(default_factory=dict)
+    heads: dict[str, ActivationStats] = field(default_factory=dict)  # attention heads as units, per attention
     test: Accuracy | None = None
     fidelity: Fidelity | None = None
     pairs: PairsScore | None = None
@@ -141,6 +143,7 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
             result.activations = yield from activation_stats(
                 model, model_inputs(loaded, data, options.activation_limit), total)
             yield Partial("activations", result.activations)
+            result.heads = yield from head_stats(model, model_inputs(loaded, data, options.activation_limit), total)
         except ActivationError as exc:
             result.notes.append(f"activations not measured: {exc}")
             yield Partial("notes", list(result.notes))

@@ -55,6 +55,9 @@ def inspection_to_dict(result: Inspection) -> dict:
         metrics["pairs"] = asdict(result.pairs)
     if result.perplexity is not None:
         metrics["perplexity"] = asdict(result.perplexity)
+    heads = {name: {"heads": h.units, "fires": [float(v) for v in h.nonzero_fraction], "rule": h.rule,
+                    "epsilon": h.epsilon, "observations": h.observations, "read_at": h.measured_at,
+                    "dead": [int(i) for i in h.dead]} for name, h in result.heads.items()}
     if result.latency is not None:
         metrics["latency"] = asdict(result.latency)
     return {
@@ -66,7 +69,7 @@ def inspection_to_dict(result: Inspection) -> dict:
         "params": result.inventory.params, "bytes": result.inventory.bytes,
         "sparsity": result.inventory.sparsity,
         "macs": _cost_dict(result.cost),
-        "layers": layers, "metrics": metrics, "notes": list(result.notes),
+        "layers": layers, "heads": heads, "metrics": metrics, "notes": list(result.notes),
     }
 
 
@@ -274,6 +277,10 @@ def layer_table(result: Inspection) -> str:
         lines.append(f"latency: {latency_figure(result.latency)} ({latency_spread(result.latency)})")
     if result.activations:
         lines.append(f"fires: {firing_text(result.activations)}")
+    for name, head in result.heads.items():
+        rates = ", ".join(f"{r:.0%}" for r in head.nonzero_fraction[:16]) + (", ..." if head.units > 16 else "")
+        lines.append(f"attention heads of {name}: {head.units} heads fire on {rates} of {head.observations:,} "
+                     f"tokens ({head.rule}, ε {head.epsilon:.3g}); dead {len(head.dead)}")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
 
