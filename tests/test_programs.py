@@ -127,3 +127,17 @@ def test_a_program_in_a_file_of_an_older_version_is_refused():
     data += container.CRC.pack(zlib.crc32(data))
     with pytest.raises(container.CodingError, match="a version 4 file cannot hold a program"):
         container.iter_decode(data)
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "export"])
+def test_a_programs_macs_are_attributed_to_its_layers_as_the_eager_models_are(model_files, kind):
+    from core.analysis.cost import count_macs
+    from core.eval.zoo import load_zoo_model
+
+    loaded = load_model(model_files[kind], LoadOptions(trust=True))
+    x = torch.rand(2, 1, 28, 28)
+    program, eager = count_macs(loaded.module, x), count_macs(load_zoo_model("lenet300")[0], x)
+    assert program.per_layer == eager.per_layer and program.total == eager.total
+    with torch.no_grad():
+        loaded.module.fc1.weight[:150] = 0  # half of fc1's rows: half its multiplies by a non-zero weight
+    assert count_macs(loaded.module, x).effective_per_layer["fc1"] == eager.per_layer["fc1"] // 2

@@ -82,9 +82,37 @@ def count_macs(model: nn.Module, example) -> Cost:
         own = (value - children) // 2
         if own > 0:
             per_layer[name] = own
+    if isinstance(getattr(model, "program", None), nn.Module) and set(per_layer) <= {""}:
+        per_layer = _program_layers(model, _one_sample(example), total)
     effective = {name: round(macs * _nonzero_share(modules[name])) for name, macs in per_layer.items()}
     effective_total = total - sum(per_layer.values()) + sum(effective.values())
     return Cost(total, per_layer, effective_total, effective)
+
+
+def _program_layers(model: nn.Module, sample, total: int) -> dict[str, int]:
+    """A compiled program's MACs by layer: the counter sees its operations but not which layer ran them, so
+    each Linear and convolution layer's are counted from its output, read by tapping the program
+    (:mod:`core.io.program`): output elements times the weights each one multiplies (a filter's, a row's).
+    What is left of the counter's total stays with the program itself."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d,
+                                                                             nn.Conv3d))}
+    counted: dict[str, int] = {}
+
+    def make(name: str):
+        def hook(module, inputs, output):
+            counted[name] = int(output.numel()) * int(module.weight[0].numel())
+        return hook
+
+    handles = [m.register_forward_hook(make(name)) for name, m in layers.items()]
+    try:
+        with torch.no_grad():
+            model(**sample) if isinstance(sample, dict) else model(*sample) if isinstance(sample, (list, tuple)) \
+                else model(sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    rest = total - sum(counted.values())
+    return {**counted, **({"": rest} if rest > 0 else {})}
 
 
 def human_macs(value: int | None) -> str:
