@@ -130,3 +130,26 @@ def test_attention_heads_are_counted_per_head_from_the_output_projections_input(
     heads = json.loads((tmp_path / "r.json").read_text())["heads"]
     assert heads["encoder.layer.1.attention"]["heads"] == 2 and heads["encoder.layer.1.attention"]["rule"] == \
         "head output RMS > ε"
+
+
+class PoolThenRelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.sum = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        return torch.relu(torch.max_pool2d(self.conv(x), 2)) + torch.max_pool2d(torch.relu(self.sum(x) + 1), 2)
+
+
+def test_a_max_pool_is_looked_through_to_the_relu_but_an_addition_is_not(tmp_path):
+    from core.io import LoadOptions, load_model
+
+    torch.manual_seed(0)
+    eager = PoolThenRelu().eval()
+    torch.jit.script(eager).save(str(tmp_path / "p.ts"))
+    program = load_model(tmp_path / "p.ts", LoadOptions(trust=True)).module
+    for model in (eager, program):
+        stats = run(activation_stats(model, [torch.randn(2, 1, 8, 8)]))
+        assert stats["conv"].rule == "post-ReLU non-zero"
+        assert stats["sum"].rule == "|a| > ε (no activation function follows)"

@@ -36,6 +36,10 @@ FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "hardswish": nn.functional.hardswish, "hardsigmoid": nn.functional.hardsigmoid,
     "softplus": nn.functional.softplus, "hardtanh": nn.functional.hardtanh}
 """Activation functions by the name a module class, a function or a graph operation goes by."""
+TRANSPARENT = ("max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+               "flatten", "reshape", "view", "dropout", "contiguous", "squeeze", "unsqueeze", "transpose", "permute")
+"""Operations looked through to the function after them: they move or pick values (a max-pool keeps the
+largest, which an increasing function such as ReLU does not change), so a unit's firing is the same."""
 MODULE_NAMES = {"ReLU": "relu", "ReLU6": "relu6", "GELU": "gelu", "SiLU": "silu", "Tanh": "tanh",
                 "Sigmoid": "sigmoid", "LeakyReLU": "leaky_relu", "ELU": "elu", "SELU": "selu", "CELU": "celu",
                 "Mish": "mish", "Hardswish": "hardswish", "Hardsigmoid": "hardsigmoid", "Softplus": "softplus",
@@ -83,23 +87,39 @@ def module_firing(module: nn.Module) -> Firing | None:
     return None
 
 
-def traced_functions(model: nn.Module, points: list[str]) -> dict[str, str]:
-    """For each module named in ``points``, the activation function its output goes to alone, from the
-    model's ``torch.fx`` trace; {} for a model that does not trace."""
+def first_function(chain: list[str]) -> str | None:
+    """The activation function at the head of a chain of operations, looking through :data:`TRANSPARENT`
+    ones; None when another operation (an addition, a convolution, ...) comes first."""
+    for op in chain:
+        name = op_function(op)
+        if name is not None:
+            return name
+        text = op.replace("::", ".").split(".")
+        if not any(part.rstrip("_") in TRANSPARENT for part in text):
+            return None
+    return None
+
+
+def traced_functions(model: nn.Module, points: list[str], depth: int = 5) -> dict[str, str]:
+    """For each module named in ``points``, the activation function its output goes to (through
+    :data:`TRANSPARENT` operations), from the model's ``torch.fx`` trace; {} for a model that does not trace."""
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception:  # control flow on values, unsupported ops: fx cannot trace every model
         return {}
     wanted, out = set(points), {}
     for node in graph.nodes:
-        if node.op == "call_module" and node.target in wanted and len(node.users) == 1:
-            (user,) = node.users
-            if user.op == "call_module":
-                continue  # a module is seen by the hooks
-            if user.op in ("call_function", "call_method"):
-                name = op_function(user.target)
-                if name is not None:
-                    out[node.target] = name
+        if node.op != "call_module" or node.target not in wanted:
+            continue
+        chain, user = [], node
+        while len(chain) < depth and len(user.users) == 1:
+            (user,) = user.users
+            if user.op not in ("call_function", "call_method"):
+                break  # a module is seen by the hooks
+            chain.append(getattr(user.target, "__name__", None) or str(user.target))
+        name = first_function(chain)
+        if name is not None:
+            out[node.target] = name
     return out
 
 
@@ -113,7 +133,7 @@ def firing_rules(model: nn.Module, points: dict[str, str], consumed: dict[str, n
     if missing:
         program_consumers = getattr(model, "consumers", None)  # a compiled program: its graph's operations
         if callable(program_consumers):
-            found = {p: f for p, op in program_consumers(missing).items() if (f := op_function(op)) is not None}
+            found = {p: f for p, chain in program_consumers(missing).items() if (f := first_function(chain))}
         else:
             found = traced_functions(model, missing)
     for layer, point in points.items():

@@ -157,8 +157,8 @@ class CompiledProgram(nn.Module):
                 hook(module, inputs, value)
         return output
 
-    def consumers(self, names: list[str]) -> dict[str, str]:
-        """The graph operation each named layer's output goes to alone (:func:`core.io.program_taps.consumers`)."""
+    def consumers(self, names: list[str]) -> dict[str, list[str]]:
+        """The graph operations each named layer's output goes through (:func:`core.io.program_taps.consumers`)."""
         return consumers(self.kind, self.program, names)
 
     def __deepcopy__(self, memo):

@@ -70,20 +70,23 @@ def _export_calls(module, names) -> dict:
     return calls
 
 
-def consumers(kind: str, program, names: list[str]) -> dict[str, str]:
-    """For each named layer, the graph operation its output goes to alone (``aten::relu``,
-    ``aten.gelu.default``): what follows it, for the firing rule; layers whose output goes several ways are
-    left out."""
-    out = {}
+def consumers(kind: str, program, names: list[str], depth: int = 5) -> dict[str, list[str]]:
+    """For each named layer, the chain of graph operations its output goes through, each the one user of
+    the one before (``["aten::max_pool2d", "aten::relu"]``), at most ``depth`` long: what follows the layer,
+    for the firing rule. A layer whose output goes several ways has an empty chain."""
+    out: dict[str, list[str]] = {}
     if kind == "torchscript":
         for name, node in _script_calls(program.forward.inlined_graph, program, set(names)).items():
-            uses = node.outputsAt(0).uses()
-            if len(uses) == 1:
-                out[name] = uses[0].user.kind()
+            chain = out.setdefault(name, [])
+            while len(chain) < depth and node.outputsSize() and len(uses := node.outputsAt(0).uses()) == 1:
+                node = uses[0].user
+                chain.append(node.kind())
     else:
         for name, node in _export_calls(program, set(names)).items():
-            if len(node.users) == 1:
-                out[name] = str(next(iter(node.users)).target)
+            chain = out.setdefault(name, [])
+            while len(chain) < depth and len(node.users) == 1:
+                node = next(iter(node.users))
+                chain.append(str(node.target))
     return out
 
 
