@@ -141,3 +141,16 @@ def test_a_programs_macs_are_attributed_to_its_layers_as_the_eager_models_are(mo
     with torch.no_grad():
         loaded.module.fc1.weight[:150] = 0  # half of fc1's rows: half its multiplies by a non-zero weight
     assert count_macs(loaded.module, x).effective_per_layer["fc1"] == eager.per_layer["fc1"] // 2
+
+
+def test_a_program_copies_its_weights_in_only_when_they_changed(model_files):
+    loaded = load_model(model_files["torchscript"], LoadOptions(trust=True))
+    model, x = loaded.module, torch.rand(2, 1, 28, 28)
+    with torch.inference_mode():
+        first = model(x)
+    slot = model.program.fc1.weight
+    with torch.no_grad():
+        slot.fill_(0)  # behind the mirror's back: not copied over again, since the mirror did not change
+        assert torch.equal(model(x), model.program(x))
+        model.fc1.weight.mul_(1.0)  # the mirror changed (in place): copied in at the next call
+        torch.testing.assert_close(model(x), first)
