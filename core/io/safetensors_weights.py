@@ -4,8 +4,7 @@
 Every header is decoded and checked here before the safetensors library maps the file: its length against
 the file, each tensor's dtype, shape and byte span, and the spans against the data area and each other.
 Without ``--arch`` the weights are streamed: a :class:`SafetensorsWeights` reads one tensor at a time, in
-slices of whole rows, through ``safe_open``'s memory map, which is opened for that tensor and closed after
-it, so mapped pages of one tensor at most stay resident. With ``--arch`` the tensors are loaded into the
+slices of whole rows, through a memory map whose pages are let go after each slice. With ``--arch`` the tensors are loaded into the
 named architecture like a state_dict. A Hugging Face folder (with ``config.json``) is
 :mod:`core.io.hf`'s. The files are opened read-only and never written.
 """
@@ -14,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,25 +138,55 @@ def read_entries(path: Path) -> tuple[TensorEntry, ...]:
 
 
 class SafetensorsWeights:
-    """The tensors of a file or folder of shards, read one at a time (:class:`~core.io.base.WeightsSource`)."""
+    """The tensors of a file or folder of shards, read one at a time (:class:`~core.io.base.WeightsSource`).
+
+    A tensor is read through a private, read-only memory map of its file (``ACCESS_COPY``: nothing can reach
+    the file). Each slice's pages are mapped in one call before it is read (``MADV_POPULATE_READ``, where the
+    kernel has it) and let go after it (``MADV_DONTNEED``), so only the slice being read is resident, never
+    the tensor or the file. ``safe_open`` cannot be told to let pages go; the header it would check is checked
+    here (:func:`read_header`) before any byte of data is mapped."""
 
     def __init__(self, entries: tuple[TensorEntry, ...]) -> None:
         self.entries = entries
 
     def chunks(self, entry: TensorEntry, elements: int) -> Iterator[torch.Tensor]:
-        from safetensors import safe_open
-
         if entry.numel == 0:
             return
-        # one map per tensor: closing it unmaps the pages read, so the file never becomes resident whole
-        with safe_open(str(entry.file), framework="pt") as f:
+        with open(entry.file, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        try:
+            flat = torch.frombuffer(mapped, dtype=getattr(torch, entry.dtype), count=entry.numel, offset=entry.start)
+            values = flat.view(entry.shape)
+            del flat
             if not entry.shape:
-                yield f.get_tensor(entry.name)
+                yield values
                 return
-            piece = f.get_slice(entry.name)
             rows = max(1, elements // max(1, math.prod(entry.shape[1:])))
+            row_bytes = entry.itemsize * math.prod(entry.shape[1:])
             for row in range(0, entry.shape[0], rows):
-                yield piece[row:row + rows]
+                start = entry.start + row * row_bytes
+                end = min(entry.end, start + rows * row_bytes)
+                _advise(mapped, POPULATE_READ, start, end)
+                yield values[row:row + rows]
+                _advise(mapped, mmap.MADV_DONTNEED, start, end)
+        finally:
+            values = None
+            try:
+                mapped.close()
+            except BufferError:  # the consumer still holds a slice: the map goes with it
+                pass
+
+
+POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14; Python names it from 3.12 on
+
+
+def _advise(mapped: mmap.mmap, option: int, start: int, end: int) -> None:
+    """``madvise`` over the pages that hold bytes ``[start, end)``; a kernel without ``option`` changes nothing."""
+    first = start - start % mmap.PAGESIZE
+    try:
+        mapped.madvise(option, first, min(len(mapped), end) - first)
+    except (OSError, ValueError):
+        pass
 
 
 def _is_weights_folder(path: Path) -> bool:
