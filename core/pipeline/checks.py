@@ -26,18 +26,18 @@ def _how_to_satisfy(need: Need) -> str:
             else "pass --data NAME (in the studio: the Data set menu)")
 
 
+def weights_only_refusal(loaded: LoadedModel) -> str:
+    """Why weights with no architecture (a streamed ``.safetensors``) cannot be compressed, and what to do."""
+    return (f"{loaded.name} holds weights only, with no architecture, so there are no layers to compress: name "
+            "the architecture that builds them with --arch package.module:factory or --arch path/to/file.py:factory "
+            "(in the studio: File > Open model… and its Architecture)")
+
+
 def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None) -> None:
     """Raise :class:`RecipeError` or :class:`CompressionError` (one line, naming the step) if ``recipe``
     cannot run on ``loaded`` with ``data``; return quietly if it can."""
     if loaded.streamed is not None:
-        raise CompressionError(f"{loaded.name} holds weights only, with no architecture, so there are no layers "
-                               "to compress: name the architecture that builds them with --arch "
-                               "package.module:factory or --arch path/to/file.py:factory (in the studio: File > "
-                               "Open model… and its Architecture)")
-    if isinstance(loaded.module, (torch.jit.ScriptModule, torch.fx.GraphModule)):
-        raise CompressionError(f"{loaded.name} is a compiled graph ({loaded.format}); compression changes layers, "
-                               "so it needs the eager model: its weights with the architecture that builds them (a state_dict "
-                               "with --arch; in the studio, File > Open model… and its Architecture), or a zoo model")
+        raise CompressionError(weights_only_refusal(loaded))
     model = loaded.module
     names = [n for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
     for i, step in enumerate(recipe.steps):  # patterns name layers as they are when the step runs: until a
