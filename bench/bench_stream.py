@@ -142,6 +142,7 @@ def main() -> None:
         if done.returncode:
             sys.exit(f"the streamed inspection failed:\n{done.stderr}")
         measured = json.loads(done.stdout.strip().splitlines()[-1])
+        load = os.getloadavg()[0]  # other programs on the cores slow the counting threads more than one read
         file_bytes = big.stat().st_size
     finally:
         tiny.unlink(missing_ok=True)
@@ -160,10 +161,12 @@ def main() -> None:
               "dtype": args.dtype, "tensors": len(tensors), "file_bytes": file_bytes, "largest_tensor_bytes": largest,
               "write_seconds": written, "first_read_seconds": first_read, **measured, "growth_bytes": growth,
               "growth_over_largest": growth / largest, "plain_bytes_per_s": plain, "streamed_bytes_per_s": streamed,
-              "throughput_ratio": streamed / plain, "cache": "warm (read once before both timings)"}
+              "throughput_ratio": streamed / plain, "cache": "warm (read once before both timings)",
+              "load_average_1min": load}
     print(f"file: {measured['params']:,} parameters ({args.dtype}) in {len(tensors)} tensors, {file_bytes:,} bytes; "
           f"largest tensor {largest:,} bytes ({result['machine']}, {result['date']})")
-    print(f"written in {written:.1f} s; first read {first_read:.1f} s; page cache warm for both timings below")
+    print(f"written in {written:.1f} s; first read {first_read:.1f} s; page cache warm for both timings below; "
+          f"load average {load:.2f} just after the measurement")
     print(f"import baseline {measured['baseline_bytes'] / 1e6:.0f} MB; peak {measured['peak_bytes'] / 1e6:.0f} MB "
           f"during the streamed inspection ({measured['layers']} layers)")
     ok = result["growth_over_largest"] <= 1.5
