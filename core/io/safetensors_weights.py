@@ -140,8 +140,8 @@ def read_entries(path: Path) -> tuple[TensorEntry, ...]:
 class SafetensorsWeights:
     """The tensors of a file or folder of shards, read one at a time (:class:`~core.io.base.WeightsSource`).
 
-    A tensor is read through a private, read-only memory map of its file (``ACCESS_COPY``: nothing can reach
-    the file). Each slice's pages are mapped in one call before it is read (``MADV_POPULATE_READ``, where the
+    A tensor is read through a private memory map of its file (``ACCESS_COPY``, copy-on-write: torch warns
+    on a read-only buffer, and nothing written to a private map could reach the file; nothing is written). Each slice's pages are mapped in one call before it is read (``MADV_POPULATE_READ``, where the
     kernel has it) and let go after it (``MADV_DONTNEED``), so only the slice being read is resident, never
     the tensor or the file. ``safe_open`` cannot be told to let pages go; the header it would check is checked
     here (:func:`read_header`) before any byte of data is mapped."""
