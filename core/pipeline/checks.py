@@ -38,6 +38,10 @@ def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None) -> None:
     cannot run on ``loaded`` with ``data``; return quietly if it can."""
     if loaded.streamed is not None:
         raise CompressionError(weights_only_refusal(loaded))
+    if isinstance(loaded.module, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+        raise CompressionError(f"{loaded.name} is a compiled graph ({loaded.format}); compression changes layers, "
+                               "so it needs the eager model: its weights with the architecture that builds them (a state_dict "
+                               "with --arch; in the studio, File > Open model… and its Architecture), or a zoo model")
     model = loaded.module
     names = [n for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
     for i, step in enumerate(recipe.steps):  # patterns name layers as they are when the step runs: until a
