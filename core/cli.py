@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_load_arguments(studio)
 
     inspect = sub.add_parser("inspect", help="print a model's layers, weight and activation statistics, metrics")
-    inspect.add_argument("model", help="zoo:NAME, a TorchScript/.pt2/state_dict/pickle file, or a Hugging Face "
-                                       "folder")
+    inspect.add_argument("model", help="zoo:NAME, a TorchScript/.pt2/state_dict/pickle file, a Hugging Face "
+                                       "folder, or a .safetensors file or folder of shards (streamed, one tensor "
+                                       "at a time)")
     inspect.add_argument("--data", help=DATA_HELP)
     inspect.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     inspect.add_argument("--reference", metavar="MODEL", help="measure fidelity to this model (same inputs)")

@@ -189,7 +189,7 @@ class Session(QObject):
                           self._inspected)
 
     def _inspected(self, result) -> None:
-        if not self.variants.variants and self.loaded is not None:  # a new original: it becomes variant 0
+        if not self.variants.variants and self.loaded is not None and self.loaded.streamed is None:  # variant 0
             loaded, data = self.loaded, self.data
             self.runner.start("Measuring the original", lambda: original_variant(loaded, data, result.latency),
                               lambda variant: self.variants.reset(variant, loaded))
@@ -211,9 +211,12 @@ class Session(QObject):
         """Compress a variant with ``recipe`` (default: the draft) in the background: variant ``on``, or
         :meth:`apply_base`. Returns False, with a message and nothing changed, when the recipe cannot run
         on that model."""
-        from core.pipeline.apply import check
+        from core.pipeline.checks import check, weights_only_refusal
         from core.pipeline.variants import default_name
 
+        if self.loaded is not None and self.loaded.streamed is not None:  # weights only: no layers to change
+            self.sig_error.emit("Compressing needs an architecture", weights_only_refusal(self.loaded))
+            return False
         if self.loaded is None or self.opening or not self.variants.variants:
             return False
         recipe = recipe or self.draft.to_recipe()

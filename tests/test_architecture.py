@@ -107,7 +107,8 @@ def test_each_loader_imports_only_the_shared_io_types_and_helpers():
     graph = import_graph()
     shared = {"core.io.base", "core.io.files", "core.io.architectures", "core.io.pickle_scan", "core.io.program",
               "core.io.program_taps"}
-    for name in ("zoo", "torchscript", "exported", "onnx", "state_dict", "hf", "pickled", "compressed"):
+    for name in ("zoo", "torchscript", "exported", "onnx", "state_dict", "safetensors_weights", "hf", "pickled",
+                 "compressed"):
         own = {m for m in graph[f"core.io.{name}"] if m.startswith("core.io")}
         assert own <= shared, (name, own - shared)
 

@@ -38,6 +38,10 @@ NO_INPUTS = ("no data set and no input shape, so the model was not run: activati
              "need --data NAME or --input-shape 1,1,28,28 (in the studio: the Data set menu)")
 
 
+WEIGHTS_ONLY = ("activations, accuracy and latency not run: weights only, no architecture (a weights file "
+                "names no model to run; with --arch package.module:factory it loads as a model)")
+
+
 class InputMismatchError(PrunescopeError):
     """The model cannot be called on the inputs at hand; the message names the shapes involved."""
 
@@ -120,6 +124,8 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
 
     With ``known_latency`` (the studio's stored measurement of this variant), latency is not measured
     again: that figure is reported, so that every view of one variant shows one measurement."""
+    if loaded.streamed is not None:
+        return (yield from inspect_streamed(loaded))
     options = options or InspectOptions()
     model = loaded.module
     runnable = data is not None or bool(loaded.probe_inputs)
@@ -170,6 +176,19 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
     return result
 
 
+def inspect_streamed(loaded: LoadedModel) -> Task[Inspection]:
+    """The inventory and weight statistics of weights with no architecture (``loaded.streamed``), read one
+    tensor at a time (:mod:`core.analysis.streaming`); activations, accuracy and latency are not run."""
+    from core.analysis.streaming import streamed_stats
+
+    notes = [*loaded.meta.get("notes", []), WEIGHTS_ONLY]
+    yield Partial("notes", list(notes))
+    inventory_, weights = yield from streamed_stats(loaded.streamed)
+    yield Partial("inventory", inventory_)
+    yield Partial("weights", weights)
+    return Inspection(loaded, None, inventory_, weights, notes=notes)
+
+
 def latency_inputs(loaded: LoadedModel, data: Dataset | None, size: int = LATENCY_BATCH):
     """The one batch that latency is timed on: the first ``size`` inputs of :func:`model_inputs` (the
     validation split's), or the loader's first probe input; None when there is none."""
@@ -189,6 +208,13 @@ def open_for_inspection(spec: str, options=None, data_name: str | None = None,
 
     yield Progress("load", 0, 2, f"loading {spec}")
     loaded = load_model(spec, options)
+    if loaded.streamed is not None:  # nothing to run: a data set or inputs would go unused
+        unused = data_name or (options.inputs if options is not None else None)
+        if unused:
+            loaded.meta.setdefault("notes", []).append(f"{unused} not used: the weights have no architecture to "
+                                                       "run on it")
+        yield Progress("load", 2, 2, "loaded")
+        return loaded, None
     own_inputs = bool(options is not None and options.inputs)
     name = data_name or (None if own_inputs else loaded.dataset)
     yield Progress("load", 1, 2, f"reading data set {name or fallback_data}" if not own_inputs or data_name

@@ -129,6 +129,7 @@ def warm_up() -> None:
     """
     if _compiled() is not None:
         _kernel()(np.zeros(1, np.uint32))
+        _compiled().pattern_counts(np.zeros(1, np.uint16))
         stats_from_counts("", np.zeros(N_BUCKETS, np.int64), compiled=True)
 
 
@@ -195,6 +196,32 @@ def raw_bucket_counts(tensor: torch.Tensor, use_kernel: bool | None = None) -> n
     if len(pieces) == 1:
         return _kernel()(pieces[0])
     return sum(_pool().map(_kernel(), pieces))
+
+
+@functools.lru_cache(maxsize=2)
+def _widened(dtype: torch.dtype) -> np.ndarray:
+    """For each 16-bit pattern of ``dtype`` (float16, bfloat16): the raw bucket its float32 value falls in."""
+    patterns = torch.from_numpy(np.arange(N_BUCKETS, dtype=np.uint16).view(np.int16)).view(dtype)
+    return ((patterns.to(torch.float32).view(torch.int32) >> 16) & 0xFFFF).numpy().astype(np.intp)
+
+
+def pattern_counts(tensor: torch.Tensor) -> np.ndarray:
+    """Counts ``(65536,)`` of a contiguous CPU float16 or bfloat16 tensor's bit patterns, read in place: no
+    float32 copy. :func:`widen_counts` turns them into the raw bucket counts of the values."""
+    bits = tensor.detach().reshape(-1).view(torch.int16).numpy().view(np.uint16)
+    if _compiled() is None:
+        return np.bincount(bits, minlength=N_BUCKETS)
+    workers = _pool()._max_workers  # pieces of at most KERNEL_PIECE values: the kernel counts in int32
+    parts = max(workers if bits.size >= CHUNK else 1, -(-bits.size // KERNEL_PIECE))
+    return sum(_pool().map(_compiled().pattern_counts, np.array_split(bits, parts)))
+
+
+def widen_counts(patterns: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """The raw bucket counts (:func:`raw_bucket_counts`) of values whose ``dtype`` bit patterns
+    :func:`pattern_counts` counted: the same exact counts, as if each value had been widened to float32."""
+    counts = np.zeros(N_BUCKETS, np.int64)
+    np.add.at(counts, _widened(dtype), patterns)
+    return counts
 
 
 def _counted_ahead(tensors: dict[str, list[torch.Tensor]], use_kernel: bool) -> Iterator[tuple[str, np.ndarray]]:

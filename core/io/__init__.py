@@ -1,8 +1,8 @@
 """Reading models: one loader per format, the trust policy for files that run code, and model export.
 
 ``base`` holds the shared types; each format has its own module (``zoo``, ``compressed``, ``torchscript``,
-``exported``, ``onnx``, ``state_dict``, ``hf``, ``pickled``), importing only ``base`` and the helpers in ``files`` and
-``architectures``; ``loading`` tries them in turn. ``export`` writes a model as a state_dict, TorchScript or
+``exported``, ``onnx``, ``state_dict``, ``safetensors_weights``, ``hf``, ``pickled``), importing only ``base``
+and the helpers in ``files``, ``architectures`` and ``program``; ``loading`` tries them in turn. ``export`` writes a model as a state_dict, TorchScript or
 ONNX file.
 """
 

@@ -8,7 +8,8 @@ handed :func:`~core.io.loading.load_model` as ``load`` instead of importing it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,6 +87,34 @@ class LoadOptions:
     stride: int | None = None  # a language model's sliding-window perplexity: tokens between windows (core.eval.lm)
 
 
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of a weights file, as its validated header describes it: ``dtype`` a torch dtype's name
+    (``"float16"``), ``itemsize`` bytes per value at that dtype, and its bytes at ``[start, end)`` of ``file``."""
+
+    name: str
+    dtype: str
+    itemsize: int
+    shape: tuple[int, ...]
+    file: Path
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+class WeightsSource(Protocol):
+    """Weights read from disk one tensor at a time, with no architecture: ``entries`` in file order, and
+    ``chunks(entry, elements)`` the tensor's values at its stored dtype, a slice of whole rows (dim 0) of at
+    most ``elements`` values at a time (a row larger than that comes whole)."""
+
+    entries: tuple[TensorEntry, ...]
+
+    def chunks(self, entry: TensorEntry, elements: int) -> Iterator[Any]: ...
+
+
 @dataclass
 class LoadedModel:
     """A model ready to inspect, with what is known about its inputs and provenance.
@@ -93,7 +122,8 @@ class LoadedModel:
     ``probe_inputs`` are batches to call the model with when no data set is given (tensors, tuples, or
     keyword dicts); ``tokenize`` turns lines of text into one such batch, for a model that has a tokenizer;
     ``module_types`` overrides the type shown for a module (for graphs whose modules lost
-    their classes, such as ``torch.export`` programs).
+    their classes, such as ``torch.export`` programs). ``streamed``: weights without an architecture, read one
+    tensor at a time (:class:`WeightsSource`); ``module`` is then an empty placeholder that nothing may run.
     """
 
     module: nn.Module
@@ -108,6 +138,7 @@ class LoadedModel:
     file_bytes: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     tokenize: Callable[[list[str]], Any] | None = None  # lines of text -> one input batch (a tokenizer's model)
+    streamed: WeightsSource | None = None
 
 
 LoadFn = Callable[[str, LoadOptions], LoadedModel]

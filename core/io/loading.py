@@ -26,19 +26,21 @@ from core.io.files import check_model_path, head, is_pickle
 from core.io.hf import HuggingFaceLoader
 from core.io.onnx import OnnxLoader
 from core.io.pickled import PickledModuleLoader
+from core.io.safetensors_weights import SafetensorsLoader
 from core.io.state_dict import StateDictLoader
 from core.io.torchscript import TorchScriptLoader
 from core.io.zoo import ZooLoader
 
 LOADERS: tuple[Loader, ...] = (ZooLoader(), CompressedLoader(), TorchScriptLoader(), ExportedProgramLoader(),
-                               OnnxLoader(), StateDictLoader(), HuggingFaceLoader(), PickledModuleLoader())
+                               OnnxLoader(), StateDictLoader(), SafetensorsLoader(), HuggingFaceLoader(),
+                               PickledModuleLoader())
 """Every format, in the order they are asked: the most specific signatures first, a whole pickle last."""
 
 
 def _diagnose(path: Path) -> str:
     """Why no loader took an existing path, for the error message."""
     if path.is_dir():
-        return "a folder without a Hugging Face config.json"
+        return "a folder without a Hugging Face config.json or .safetensors files"
     size = path.stat().st_size
     if size == 0:
         return "an empty file"
@@ -75,6 +77,8 @@ def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> L
 
 
 def _check_loaded(loaded: LoadedModel) -> LoadedModel:
+    if loaded.streamed is not None:  # weights only: nothing to run, and no inputs to make
+        return loaded
     if next(iter(loaded.module.parameters()), None) is None:
         raise ModelLoadError(f"{loaded.name}: the model has no parameters, so there is nothing to inspect or "
                              "compress")
@@ -88,7 +92,7 @@ def with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None
                  chunk: int | None = None) -> LoadedModel:
     """The model with the person's own inputs (``--inputs``, :mod:`core.eval.inputs`) as its probe inputs,
     said in a load note; ``loaded`` itself is not changed. :class:`InputsError` when they cannot be read."""
-    if not inputs:
+    if not inputs or loaded.streamed is not None:  # weights with no architecture run on nothing
         return loaded
     from core.eval.inputs import (TEXT_MAX_TOKENS, InputsError, audio_batches, batches_of, describe, folder_kind,
                                   is_text, read_audio_folder, read_example_set, read_text_lines, tokenized_batches)

@@ -43,9 +43,18 @@ def _check_in_place(recipe: Recipe, loaded: LoadedModel) -> None:
                 f"on its weights and without training: {allowed}"))
 
 
+def weights_only_refusal(loaded: LoadedModel) -> str:
+    """Why weights with no architecture (a streamed ``.safetensors``) cannot be compressed, and what to do."""
+    return (f"{loaded.name} holds weights only, with no architecture, so there are no layers to compress: name "
+            "the architecture that builds them with --arch package.module:factory or --arch path/to/file.py:factory "
+            "(in the studio: File > Open model… and its Architecture)")
+
+
 def check(recipe: Recipe, loaded: LoadedModel, data: Dataset | None) -> None:
     """Raise :class:`RecipeError` or :class:`CompressionError` (one line, naming the step) if ``recipe``
     cannot run on ``loaded`` with ``data``; return quietly if it can."""
+    if loaded.streamed is not None:
+        raise CompressionError(weights_only_refusal(loaded))
     if isinstance(loaded.module, CompiledProgram):
         _check_in_place(recipe, loaded)
     elif compiled_graph(loaded.module):

@@ -64,7 +64,8 @@ def inspection_to_dict(result: Inspection) -> dict:
         "format": REPORT_FORMAT, "prunescope": __version__,
         "model": {"name": result.loaded.name, "source": result.loaded.source, "format": result.loaded.format,
                   "input_shape": list(result.loaded.input_shape) if result.loaded.input_shape else None,
-                  "inputs": result.loaded.meta.get("inputs")},
+                  "inputs": result.loaded.meta.get("inputs"),
+                  "weights_only": result.loaded.streamed is not None},  # streamed: no architecture, nothing run
         "dataset": result.dataset,
         "params": result.inventory.params, "bytes": result.inventory.bytes,
         "sparsity": result.inventory.sparsity,

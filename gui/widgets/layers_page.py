@@ -242,7 +242,7 @@ class LayersPage(QWidget):
             self._fit_table()
             self._landing = True
             try:
-                self.select_layer(selected if self.table_model.row_of(selected or "") >= 0
+                self.select_layer(selected if selected is not None and self.table_model.row_of(selected) >= 0
                                   else self.table_model.layer_name(0))
             finally:
                 self._landing = False

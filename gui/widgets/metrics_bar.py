@@ -13,6 +13,8 @@ from gui import theme
 from gui.session import Session
 from gui.widgets.elided_label import ElidedLabel
 
+NOT_RUN = "not run: weights only, no architecture"
+
 
 class Card(QFrame):
     def __init__(self, caption: str, tooltip: str = "", parent: QWidget | None = None) -> None:
@@ -92,12 +94,12 @@ class MetricsBar(QWidget):
         if m.test is not None:
             self.cards["accuracy"].set(f"{m.test.accuracy:.2%}", f"{m.test.count:,} images, loss {m.test.loss:.3f}")
         else:
-            self.cards["accuracy"].set("…" if s.data is not None else "—",
-                                       "measuring" if s.data is not None else "needs a labelled data set")
+            self.cards["accuracy"].set("…" if s.data is not None else "—", "measuring" if s.data is not None else
+                                       NOT_RUN if s.loaded.streamed is not None else "needs a labelled data set")
         if m.latency is not None:  # the current variant's one measurement (see Session.inspect)
             lat = m.latency
             self.cards["latency"].set(latency_median(lat), f"{latency_plus_minus(lat)} {latency_basis(lat)}")
             self.cards["latency"].setToolTip(f"wall-clock time of one forward pass, on this CPU: "
                                              f"{latency_figure(lat)} ({latency_spread(lat)})")
         else:
-            self.cards["latency"].set("…", "")
+            self.cards["latency"].set(*(("—", NOT_RUN) if s.loaded.streamed is not None else ("…", "")))
