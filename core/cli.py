@@ -89,6 +89,11 @@ def load_options(args):
                        pairs=getattr(args, "pairs", None), stride=getattr(args, "stride", None))
 
 
+DEVICE_HELP = ("where the model runs for evaluation, fine-tuning, activations and latency: auto (the default: "
+               "CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N; the model is kept, compressed and "
+               "written on the CPU")
+
+
 DATA_HELP = ("data set: mnist, fashion-mnist, or a folder / .npz of your own. A zoo model (or a .psz of one) "
              "uses its own by default; any other model has none unless you pass --data: then steps that train "
              "or calibrate are refused, and inputs come from --input-shape")
@@ -116,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--limit", type=int, default=None, help="evaluate on the first N test examples only")
     inspect.add_argument("--no-activations", action="store_true", help="skip activation statistics")
     inspect.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    inspect.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_load_arguments(inspect)
 
     compress = sub.add_parser("compress", help="compress a model with a recipe; writes the compressed file and "
@@ -128,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--export", default="", metavar="FORMATS",
                           help="also write the decompressed model: comma-separated state_dict,torchscript,onnx")
     compress.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    compress.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_load_arguments(compress)
 
     train = sub.add_parser("train-zoo", help="retrain the shipped zoo checkpoints (deterministic, seeded)")
@@ -140,11 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_inspect(args) -> int:
     from core.analysis.inspection import InspectOptions, inspect_model, open_for_inspection
+    from core.devices import resolve_device
     from core.fileio import check_output_file
     from core.io import load_model
     from core.progress import run
     from core.report.reports import layer_table, write_json
 
+    device = resolve_device(args.device)  # before any work: no CUDA here is one line
     options = load_options(args)
     if args.json:  # before any work: a folder, a device, an unwritable place
         check_output_file(args.json, "--json", error=UsageError)
@@ -153,7 +162,7 @@ def cmd_inspect(args) -> int:
     say_load_notes(loaded)
     reference = load_model(args.reference, replace(options, source=None)) if args.reference else None
     result = run(inspect_model(loaded, data, InspectOptions(activations=not args.no_activations,
-                                                            eval_limit=args.limit), reference),
+                                                            eval_limit=args.limit, device=device), reference),
                  on_progress=_progress_printer(not args.quiet))
     print(layer_table(result))
     if args.json:
@@ -195,6 +204,7 @@ def say_load_notes(loaded) -> None:
 def cmd_compress(args) -> int:
     import torch
 
+    from core.devices import resolve_device
     from core.eval.data import load_dataset
     from core.fileio import check_output_file, check_output_folder, write_together
     from core.io import load_model
@@ -204,6 +214,7 @@ def cmd_compress(args) -> int:
     from core.recipe import Recipe
     from core.report.reports import compression_summary, compression_to_dict, json_bytes
 
+    device = resolve_device(args.device)  # before any work
     formats = [f for f in args.export.split(",") if f]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -226,7 +237,7 @@ def cmd_compress(args) -> int:
     for path in outputs:
         check_output_file(path, "--out", error=UsageError)
     protect_inputs(outputs, args)
-    result = run(apply_recipe(recipe, loaded, data), on_progress=_progress_printer(not args.quiet))
+    result = run(apply_recipe(recipe, loaded, data, device=device), on_progress=_progress_printer(not args.quiet))
     if len(result.file_bytes) != result.compressed_bytes:  # the report must say what is on disk
         raise RuntimeError(f"{target}: {len(result.file_bytes)} bytes, expected {result.compressed_bytes}")
     files = {target: result.file_bytes}

@@ -216,7 +216,7 @@ def activation_stats(model: nn.Module, batches: Iterable, total_batches: int | N
             continue
         n = seen[name]
         results[name] = ActivationStats(name, int(fired[name].numel()), n,
-                                        (fired[name].double() / n).numpy(), (sums[name] / n).numpy(), point,
+                                        (fired[name].double() / n).cpu().numpy(), (sums[name] / n).cpu().numpy(), point,
                                         rules[name].rule, epsilon.get(name))
     return results
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from core.devices import placed
 from core.errors import PrunescopeError
 from core.analysis.cost import Cost, count_macs
 from core.analysis.activations import ActivationError, ActivationStats, activation_stats
@@ -57,6 +58,7 @@ class InspectOptions:
     activation_limit: int = 5000
     eval_limit: int | None = None
     latency_batch: int = LATENCY_BATCH
+    device: torch.device | None = None  # where the model runs (:func:`core.devices.resolve_device`); None: CPU
 
 
 @dataclass
@@ -100,13 +102,13 @@ def _probe_source(loaded: LoadedModel) -> str:
     return f"the inputs of {Path(inputs).name}" if inputs else "probe inputs"
 
 
-def check_inputs(loaded: LoadedModel, data: Dataset | None) -> None:
+def check_inputs(loaded: LoadedModel, data: Dataset | None, device: torch.device | None = None) -> None:
     """Call the model once on one example so that a shape mismatch gets a clear message before real work."""
     example = next(model_inputs(loaded, data, 1), None)
     if example is None:
         return
     try:
-        with torch.inference_mode():
+        with placed(loaded.module, device), torch.inference_mode():
             out = logits_of(call_model(loaded.module, example))
     except Exception as exc:
         where = f"data set {data.name} (examples shaped {tuple(data.input_shape)})" if data is not None \
@@ -130,7 +132,7 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
     model = loaded.module
     runnable = data is not None or bool(loaded.probe_inputs)
     if runnable and (options.activations or options.evaluate):
-        check_inputs(loaded, data)
+        check_inputs(loaded, data, options.device)
     yield Progress("inventory", 0, 1, "layers")
     result = Inspection(loaded, data.name if data else None, inventory(model, loaded.module_types), {},
                         notes=list(loaded.meta.get("notes", [])))
@@ -139,10 +141,24 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
         options = replace(options, activations=False, evaluate=False)
     yield Partial("inventory", result.inventory)
     if runnable:
-        result.cost = count_macs(model, next(model_inputs(loaded, data, 1, batch_size=1)))
+        with placed(model, options.device):
+            result.cost = count_macs(model, next(model_inputs(loaded, data, 1, batch_size=1)))
         yield Partial("cost", result.cost)
-    result.weights = yield from weight_stats(model)
+    result.weights = yield from weight_stats(model)  # on the CPU, where the model lives
     yield Partial("weights", result.weights)
+    with placed(model, options.device), placed(reference.module if reference else None, options.device):
+        yield from _run_model(result, loaded, data, options, reference, known_latency)
+    if options.evaluate:
+        result.saved_bytes = saved_size_bytes(model)
+        yield Partial("saved_bytes", result.saved_bytes)
+    return result
+
+
+def _run_model(result: Inspection, loaded: LoadedModel, data: Dataset | None, options: InspectOptions,
+               reference: LoadedModel | None, known_latency: Latency | None) -> Task[None]:
+    """The measurements that run the model (activations, accuracy, fidelity, STS pairs, latency) into
+    ``result``, on the device the model was placed on."""
+    model = loaded.module
     if options.activations:
         total = None if data is None else -(-min(options.activation_limit, len(data.val)) // 500)
         try:
@@ -171,9 +187,6 @@ def inspect_model(loaded: LoadedModel, data: Dataset | None = None, options: Ins
             result.latency = yield from latency(model, example)
         if result.latency is not None:
             yield Partial("latency", result.latency)
-        result.saved_bytes = saved_size_bytes(model)
-        yield Partial("saved_bytes", result.saved_bytes)
-    return result
 
 
 def inspect_streamed(loaded: LoadedModel) -> Task[Inspection]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.devices import model_device, model_dtype, synchronize, to_device
 from core.eval.data import Split
 from core.progress import Progress, Task
 
@@ -80,7 +81,7 @@ def accuracy(model: nn.Module, data: Split, batch_size: int = 1000, limit: int |
     correct, loss_sum, seen = 0, 0.0, 0
     with evaluating(model), torch.inference_mode():
         for x, y in data.batches(batch_size, limit=limit):
-            logits = logits_of(model(prepare(x) if prepare else x))
+            logits = logits_of(model(prepare(x) if prepare else x)).cpu()  # the model may run on a GPU
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
             top = logits.argmax(1)
             correct += int((top == y).sum())
@@ -271,6 +272,8 @@ def latency(model: nn.Module, example, runs: int | None = None, warmup: int = WA
         raise ValueError(f"latency needs at least one timed run, not {runs}")
     batch = batch_size_of(example)
     threads = torch.get_num_threads()
+    device = model_device(model)  # the inputs go there once, untimed; a GPU's queue is waited for in each call
+    example = to_device(example, device, model_dtype(model))
     warm: list[float] = []
     times: list[float] = []
     wait_ms: float | None = 0.0
@@ -284,6 +287,7 @@ def latency(model: nn.Module, example, runs: int | None = None, warmup: int = WA
                     break
                 start = clock()
                 call_model(model, example)
+                synchronize(device)
                 warm.append((clock() - start) * 1000.0)
         planned = runs if runs is not None else MAX_RUNS
         while len(times) < planned:
@@ -292,6 +296,7 @@ def latency(model: nn.Module, example, runs: int | None = None, warmup: int = WA
                 while len(times) < planned and round_ms < ROUND_SECONDS * 1000.0:
                     start = clock()
                     call_model(model, example)
+                    synchronize(device)
                     times.append((clock() - start) * 1000.0)
                     round_ms += times[-1]
                     if runs is None and len(times) >= MIN_RUNS and (

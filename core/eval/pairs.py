@@ -156,7 +156,7 @@ def pairs_score(model, tokenize, pairs: list[tuple[str, str, float]], pooling: P
     first = embed(model, tokenize, [p[0] for p in pairs], pooling)
     yield Progress("pairs", 1, 2, f"embedding {len(pairs):,} sentence pairs")
     second = embed(model, tokenize, [p[1] for p in pairs], pooling)
-    cosines = torch.nn.functional.cosine_similarity(first, second, dim=1).double().numpy()
+    cosines = torch.nn.functional.cosine_similarity(first, second, dim=1).double().cpu().numpy()
     gold = np.array([p[2] for p in pairs], dtype=np.float64)
     yield Progress("pairs", 2, 2, "correlating")
     if np.ptp(cosines) == 0:

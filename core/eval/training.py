@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.devices import model_device, to_device
 from core.eval.data import Split, to_float
 from core.progress import Progress, Task
 
@@ -77,6 +78,7 @@ def train(model: nn.Module, data: Split, config: TrainConfig, report_every: int 
 
 def _epochs(model: nn.Module, data: Split, config: TrainConfig, optimizer: torch.optim.Optimizer,
             generator: torch.Generator, losses: list[float], report_every: int, loss_of: Loss) -> Task[None]:
+    device = model_device(model)  # where :func:`core.devices.placed` put it: the batches go there too
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     total = steps_per_epoch * config.epochs
     step = 0
@@ -88,6 +90,7 @@ def _epochs(model: nn.Module, data: Split, config: TrainConfig, optimizer: torch
             x, y = to_float(data.images[idx]), data.labels[idx]
             if config.augment:
                 x = random_shift(x, config.shift, generator)
+            x, y = to_device(x, device), to_device(y, device)
             for group in optimizer.param_groups:  # cosine decay, per step
                 group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * step / total))
             loss = loss_of(model(x), x, y)

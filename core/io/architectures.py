@@ -141,8 +141,14 @@ def _takes_as_is(skeleton: nn.Module, state: dict[str, torch.Tensor]) -> bool:
     expected = skeleton.state_dict(keep_vars=True)
     tensors = [*skeleton.named_parameters(remove_duplicate=False), *skeleton.named_buffers(remove_duplicate=False)]
     return (len(tensors) == len(expected) == len({id(t) for _, t in tensors})  # every tensor in the state, none tied
-            and all(k in state and state[k].dtype == t.dtype and state[k].device.type == "cpu"
+            and all(k in state and same_kind(state[k].dtype, t.dtype) and state[k].device.type == "cpu"
                     for k, t in expected.items()))
+
+
+def same_kind(stored: torch.dtype, built: torch.dtype) -> bool:
+    """A stored tensor can stand in for a built one: the same dtype, or both floating point (a half or
+    bfloat16 checkpoint keeps its own precision instead of being widened to the factory's float32)."""
+    return stored == built or (stored.is_floating_point and built.is_floating_point)
 
 
 def fit_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]], arch: str) -> None:
@@ -164,6 +170,12 @@ def fit_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]], arch: str) 
 
 
 def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
-    """Load ``state`` into ``model`` strictly, with one readable message when it does not fit."""
+    """Load ``state`` into ``model`` strictly, with one readable message when it does not fit. A floating
+    tensor keeps the dtype ``state`` holds it in (a float16 checkpoint loads as float16)."""
     fit_shapes(model, {k: tuple(v.shape) for k, v in state.items()}, arch)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            stored = state.get(name)
+            if stored is not None and stored.dtype != tensor.dtype and same_kind(stored.dtype, tensor.dtype):
+                tensor.data = tensor.data.to(stored.dtype)
     model.load_state_dict(state)

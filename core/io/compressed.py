@@ -29,7 +29,7 @@ from core.fileio import GB, MB, check_input, read_input
 from core.format.decoding import iter_decode, peek_header
 from core.format.huffman import CodingError
 from core.format.structure import StructureError, check_decoded, ops_from_file, replay
-from core.io.architectures import fit_shapes, import_factory
+from core.io.architectures import fit_shapes, import_factory, same_kind
 from core.io.base import (LoadedModel, LoadFn, LoadOptions, ModelLoadError, NeedsArchitecture, SourceModelNeeded,
                           UntrustedPickleError)
 from core.io.files import head
@@ -146,7 +146,8 @@ def load_compressed(path: Path, options: LoadOptions, load: LoadFn) -> LoadedMod
     try:
         with torch.no_grad():
             for name, tensor in tensors:  # one tensor at a time: never the file's state beside the model's
-                targets[name].data = tensor.to(targets[name].dtype)
+                target = targets[name]  # a float16/bfloat16 tensor stays as the file stores it
+                target.data = tensor if same_kind(tensor.dtype, target.dtype) else tensor.to(target.dtype)
     except CodingError as exc:
         raise _invalid(path.name, exc) from None
     try:

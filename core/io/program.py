@@ -188,6 +188,13 @@ class CompiledProgram(nn.Module):
                 copied.__dict__[key] = copy.deepcopy(value, memo)
         return copied
 
+    def _apply(self, fn, recurse=True):
+        """``to()``, ``half()`` and the like move or cast the program with its mirror."""
+        super()._apply(fn, recurse)
+        self.program._apply(fn)
+        self.__dict__["_synced"] = None
+        return self
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.kind == "torchscript":  # an exported program is fixed in the mode it was exported in

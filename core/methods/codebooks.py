@@ -111,7 +111,8 @@ class Shared(nn.Module):
             values = torch.gather(self.codebook, 1, flat).reshape(self.packed.shape)
         else:
             values = self.codebook[self.packed.int()]  # uint8 would index as a mask
-        return values * self.mask
+        # the levels stay float32 (they train); the layer computes in its own dtype (float16, bfloat16)
+        return (values * self.mask).to(original.dtype)
 
 
 def _kept(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

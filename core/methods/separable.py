@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from core.devices import placed
 from core.eval.evaluate import call_model, evaluating
 from core.format.structure import StructureError, register_op
 from core.methods.replacing import QUANTIZED_FIRST, conv_like, module_at, op_entries, plain_weight, replace_module
@@ -115,7 +116,7 @@ def layer_inputs(model: nn.Module, layer: nn.Module, inputs: list) -> list[torch
     seen: list[torch.Tensor] = []
     handle = layer.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
     try:
-        with evaluating(model), torch.no_grad():
+        with evaluating(model), placed(model), torch.no_grad():  # on the CPU, inputs in the model's dtype
             for x in inputs:
                 call_model(model, x)
     finally:

@@ -22,6 +22,7 @@ import torch_pruning as tp
 from torch import nn
 
 from core.analysis.activations import UNIT_LAYERS, ActivationStats, activation_stats
+from core.devices import placed
 from core.eval.evaluate import call_model, evaluating, logits_of
 from core.format.structure import StructureError, register_op
 from core.methods.masks import apply_masks, bake, current_mask, prunable_layers
@@ -259,7 +260,8 @@ def _structural(ctx: RunContext, change: Callable[[], list]) -> None:
 def run_prune_structured(step: PruneStructured, ctx: RunContext) -> Task[None]:
     stats = None
     if step.importance == "activation":
-        stats = yield from activation_stats(ctx.model, (x for x, _ in ctx.data.val.batches(500)))
+        with placed(ctx.model, ctx.device):
+            stats = yield from activation_stats(ctx.model, (x for x, _ in ctx.data.val.batches(500)))
     amounts = {n: step.select.value_for(n, step.amount) for n in ctx.layers(step, unit_layer_names(ctx.model))}
     _structural(ctx, lambda: prune_structured(ctx.model, ctx.example, amounts, step.importance, step.scope,
                                               stats, step.seed))

@@ -12,10 +12,12 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from core.analysis.cost import Cost, count_macs
 from core.analysis.inspection import model_inputs
+from core.devices import placed
 from core.eval.data import Dataset
 from core.eval.evaluate import Accuracy, accuracy, saved_size_bytes
 from core.eval.fidelity import Fidelity, fidelity
@@ -74,7 +76,15 @@ class CompressionResult:
         return self.original_bytes / self.compressed_bytes
 
 
-def measure(model: nn.Module, loaded: LoadedModel, data: Dataset | None, reference: nn.Module | None) -> Task[Measured]:
+def measure(model: nn.Module, loaded: LoadedModel, data: Dataset | None, reference: nn.Module | None,
+            device: torch.device | None = None) -> Task[Measured]:
+    """Accuracy on the test split, else fidelity to ``reference`` (the loaded model), run on ``device``."""
+    reference = reference or (loaded.module if data is None else None)
+    with placed(model, device), placed(reference if reference is not model else None, device):
+        return (yield from _measure(model, loaded, data, reference))
+
+
+def _measure(model: nn.Module, loaded: LoadedModel, data: Dataset | None, reference: nn.Module | None) -> Task[Measured]:
     extra = yield from published(model, loaded)
     if data is not None:
         flat = loaded.input_shape is not None and len(loaded.input_shape) == 2
@@ -95,8 +105,9 @@ def run_step(step: Step, ctx: RunContext) -> Task[None]:
 
 
 def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = None,
-                 measure_before: bool = True) -> Task[CompressionResult]:
+                 measure_before: bool = True, device: torch.device | None = None) -> Task[CompressionResult]:
     """Run ``recipe`` on a copy of ``loaded``; yields progress, returns the :class:`CompressionResult`.
+    Evaluation and fine-tuning run on ``device`` (None: the CPU); the steps and the encoder work on the CPU.
 
     A chain (a recipe with a ``base``) runs link by link, each on the model the previous link's file
     decodes to, exactly as the studio made it variant by variant; the result reports against ``loaded``."""
@@ -104,7 +115,7 @@ def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = Non
     start, notes = loaded, []
     for number, link in enumerate(links):
         last = number == len(links) - 1
-        result = yield from _run(link, start, data, measure_before and number == 0, loaded)
+        result = yield from _run(link, start, data, measure_before and number == 0, loaded, device)
         if number == 0:
             before = result.before
         notes.extend(result.notes)
@@ -133,13 +144,13 @@ def original_bytes(origin: LoadedModel) -> int:
 
 
 def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_before: bool,
-         origin: LoadedModel) -> Task[CompressionResult]:
+         origin: LoadedModel, device: torch.device | None = None) -> Task[CompressionResult]:
     """One link: ``recipe``'s steps on a copy of ``loaded``, measured against ``origin`` (the original)."""
     check(recipe, loaded, data)
     start, original = loaded.module, origin.module
     example = next(model_inputs(loaded, data, 2, batch_size=2))
-    before = (yield from measure(original, origin, data, None)) if measure_before else Measured()
-    ctx = RunContext(recipe, loaded, clone_module(start), data, example, origin=origin)
+    before = (yield from measure(original, origin, data, None, device)) if measure_before else Measured()
+    ctx = RunContext(recipe, loaded, clone_module(start), data, example, origin=origin, device=device)
     keep_pruned_zeros(ctx.model, loaded)
     for i, step in enumerate(recipe.steps):  # every teacher, before any work: a bad one is refused now
         ctx.index = i
@@ -155,11 +166,12 @@ def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_befo
     encoded = encode_run(ctx)
     decoded = decode_into(ctx.model, encoded.data)
     yield Progress("compress", total, total, "measuring the decoded model")
-    after = yield from measure(decoded, origin, data, original)
+    after = yield from measure(decoded, origin, data, original, device)
+    with placed(original), placed(decoded):  # on the CPU: a float16 model takes the example cast to float16
+        costs = count_macs(original, example), count_macs(decoded, example)
     result = CompressionResult(recipe, encoded.data, encoded.account, decoded, encoded.model_info,
                                original_bytes(origin), before, after, encoded.stages, codebooks=encoded.codebooks,
-                               notes=list(ctx.notes), cost_before=count_macs(original, example),
-                               cost_after=count_macs(decoded, example))
+                               notes=list(ctx.notes), cost_before=costs[0], cost_after=costs[1])
     for conversion in ctx.conversions:
         if conversion.name == "int8":
             result.int8_model = yield from conversion.convert(decoded)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.devices import placed
 from core.errors import PrunescopeError, one_line
 from core.eval.data import Dataset
 from core.eval.training import TrainConfig, train
@@ -71,6 +72,7 @@ class RunContext:
     arch: str | None = None  # the architecture the file records, when a step replaced the model (a student)
     base_module: nn.Module | None = None  # what the structure ops replay on, then (the fresh student, on meta)
     teachers: dict[str, nn.Module] = field(default_factory=dict)  # teacher spec -> model, loaded once per run
+    device: torch.device | None = None  # where training runs (:mod:`core.devices`); None: the CPU
 
     def note(self, message: str) -> None:
         """Record a note for the report, prefixed with the step's place (``steps[0]: ...``)."""
@@ -99,7 +101,8 @@ class RunContext:
             raise CompressionError(f"{self.where}: training needs a labelled data set: pass --data NAME")
         config = TrainConfig(epochs=epochs, lr=lr, augment=augment, batch_size=batch_size, seed=self.recipe.seed)
         if distill is None:
-            yield from train(self.model, self.data.train, config)
+            with placed(self.model, self.device):
+                yield from train(self.model, self.data.train, config)
             return
         from core.methods.distill import with_teacher_logits
 

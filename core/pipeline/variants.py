@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.devices import placed
 from core.format.container import FileAccount
 from core.eval.data import Split
 from core.eval.evaluate import Latency, accuracy
@@ -93,7 +94,8 @@ def predictions(model: nn.Module, split: Split, batch_size: int = 1000, prepare=
     """Predicted and true labels over a split, as int64 arrays; with ``with_loss``, also the mean
     cross-entropy. One pass of :func:`core.eval.evaluate.accuracy`."""
     predicted: list = []
-    measured = yield from accuracy(model, split, batch_size, prepare=prepare, predicted=predicted)
+    with placed(model):  # on the CPU; a float16 model's inputs cast to float16
+        measured = yield from accuracy(model, split, batch_size, prepare=prepare, predicted=predicted)
     result = (np.concatenate(predicted), split.labels.numpy().astype(np.int64))
     return (*result, measured.loss) if with_loss else result
 
@@ -204,10 +206,12 @@ def describe_variant(variant_id: int, name: str, recipe: Recipe | None, model: n
         acc = float((predicted == labels).mean()) if len(labels) else 0.0
     example = latency_inputs(loaded, data) if lat is None else None
     if example is not None:
-        lat = yield from latency(model, example)
+        with placed(model):
+            lat = yield from latency(model, example)
     weights = yield from weight_stats(model)
     one = latency_inputs(loaded, data, 1)
-    cost = count_macs(model, one) if one is not None else None
+    with placed(model):
+        cost = count_macs(model, one) if one is not None else None
     return Variant(variant_id, name, recipe, size_bytes, acc, loss, lat, layers, predicted, labels, weights,
                    cost=cost)
 
