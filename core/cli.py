@@ -137,6 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_load_arguments(compress)
 
+    sens = sub.add_parser("sensitivity", help="each layer alone at a grid of settings of one method: the metric "
+                                              "and the layer's bytes at each; writes CSV (and JSON, PNG)")
+    sens.add_argument("model", help="zoo:NAME or a model file (see inspect)")
+    sens.add_argument("--data", help=DATA_HELP)
+    sens.add_argument("--method", required=True, choices=("prune", "quantize", "low_rank"))
+    sens.add_argument("--levels", help="comma-separated: sparsities (prune, default 0.1..0.95), bits (quantize, "
+                                       "default 8..1) or rank fractions (low_rank, default 0.05..0.5)")
+    sens.add_argument("--quantizer", default="kmeans", choices=("kmeans", "uniform"), help="for quantize")
+    sens.add_argument("--layers", help="comma-separated layer names (default: every prunable layer)")
+    sens.add_argument("--limit", type=int, help="the first N test examples (with --inputs: the first N batches)")
+    sens.add_argument("--naive", action="store_true", help="re-evaluate the whole model per point (to compare)")
+    sens.add_argument("--csv", required=True, metavar="FILE")
+    sens.add_argument("--json", metavar="FILE")
+    sens.add_argument("--png", metavar="FILE", help="the curves, level against metric, one line per layer")
+    sens.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_load_arguments(sens)
+
     train = sub.add_parser("train-zoo", help="retrain the shipped zoo checkpoints (deterministic, seeded)")
     train.add_argument("names", nargs="*", help="zoo models to train (default: all)")
     train.add_argument("--seed", type=int, default=0)
@@ -255,6 +272,33 @@ def cmd_compress(args) -> int:
     return 0
 
 
+def cmd_sensitivity(args) -> int:
+    from core.analysis.sensitivity import parse_levels, sensitivity
+    from core.eval.data import load_dataset
+    from core.fileio import check_output_file, write_together
+    from core.io import load_model
+    from core.progress import run
+    from core.report import sensitivity as report
+
+    levels = parse_levels(args.levels) if args.levels else None
+    layers = [n for n in args.layers.split(",") if n] if args.layers else None
+    outputs = {path: flag for path, flag in ((args.csv, "--csv"), (args.json, "--json"), (args.png, "--png")) if path}
+    for path, flag in outputs.items():
+        check_output_file(path, flag, error=UsageError)
+    protect_inputs(list(outputs), args)
+    loaded = load_model(args.model, load_options(args))
+    say_load_notes(loaded)
+    data_name = args.data or (None if args.inputs else loaded.dataset)
+    result = run(sensitivity(loaded, load_dataset(data_name) if data_name else None, args.method, levels, layers,
+                             args.limit, args.quantizer, "naive" if args.naive else "fast"),
+                 on_progress=_progress_printer(not args.quiet))
+    makers = {args.csv: report.csv_bytes, args.json: report.report_json_bytes, args.png: report.png_bytes}
+    write_together({path: makers[path](result) for path in outputs})
+    print(report.summary_table(result))
+    print(f"wrote {', '.join(map(str, outputs))}")
+    return 0
+
+
 def cmd_train_zoo(args) -> int:
     from core.eval import zoo
     from core.progress import run
@@ -286,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     from core.progress import Cancelled
 
     args = build_parser().parse_args(argv)
-    commands = {"inspect": cmd_inspect, "compress": cmd_compress, "train-zoo": cmd_train_zoo, "zoo": cmd_zoo}
+    commands = {"inspect": cmd_inspect, "compress": cmd_compress, "sensitivity": cmd_sensitivity,
+                "train-zoo": cmd_train_zoo, "zoo": cmd_zoo}
     try:
         return commands[args.command](args)
     except PrunescopeError as exc:
