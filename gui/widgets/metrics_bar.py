@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from core.analysis.cost import human_macs
-from core.pipeline.scores import pairs_figure, variant_score
+from core.pipeline.scores import KIND_WORDS, pairs_figure, variant_score
 from core.report.reports import (human_bytes, latency_basis, latency_figure, latency_median, latency_plus_minus,
                                  latency_spread)
 from gui import theme
@@ -71,7 +71,7 @@ class MetricsBar(QWidget):
             for card in self.cards.values():
                 card.set("—")
             return
-        inputs = s.loaded.meta.get("inputs") if s.loaded is not None else None
+        inputs = s.variants.models.get(0, s.loaded).meta.get("inputs")  # a variant's are its original's
         data = s.data.name if s.data else f"inputs {Path(inputs).name}" if inputs else "no data set"
         description = s.loaded.meta.get("description") or s.loaded.source
         # the model's name on the big line, the variant's on the detail line ("lenet300 · #3 95% pru" was cut)
@@ -106,12 +106,14 @@ class MetricsBar(QWidget):
         s, m, card = self.session, self.session.measurements, self.cards["accuracy"]
         variant = s.variants.current
         score = variant_score(variant) if variant is not None and s.data is None else None
-        card.caption.setText("TEST ACCURACY" if score is None else score.axis_title.replace(" (%)", "").upper())
+        # a short caption (a long one squeezed the other cards at 1366 pixels); the output's kind on the detail line
+        card.caption.setText("TEST ACCURACY" if score is None else f"{score.name} to original".upper())
         if m.test is not None:
             card.set(f"{m.test.accuracy:.2%}", f"{m.test.count:,} images, loss {m.test.loss:.3f}")
         elif score is not None:
             count = f"{variant.fidelity.count:,} inputs" + (", the original itself" if variant.is_original else "")
-            card.set(score.figure(), "  ·  ".join(p for p in (count, pairs_figure(variant)) if p))
+            kind = KIND_WORDS.get(score.kind)
+            card.set(score.figure(), "  ·  ".join(p for p in (kind, count, pairs_figure(variant)) if p))
         else:
             card.set("…" if s.data is not None or s.loaded.probe_inputs else "—",
                      "measuring" if s.data is not None else "needs a labelled data set or your inputs")

@@ -65,8 +65,9 @@ def test_a_text_encoder_on_its_own_lines_is_measured_by_cosine_everywhere(qtbot,
     row = window.variant_list.list.item(1).text()
     assert f"cosine {variant.fidelity.cosine:.4f}" in row and "top-1" not in row and "%" not in row.split("·")[-1]
     card = window.metrics.cards["accuracy"]
-    assert card.caption.text() == "COSINE TO THE ORIGINAL (EMBEDDINGS)"
+    assert card.caption.text() == "COSINE TO ORIGINAL" and "embeddings" in card.detail.text()
     assert card.value.text() == f"{variant.fidelity.cosine:.4f}"
+    assert "inputs lines.txt" in window.metrics.cards["model"].detail.text()  # a variant's inputs: the original's
 
     plot = window.tradeoff
     plot.show_variants(window.session.variants.variants, variant.id)
@@ -131,7 +132,7 @@ def test_pairs_and_the_output_kind_are_given_from_the_data_menu(qtbot, empty_win
     qtbot.waitUntil(lambda: window.session.variants.original is not None
                     and window.session.variants.original.fidelity.kind == "regress", timeout=120_000)
     wait_idle(qtbot, window)
-    assert window.metrics.cards["accuracy"].caption.text() == "RELATIVE ERROR TO THE ORIGINAL (LOWER IS BETTER: AXIS FLIPPED)"
+    assert window.metrics.cards["accuracy"].caption.text() == "RELATIVE ERROR TO ORIGINAL"
     window.tradeoff.show_variants(window.session.variants.variants, 0)
     assert window.tradeoff.plot.getPlotItem().getViewBox().yInverted()  # lower is better: drawn upward
     window.data_menu.aboutToShow.emit()
