@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     from gui.app import run_studio
 
     return run_studio(args.model, args.data, arch=args.arch, input_shape=shape, trust=args.trust, source=args.source,
-                      inputs=args.inputs)
+                      inputs=args.inputs, sample_rate=args.sample_rate, chunk=args.chunk, task=args.task,
+                      pairs=args.pairs)
 
 
 def _cancel(signum=None, frame=None) -> None:

@@ -45,6 +45,7 @@ def main() -> int:
     parser.add_argument("--save", help="write DIR/<view>.png for every view, then quit")
     parser.add_argument("--size", default="1580x980", help="window size WIDTHxHEIGHT (default 1580x980)")
     parser.add_argument("--model", default="zoo:lenet300", help="the model to open (default zoo:lenet300)")
+    parser.add_argument("--inputs", help="your own inputs to open the model on (as --inputs; no fine-tuning then)")
     parser.add_argument("--recipes", type=int, default=len(QUICK), help="how many quick recipes to apply")
     parser.add_argument("--only", default="", help="with --save: only these comma-separated views")
     parser.add_argument("--prefix", default="", help="with --save: before each file name")
@@ -62,7 +63,7 @@ def main() -> int:
     apply_style(app)
     settings = QSettings(str(Path.home() / ".cache" / "prunescope-tour.ini"), QSettings.Format.IniFormat)
     settings.clear()
-    window = create_window(args.model, settings=settings)
+    window = create_window(args.model, settings=settings, inputs=args.inputs)
     width, height = (int(n) for n in args.size.lower().split("x"))
     window.resize(width, height)
     window.show()
@@ -77,7 +78,8 @@ def main() -> int:
         if queue:
             sparsity, bits = queue.pop(0)
             session.draft.set(prune_method="magnitude", scope="layer", sparsity=sparsity, quant_method="kmeans",
-                              bits=bits, finetune_epochs=2, lr=0.01, huffman=True)  # named by what it does
+                              bits=bits, finetune_epochs=0 if args.inputs else 2, lr=0.01,
+                              huffman=True)  # named by what it does; without labels, nothing trains
             session.apply()
             QTimer.singleShot(200, step)
             return

@@ -74,9 +74,10 @@ def share_the_interpreter() -> None:
 def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
                   settings: QSettings | None = None, arch: str | None = None,
                   input_shape: tuple[int, ...] | None = None, trust: bool = False, source: str | None = None,
-                  inputs: str | None = None):
+                  inputs: str | None = None, **own):
     """The main window with its session; starts opening ``model`` in the background (None: nothing), with
-    the options the command line gave (``--arch``, ``--input-shape``, ``--trust``, ``--inputs``)."""
+    the options the command line gave (``--arch``, ``--input-shape``, ``--trust``, ``--inputs``; ``own``:
+    ``sample_rate``, ``chunk``, ``task``, ``pairs`` as :class:`core.io.LoadOptions` has them)."""
     from core import plugins
 
     plugins.discover()  # the methods register on this thread, before the engine's imports start on another
@@ -96,18 +97,18 @@ def create_window(model: str | None = "zoo:lenet300", data: str | None = None,
         gc.freeze()
     if model:
         session.open_model(model, data, trust=trust, arch=arch, input_shape=input_shape, source=source,
-                           inputs=inputs)
+                           inputs=inputs, **{key: value for key, value in own.items() if value is not None})
     return window
 
 
 def run_studio(model: str = "zoo:lenet300", data: str | None = None, arch: str | None = None,
                input_shape: tuple[int, ...] | None = None, trust: bool = False, source: str | None = None,
-               inputs: str | None = None) -> int:
+               inputs: str | None = None, **own) -> int:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Prunescope")
     app.setOrganizationName("Prunescope")
     apply_style(app)
     window = create_window(model, data, arch=arch, input_shape=input_shape, trust=trust, source=source,
-                           inputs=inputs)
+                           inputs=inputs, **own)
     window.show()
     return app.exec()

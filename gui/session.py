@@ -7,59 +7,22 @@ failed or cancelled load leaves the session exactly as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal
 
-from core.analysis.activations import ActivationStats
 from core.eval.data import Dataset
-from core.eval.evaluate import Accuracy, Latency
-from core.eval.fidelity import Fidelity
 from core.analysis.inspection import InspectOptions, inspect_model, open_for_inspection
-from core.analysis.cost import Cost
-from core.analysis.inventory import Inventory
 from core.io import LoadedModel, LoadOptions
 from core.progress import Partial
 from core.recipe import Recipe
-from core.analysis.stats import WeightStats
 from core.pipeline.variants import compress_variant, original_variant
+from gui.measurements import Measurements, Spectrum
 from gui.recipe_draft import DRAFT_NAME, RecipeDraft
 from gui.variant_store import VariantStore
 from gui.workers import TaskRunner
-
-
-@dataclass(frozen=True)
-class Spectrum:
-    """One layer's singular values as the low-rank step would factorise it (plain numpy, made in the background).
-
-    ``energy[r - 1]`` and ``factorised[r - 1]`` are the fraction of Σσ² kept and the factors' weights at rank r;
-    ``weights`` is the layer's weight count now; a rank at or above ``break_even`` (m n / (m + n)) saves nothing."""
-
-    layer: str
-    method: str
-    values: np.ndarray
-    energy: np.ndarray
-    factorised: np.ndarray
-    weights: int
-    break_even: float
-
-
-@dataclass
-class Measurements:
-    """What is known so far about the current model; filled in as the inspection task reports."""
-
-    inventory: Inventory | None = None
-    weights: dict[str, WeightStats] = field(default_factory=dict)
-    activations: dict[str, ActivationStats] = field(default_factory=dict)
-    test: Accuracy | None = None
-    fidelity: Fidelity | None = None
-    latency: Latency | None = None
-    saved_bytes: int | None = None
-    notes: list[str] = field(default_factory=list)
-    cost: Cost | None = None  # multiply-accumulates per sample, measured by the inspection (off the UI thread)
 
 
 class Session(QObject):
@@ -109,14 +72,15 @@ class Session(QObject):
     # ------------------------------------------------------------------------------------------ opening
     def open_model(self, spec: str, data_name: str | None = None, trust: bool = False,
                    arch: str | None = None, input_shape: tuple[int, ...] | None = None,
-                   source: str | None = None, inputs: str | None = None) -> None:
+                   source: str | None = None, inputs: str | None = None, **own) -> None:
         """Load ``spec`` (zoo name, file or folder) and its data set in the background, then inspect it;
         ``source`` is the model a compressed file was made from, as the person names it; ``inputs`` a file of
-        the person's own examples (:mod:`core.eval.inputs`), run on in place of the model's default data."""
+        the person's own examples (:mod:`core.eval.inputs`), run on in place of the model's default data;
+        ``own`` the rest of :class:`LoadOptions` for them (sample_rate, chunk, task, pairs)."""
         self.opening = True
-        options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape, source=source, inputs=inputs)
+        options = LoadOptions(trust=trust, arch=arch, input_shape=input_shape, source=source, inputs=inputs, **own)
         self._open_args = {"spec": spec, "data_name": data_name, "arch": arch, "input_shape": input_shape,
-                           "source": source, "inputs": inputs}
+                           "source": source, "inputs": inputs, **own}
         self._opening_args = dict(self._open_args)
         fallback = self.data.spec if self.data is not None else None
         self.runner.start(f"Opening {spec}", lambda: open_for_inspection(spec, options, data_name, fallback),
@@ -129,40 +93,50 @@ class Session(QObject):
 
     def use_dataset(self, data_name: str) -> None:
         """Re-open the current model with another data set (the model itself is not reloaded from disk)."""
+        from core.eval.data import load_dataset
+
+        self._reopen(f"Reading data set {data_name}", lambda loaded: (loaded, load_dataset(data_name)))
+
+    def use_inputs(self, path: str, sample_rate: int | None = None, chunk: int | None = None) -> None:
+        """Run the model as opened on the person's own examples (a file or folder, as ``--inputs`` takes)
+        in place of its data set, read in the background; a file that cannot be read changes nothing."""
+        from core.io.loading import with_inputs
+
+        self._reopen(f"Reading inputs {Path(path).name}",
+                     lambda loaded: (with_inputs(loaded, path, sample_rate, chunk), None))
+
+    def use_pairs(self, path: str) -> None:
+        """Score the model on sentence pairs with gold scores (``--pairs``, a .tsv), as well as what it is
+        measured on now; a file that cannot be read changes nothing."""
+        from core.io.loading import with_pairs
+
+        data = self.data
+        self._reopen(f"Reading sentence pairs {Path(path).name}", lambda loaded: (with_pairs(loaded, path), data))
+
+    def use_task(self, task: str | None) -> None:
+        """Measure fidelity for this output kind (``--task``; None: as detected)."""
+        from core.io.loading import with_task
+
+        data = self.data
+        self._reopen(f"Measuring as {task or 'detected'}", lambda loaded: (with_task(loaded, task), data))
+
+    def _reopen(self, title: str, change) -> None:
+        """Re-open the model as opened (not reloaded from disk) with ``change(loaded) -> (loaded, data)``,
+        run in the background and checked; one that fails changes nothing."""
         if self.loaded is None or self.opening:  # an open in progress decides the model first
             return
         loaded = self.variants.models.get(0, self.loaded)
 
         def task():
-            from core.eval.data import load_dataset
             from core.analysis.inspection import check_inputs
 
-            data = load_dataset(data_name)
-            check_inputs(loaded, data)
-            return loaded, data
+            mine, data = change(loaded)
+            check_inputs(mine, data)
+            return mine, data
             yield  # a generator, so it runs in the background like every task
 
         self.opening = True
-        self.runner.start(f"Reading data set {data_name}", task, self._opened)
-
-    def use_inputs(self, path: str, sample_rate: int | None = None, chunk: int | None = None) -> None:
-        """Run the model as opened on the person's own examples (a file or folder, as ``--inputs`` takes)
-        in place of its data set, read in the background; a file that cannot be read changes nothing."""
-        if self.loaded is None or self.opening:
-            return
-        loaded = self.variants.models.get(0, self.loaded)
-
-        def task():
-            from core.analysis.inspection import check_inputs
-            from core.io.loading import with_inputs
-
-            mine = with_inputs(loaded, path, sample_rate, chunk)
-            check_inputs(mine, None)
-            return mine, None
-            yield  # a generator, so it runs in the background like every task
-
-        self.opening = True
-        self.runner.start(f"Reading inputs {Path(path).name}", task, self._opened)
+        self.runner.start(title, task, self._opened)
 
     def _opened(self, value) -> None:
         self.opening = False

@@ -222,10 +222,14 @@ def _image_suffixes() -> set[str]:
     return IMAGE_SUFFIXES
 
 
-def folder_kind(folder: Path) -> str | None:
+def folder_kind(folder: Path, limit: int | None = None) -> str | None:
+    """``audio`` or ``images`` by the files' suffixes (the first ``limit`` entries only, when given: a quick
+    look before reading); None for neither."""
+    from itertools import islice
+
     from core.eval.data import IMAGE_SUFFIXES
 
-    suffixes = {f.suffix.lower() for f in folder.rglob("*") if f.is_file()}
+    suffixes = {f.suffix.lower() for f in islice(folder.rglob("*"), limit) if f.is_file()}
     if suffixes & AUDIO_SUFFIXES:
         return "audio"
     if suffixes & IMAGE_SUFFIXES:

@@ -67,7 +67,7 @@ def load_model(spec: str | os.PathLike, options: LoadOptions | None = None) -> L
         if loader.can_load(spec):
             loaded = loader.load(spec, options, load_model)
             if options.task:  # the person's word on what the output is, over what the loader or output says
-                loaded = replace(loaded, meta={**loaded.meta, "task": options.task})
+                loaded = with_task(loaded, options.task)
             if options.stride:
                 loaded = replace(loaded, meta={**loaded.meta, "lm_stride": options.stride})
             loaded = with_inputs(_check_loaded(loaded), options.inputs, options.sample_rate, options.chunk)
@@ -127,6 +127,21 @@ def with_inputs(loaded: LoadedModel, inputs: str | None, sample_rate: int | None
     meta["inputs"] = str(inputs)
     meta.update(extra)
     return replace(loaded, probe_inputs=batches, input_shape=shape, meta=meta)
+
+
+def with_task(loaded: LoadedModel, task: str | None) -> LoadedModel:
+    """The model with its output kind given for fidelity (``--task``, :data:`core.eval.fidelity.TASKS`);
+    None goes back to what the loader said (``lm`` for a causal language model) or the output shows."""
+    from core.eval.fidelity import TASKS
+
+    if task is not None and task not in TASKS:
+        raise ModelLoadError(f"task {task!r} is none of {', '.join(TASKS)}")
+    meta = dict(loaded.meta)
+    meta.setdefault("loader_task", meta.get("task"))  # what the loader said, before anyone's word
+    meta["task"] = task or meta["loader_task"]
+    if meta["task"] is None:
+        del meta["task"]
+    return replace(loaded, meta=meta)
 
 
 def with_pairs(loaded: LoadedModel, pairs: str | None) -> LoadedModel:

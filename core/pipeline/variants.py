@@ -20,6 +20,8 @@ from core.devices import placed
 from core.format.container import FileAccount
 from core.eval.data import Split
 from core.eval.evaluate import Latency, accuracy
+from core.eval.fidelity import Fidelity
+from core.eval.pairs import PairsScore
 from core.analysis.cost import Cost, count_macs
 from core.analysis.inventory import inventory, kept_fraction
 from core.progress import Task
@@ -54,6 +56,8 @@ class Variant:
     codebooks: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> quantization levels
     parent: int | None = None  # the variant this one was made from (None: the original, or made from it)
     cost: Cost | None = field(default=None, compare=False)  # MACs for one sample (None: not run on inputs)
+    fidelity: Fidelity | None = field(default=None, compare=False)  # to the original, without a labelled set
+    pairs: PairsScore | None = field(default=None, compare=False)  # the STS metric on the person's pairs
 
     @property
     def is_original(self) -> bool:
@@ -187,9 +191,10 @@ def _flat_prepare(loaded):
 
 def describe_variant(variant_id: int, name: str, recipe: Recipe | None, model: nn.Module, loaded, data,
                      size_bytes: int, layers: tuple[LayerSummary, ...],
-                     known_latency: Latency | None = None) -> Task[Variant]:
+                     known_latency: Latency | None = None, measured=None) -> Task[Variant]:
     """Measure a model as a variant: test predictions (with accuracy and loss), latency, weight statistics,
-    multiply-accumulates per sample.
+    multiply-accumulates per sample; ``measured`` (a :class:`core.pipeline.apply.Measured`) gives its
+    fidelity to the original and its sentence-pairs score.
 
     Latency is :func:`core.eval.evaluate.latency` on :func:`core.analysis.inspection.latency_inputs` (the
     batch that ``inspect`` times), unless ``known_latency`` already holds that measurement of this model."""
@@ -213,7 +218,7 @@ def describe_variant(variant_id: int, name: str, recipe: Recipe | None, model: n
     with placed(model):
         cost = count_macs(model, one) if one is not None else None
     return Variant(variant_id, name, recipe, size_bytes, acc, loss, lat, layers, predicted, labels, weights,
-                   cost=cost)
+                   cost=cost, fidelity=getattr(measured, "fidelity", None), pairs=getattr(measured, "pairs", None))
 
 
 def compress_variant(variant_id: int, name: str, recipe: Recipe, loaded, data, parent: Variant | None = None
@@ -227,7 +232,8 @@ def compress_variant(variant_id: int, name: str, recipe: Recipe, loaded, data, p
     chain = recipe.on(parent.recipe if parent is not None else None)
     result.recipe = chain
     variant = yield from describe_variant(variant_id, name, chain, result.model, loaded, data,
-                                          result.compressed_bytes, layers_from_account(result.account, result.model))
+                                          result.compressed_bytes, layers_from_account(result.account, result.model),
+                                          measured=result.after)
     return dataclasses.replace(variant, codebooks=result.codebooks,
                                parent=parent.id if parent is not None and not parent.is_original else None), result
 
@@ -264,9 +270,17 @@ def default_name(recipe: Recipe) -> str:
 
 def original_variant(loaded, data, known_latency: Latency | None = None) -> Task[Variant]:
     """The loaded model as variant 0: its size is its state_dict saved with torch.save. ``known_latency``:
-    the inspection's measurement of it, reused rather than measured a second time."""
+    the inspection's measurement of it, reused rather than measured a second time. Without a labelled data
+    set it is measured against itself, as every variant is against it (the figure a variant's is read
+    against: a cosine of 1, its perplexity), and on the sentence pairs when there are some."""
     from core.eval.evaluate import saved_size_bytes
+    from core.pipeline.apply import Measured, measure
 
+    measured = None
+    if data is None and loaded.probe_inputs:
+        measured = yield from measure(loaded.module, loaded, None, loaded.module)
+    elif loaded.meta.get("pairs"):
+        measured = Measured(pairs=(yield from measure(loaded.module, loaded, data, None)).pairs)
     return (yield from describe_variant(0, "original", None, loaded.module, loaded, data,
                                         saved_size_bytes(loaded.module), layers_of_model(loaded.module),
-                                        known_latency))
+                                        known_latency, measured))

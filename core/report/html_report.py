@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from core.analysis.cost import human_macs
 from core.report.reports import human_bytes, latency_change, size_change
+from core.pipeline.scores import variant_score
 from core.pipeline.variants import Variant, compare_layers
 
 STYLE = """
@@ -28,8 +29,10 @@ def summary_phrases(original: Variant, variant: Variant) -> list[str]:
     """The headline's phrases, each to be read whole: ["1.07 MB → 20.1 KB", "53x smaller", "accuracy …"]."""
     phrases = [f"{human_bytes(original.size_bytes)} → {human_bytes(variant.size_bytes)}",
                size_change(original.size_bytes, variant.size_bytes)]
-    if original.accuracy is not None and variant.accuracy is not None:
-        phrases.append(f"accuracy {original.accuracy:.2%} → {variant.accuracy:.2%}")
+    before, after = variant_score(original), variant_score(variant)
+    if before is not None and after is not None and before.name == after.name:
+        name = "accuracy" if before.name == "test accuracy" else before.name
+        phrases.append(f"{name} {before.figure()} → {after.figure()}")
     return phrases
 
 
@@ -52,6 +55,14 @@ def layer_macs(variant: Variant, tensor: str) -> str:
 def summary_line(original: Variant, variant: Variant) -> str:
     """"1.07 MB → 20.1 KB, 53x smaller, accuracy 98.94% → 98.90%"."""
     return ", ".join(summary_phrases(original, variant))
+
+
+def _measured_on(variant: Variant) -> str:
+    score = variant_score(variant)
+    if score is None or score.name == "test accuracy":
+        return "accuracy is measured on the whole test split"
+    return (f"with no labelled data set, {score.name} to the original is measured on your own inputs"
+            + (f" ({variant.fidelity.count:,})" if variant.fidelity is not None else ""))
 
 
 def build_html(model_name: str, original: Variant, variant: Variant, images: dict[str, bytes],
@@ -87,8 +98,8 @@ def build_html(model_name: str, original: Variant, variant: Variant, images: dic
 <style>{STYLE}</style></head><body>
 <h1>{e(model_name)}: {e(variant.name)}</h1><p class="muted">Prunescope report, {when}</p>
 <div class="card"><div class="big">{e(summary_line(original, variant))}</div>
-<p class="muted">Sizes are bytes of files on disk; accuracy is measured on the whole test split, on the model
-decoded back from the compressed file.</p></div>{changed_text}{latency_text}{macs_text}
+<p class="muted">Sizes are bytes of files on disk; {e(_measured_on(variant))}, on the model decoded back from
+the compressed file.</p></div>{changed_text}{latency_text}{macs_text}
 <h2>Layers</h2><table><tr><th>tensor</th><th>parameters</th><th>kept</th><th>bits</th><th>original</th>
 <th>compressed</th><th>MACs</th></tr>{rows}</table>{figures}
 <h2>Recipe</h2>{recipe_note}<pre>{recipe}</pre></body></html>"""

@@ -9,7 +9,7 @@ from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
 
 from core.report.reports import human_bytes
 from gui import theme
-from gui.session import Measurements
+from gui.measurements import Measurements
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 COLUMNS = ("Layer", "Type", "Shape", "Params", "Bytes", "Sparsity", "Near 0", "Fires", "Dead", "Bits", "Status",

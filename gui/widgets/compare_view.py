@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListView, QListW
 
 from core.report.html_report import layer_macs, macs_change
 from core.report.reports import human_bytes, latency_change, times
+from core.pipeline.scores import variant_score
 from core.pipeline.variants import Variant, changed_predictions, compare_layers, per_class_accuracy
 from gui import theme
 
@@ -36,6 +37,22 @@ def _pixmap(image: np.ndarray, scale: int = 3) -> QPixmap:
     else:
         qimage = QImage(array.data, array.shape[1], array.shape[0], array.strides[0], QImage.Format.Format_RGB888)
     return QPixmap.fromImage(qimage.copy()).scaled(array.shape[1] * scale, array.shape[0] * scale)
+
+
+def _score_change(a: Variant, b: Variant) -> str:
+    """"<b>Cosine</b> 1.0000 → 0.9987 (-0.0013)": both variants' figure by its name, and the STS Spearman
+    when both were scored on sentence pairs; two different metrics are said, never subtracted."""
+    sa, sb = variant_score(a), variant_score(b)
+    if sa is None or sb is None:
+        text = "<b>Accuracy</b> not measured"
+    elif sa.name != sb.name:
+        text = f"<b>Measured differently</b> A: {sa.text()}, B: {sb.text()}"
+    else:
+        name = "Accuracy" if sa.name == "test accuracy" else sa.name.capitalize()
+        text = f"<b>{name}</b> {sa.change(sb)}" + (" (lower is better)" if sa.lower_is_better else "")
+    if a.pairs is not None and b.pairs is not None and a.pairs.spearman is not None and b.pairs.spearman is not None:
+        text += f"   <b>STS Spearman</b> {a.pairs.spearman:.4f} → {b.pairs.spearman:.4f}"
+    return text
 
 
 class CompareView(QWidget):
@@ -138,12 +155,11 @@ class CompareView(QWidget):
             self.summary.setText("Apply a recipe to have something to compare.")
             self.table.setRowCount(0)
             return
-        acc = (f"{a.accuracy:.2%} → {b.accuracy:.2%} ({(b.accuracy - a.accuracy) * 100:+.2f} points)"
-               if a.accuracy is not None and b.accuracy is not None else "not measured")
+        score = _score_change(a, b)
         lat = latency_change(a.latency, b.latency) if a.latency and b.latency else "not measured"  # stored ones
         macs = macs_change(a, b) if a.cost is not None and b.cost is not None else "not counted"
         self.summary.setText(f"<b>Size</b> {human_bytes(a.size_bytes)} → {human_bytes(b.size_bytes)} "
-                             f"({times(a.size_bytes / b.size_bytes)})   <b>Accuracy</b> {acc}   <b>Latency</b> {lat}"
+                             f"({times(a.size_bytes / b.size_bytes)})   {score}   <b>Latency</b> {lat}"
                              f"   <b>MACs</b> {macs}")
         self._fill_table(a, b)
         self._draw_weights()
@@ -213,6 +229,10 @@ class CompareView(QWidget):
 
     def _show_changed(self, a: Variant, b: Variant) -> None:
         self.changed_images.clear()
+        if a.predictions is None or b.predictions is None:  # fidelity on one's own inputs: no labels to be wrong
+            self.changed_title.setText("No labelled test set: no predictions to compare (the variants are "
+                                       "measured against the original on your inputs)")
+            return
         changed = changed_predictions(a, b)
         wrong = changed["now_wrong"]
         self.changed_title.setText(f"B now gets {len(wrong)} test images wrong that A got right "

@@ -7,6 +7,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVB
 
 from core.report.html_report import summary_phrases
 from core.report.reports import human_bytes, size_change, times
+from core.pipeline.scores import pairs_figure, variant_score
 from core.pipeline.variants import Variant, at_chance, chance_level, changed_predictions
 from gui.widgets.tradeoff_plot import TradeoffPlot
 
@@ -74,15 +75,31 @@ class DemoView(QWidget):
         ratio = original.size_bytes / chosen.size_bytes if smaller else chosen.size_bytes / original.size_bytes
         self.cards["ratio"][0].setText(times(ratio))
         self.cards["ratio"][1].setText("smaller" if smaller else "larger")
-        if original.accuracy is not None and chosen.accuracy is not None:
-            self.cards["accuracy"][0].setText(f"{original.accuracy:.2%} → {chosen.accuracy:.2%}")
-        self.cards["changed"][0].setText(f"{len(changed_predictions(original, chosen)['now_wrong'])}")
+        self._show_score(original, chosen)
         chance = chance_level(chosen)
         self.warning.setVisible(at_chance(chosen))
         if at_chance(chosen):
             change = size_change(original.size_bytes, chosen.size_bytes)
             self.warning.setText(f"⚠ Accuracy {chosen.accuracy:.1%} is no better than guessing ({chance:.0%} for "
                                  f"{round(1 / chance)} classes): {change}, but this variant no longer does the task.")
+
+    def _show_score(self, original: Variant, chosen: Variant) -> None:
+        """The score card by its metric's name ("cosine to the original"), and the images now wrong, or
+        without labels the STS Spearman of sentence pairs."""
+        before, after = variant_score(original), variant_score(chosen)
+        same = before is not None and after is not None and before.name == after.name
+        self.cards["accuracy"][0].setText(f"{before.figure()} → {after.figure()}" if same else "—")
+        self.cards["accuracy"][1].setText(after.axis_title.replace(" (%)", "") if same else "not measured alike")
+        if chosen.predictions is not None:
+            self.cards["changed"][0].setText(f"{len(changed_predictions(original, chosen)['now_wrong'])}")
+            self.cards["changed"][1].setText("images now wrong")
+        elif original.pairs is not None and chosen.pairs is not None:
+            figure = pairs_figure(chosen).removeprefix("STS Spearman ")
+            self.cards["changed"][0].setText(f"{pairs_figure(original).removeprefix('STS Spearman ')} → {figure}")
+            self.cards["changed"][1].setText("STS Spearman (sentence pairs)")
+        else:
+            self.cards["changed"][0].setText("—")
+            self.cards["changed"][1].setText("no labelled test set")
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)

@@ -7,6 +7,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from core.analysis.cost import human_macs
+from core.pipeline.scores import KIND_WORDS, pairs_figure, variant_score
 from core.report.reports import (human_bytes, latency_basis, latency_figure, latency_median, latency_plus_minus,
                                  latency_spread)
 from gui import theme
@@ -60,6 +61,7 @@ class MetricsBar(QWidget):
             layout.addWidget(card, 2 if card is self.cards["model"] else 1)
         session.sig_model_changed.connect(self.refresh)
         session.sig_measured.connect(self._on_measured)
+        session.variants.sig_changed.connect(self.refresh)  # a variant measured by fidelity arrived
         self.refresh()
 
     def _on_measured(self, _key: str) -> None:
@@ -71,7 +73,7 @@ class MetricsBar(QWidget):
             for card in self.cards.values():
                 card.set("—")
             return
-        inputs = s.loaded.meta.get("inputs") if s.loaded is not None else None
+        inputs = s.variants.models.get(0, s.loaded).meta.get("inputs")  # a variant's are its original's
         data = s.data.name if s.data else f"inputs {Path(inputs).name}" if inputs else "no data set"
         description = s.loaded.meta.get("description") or s.loaded.source
         # the model's name on the big line, the variant's on the detail line ("lenet300 · #3 95% pru" was cut)
@@ -91,11 +93,7 @@ class MetricsBar(QWidget):
                                    "weights")
         else:
             self.cards["macs"].set("…" if m.inventory is None else "—", "")
-        if m.test is not None:
-            self.cards["accuracy"].set(f"{m.test.accuracy:.2%}", f"{m.test.count:,} images, loss {m.test.loss:.3f}")
-        else:
-            self.cards["accuracy"].set("…" if s.data is not None else "—", "measuring" if s.data is not None else
-                                       NOT_RUN if s.loaded.streamed is not None else "needs a labelled data set")
+        self._show_score()
         if m.latency is not None:  # the current variant's one measurement (see Session.inspect)
             lat = m.latency
             self.cards["latency"].set(latency_median(lat), f"{latency_plus_minus(lat)} {latency_basis(lat)}")
@@ -103,3 +101,26 @@ class MetricsBar(QWidget):
                                              f"{latency_figure(lat)} ({latency_spread(lat)})")
         else:
             self.cards["latency"].set(*(("—", NOT_RUN) if s.loaded.streamed is not None else ("…", "")))
+
+    def _show_score(self) -> None:
+        """Test accuracy, or without a labelled set the current variant's fidelity by its metric's name
+        ("cosine to the original") and its STS Spearman when there are sentence pairs."""
+        s, m, card = self.session, self.session.measurements, self.cards["accuracy"]
+        variant = s.variants.current
+        score = variant_score(variant) if variant is not None and s.data is None else None
+        # a short caption (a long one squeezed the other cards at 1366 pixels); the output's kind on the detail line
+        card.caption.setText("TEST ACCURACY" if score is None else f"{score.name} to original".upper())
+        if m.test is not None:
+            card.set(f"{m.test.accuracy:.2%}", f"{m.test.count:,} images, loss {m.test.loss:.3f}")
+        elif score is not None:
+            count = f"{variant.fidelity.count:,} inputs" + (", the original itself" if variant.is_original else "")
+            kind = KIND_WORDS.get(score.kind)
+            card.set(score.figure(), "  ·  ".join(p for p in (kind, count, pairs_figure(variant)) if p))
+        elif s.loaded.streamed is not None:
+            card.set("—", NOT_RUN)
+        else:
+            card.set("…" if s.data is not None or s.loaded.probe_inputs else "—",
+                     "measuring" if s.data is not None else "needs a labelled data set or your inputs")
+        card.setToolTip("top-1 accuracy on the data set's whole test split" if score is None else
+                        f"with no labelled data set: {score.name} of this variant's outputs to the original's, on "
+                        "the same inputs (the metric the output's kind calls for)")

@@ -1,4 +1,9 @@
-"""Accuracy against cost: every variant a point, the Pareto front drawn, the original marked.
+"""Accuracy (or fidelity) against cost: every variant a point, the Pareto front drawn, the original marked.
+
+The y axis is each variant's score (:func:`core.pipeline.scores.variant_score`): test accuracy on a labelled
+set, else fidelity to the original in its named metric (cosine, top-1 agreement, perplexity...), flipped
+when lower is better so that better is always up. One axis holds one metric: a variant measured by another
+is left out, and the caption says so.
 
 The x axis is chosen in a combo box: bytes on disk, non-zero parameters, multiply-accumulates (dense, or
 of the non-zero weights only) or measured latency, each on a log scale. A variant lacking the measurement
@@ -18,6 +23,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidg
 
 from core.analysis.cost import human_macs
 from core.report.reports import human_bytes, size_change
+from core.pipeline.scores import Score, shared_metric, variant_score
 from core.pipeline.variants import Variant, marker_family, pareto_front, variant_families
 from gui import theme
 from gui.widgets.bytes_axis import BytesLogAxis
@@ -82,7 +88,6 @@ class TradeoffPlot(QWidget):
         self.axis = BytesLogAxis("bottom")
         self.plot = pg.PlotWidget(axisItems={"bottom": self.axis})
         theme.grid(self.plot)
-        self.plot.setLabel("left", "test accuracy (%)")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.getPlotItem().getViewBox().setDefaultPadding(0.08)  # room for the points' names
         self.front = pg.PlotDataItem(pen=pg.mkPen(theme.ACCENT, width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
@@ -119,7 +124,10 @@ class TradeoffPlot(QWidget):
         self.variants: list[Variant] = []
         self.front_ids: list[int] = []
         self._all: list[Variant] = []
+        self.score: Score | None = None  # the metric on the y axis now (None: nothing measured)
+        self._scores: dict[int, Score] = {}
         self._apply_axis()
+        self._apply_y(None)
         self.x_choice.currentIndexChanged.connect(self._on_axis_changed)
 
     # ------------------------------------------------------------------------------------------ the x axis
@@ -151,8 +159,19 @@ class TradeoffPlot(QWidget):
         axis = AXES[self.x_key]
         self.axis.set_formatter(axis.formatter)
         self.plot.setLabel("bottom", axis.title)
-        self.title.setText(f"Accuracy against {TITLES[self.x_key]}")
+        what = "Accuracy" if self.score is None or self.score.name == "test accuracy" else self.score.name.capitalize()
+        self.title.setText(f"{what} against {TITLES[self.x_key]}")
         self.plot.setProperty("exportName", self.title.text())
+
+    def _apply_y(self, score: Score | None) -> None:
+        """Name the y axis for ``score``'s metric; a lower-is-better one is flipped, so better is up."""
+        self.score = score
+        self.plot.setLabel("left", score.axis_title if score is not None else "test accuracy (%)")
+        self.plot.getPlotItem().getViewBox().invertY(score is not None and score.lower_is_better)
+        self._apply_axis()
+
+    def _y(self, v: Variant) -> float:
+        return self._scores[v.id].plotted
 
     def _value(self, v: Variant) -> float | None:
         value = AXES[self.x_key].value(v)
@@ -164,9 +183,18 @@ class TradeoffPlot(QWidget):
     # ------------------------------------------------------------------------------------------ drawing
     def show_variants(self, variants: list[Variant], current_id: int | None) -> None:
         self._all = list(variants)
-        measured = [v for v in variants if v.accuracy is not None and v.size_bytes > 0]
+        metric = shared_metric(variants)
+        self._scores = {v.id: score for v in variants if (score := variant_score(v)) is not None}
+        measured = [v for v in variants if v.id in self._scores and v.size_bytes > 0]
+        other = [v for v in measured if self._scores[v.id].name != metric]
+        measured = [v for v in measured if self._scores[v.id].name == metric]
+        self._apply_y(next((self._scores[v.id] for v in measured), None))
         self.variants = [v for v in measured if self._value(v) is not None]
         left_out = len(measured) - len(self.variants)
+        self._other_note = (f" {len(other)} variant{'s' if len(other) > 1 else ''} measured by "
+                            f"{', '.join(sorted({self._scores[v.id].name for v in other}))}, not {metric}, "
+                            f"{'are' if len(other) > 1 else 'is'} left out: one axis holds one metric."
+                            if other else "")
         for label in self.labels:
             self.plot.removeItem(label)
         self.labels = []
@@ -175,12 +203,11 @@ class TradeoffPlot(QWidget):
         if not self.variants:
             self.points.setData([])
             self.front.setData([], [])
-            self.caption.setText(self._left_out_note(left_out) if left_out else
-                                 "Apply a recipe to see its variant here.")
+            self.caption.setText((self._left_out_note(left_out) if left_out else
+                                  "Apply a recipe to see its variant here.") + self._other_note)
             return
         xs = [self._value(v) for v in self.variants]
-        accuracy = [v.accuracy for v in self.variants]
-        front = pareto_front(xs, accuracy)
+        front = pareto_front(xs, [self._scores[v.id].better for v in self.variants])
         self.front_ids = [self.variants[i].id for i in front]
         spots, families = [], []
         for v in self.variants:
@@ -188,13 +215,13 @@ class TradeoffPlot(QWidget):
             if family not in families:
                 families.append(family)
             colour = theme.WARM if v.is_original else theme.GOOD if v.id in self.front_ids else theme.ACCENT
-            spots.append({"pos": (self._x(v), 100 * v.accuracy), "data": v.id,
+            spots.append({"pos": (self._x(v), self._y(v)), "data": v.id,
                           "symbol": symbol_of(family), "size": 22 if v.is_original else 14,
                           "brush": pg.mkBrush(colour),
                           "pen": pg.mkPen("#ffffff" if v.id == current_id else theme.BACKGROUND,
                                           width=3 if v.id == current_id else 1.5)})
             label = pg.TextItem(v.name if not v.is_original else "original", color=theme.MUTED, anchor=(0.5, 1.5))
-            label.setPos(self._x(v), 100 * v.accuracy)
+            label.setPos(self._x(v), self._y(v))
             self.plot.addItem(label)
             self.labels.append(label)
         for family in families:
@@ -202,7 +229,7 @@ class TradeoffPlot(QWidget):
                                         pen=pg.mkPen(theme.BACKGROUND))
             self.legend.addItem(sample, family)
         self.points.setData(spots)
-        self.front.setData([self._x(self.variants[i]) for i in front], [100 * accuracy[i] for i in front])
+        self.front.setData([self._x(self.variants[i]) for i in front], [self._y(self.variants[i]) for i in front])
         self._place_labels()
         original = next((v for v in self.variants if v.is_original), None)
         best = min((self.variants[i] for i in front if not self.variants[i].is_original),
@@ -214,10 +241,10 @@ class TradeoffPlot(QWidget):
             lowest = "Smallest" if self.x_key in ("bytes", "params") else "Fastest" if self.x_key == "latency" \
                 else "Fewest MACs"
             text = (f"{len(self.variants)} variants; Pareto front in dashes. {lowest} on the front: "
-                    f"{best.name}, {axis.formatter(self._value(best))}{change}, {best.accuracy:.2%}.")
+                    f"{best.name}, {axis.formatter(self._value(best))}{change}, {self._scores[best.id].text()}.")
         else:
             text = "The original is the star. Apply a recipe to add a variant."
-        self.caption.setText(text + (" " + self._left_out_note(left_out) if left_out else ""))
+        self.caption.setText(text + (" " + self._left_out_note(left_out) if left_out else "") + self._other_note)
 
     def _left_out_note(self, count: int) -> str:
         return (f"{count} variant{'s' if count > 1 else ''} without {AXES[self.x_key].lacking} "
@@ -241,7 +268,7 @@ class TradeoffPlot(QWidget):
         if not self.labels or view.width() <= 0:
             return
         area = view.sceneBoundingRect()
-        points = [view.mapViewToScene(QPointF(self._x(v), 100 * v.accuracy)) for v in self.variants]
+        points = [view.mapViewToScene(QPointF(self._x(v), self._y(v))) for v in self.variants]
         taken = [QRectF(p.x() - 9, p.y() - 9, 18, 18) for p in points]
         order = sorted(range(len(self.variants)), key=lambda i: (
             self.variants[i].id != self._current_id, self.variants[i].is_original,
@@ -271,7 +298,8 @@ class TradeoffPlot(QWidget):
             return ""
         x = AXES[self.x_key].formatter(self._value(v)) if self.x_key != "bytes" else ""
         family = " + ".join(variant_families(v)) or "the original"
-        return (f"{v.name} ({family})\n{human_bytes(v.size_bytes)}{' · ' + x if x else ''} · {v.accuracy:.2%}\n"
+        return (f"{v.name} ({family})\n{human_bytes(v.size_bytes)}{' · ' + x if x else ''} · "
+                f"{self._scores[v.id].text()}\n"
                 "click to make it current")
 
     def _clicked(self, _item, points, _event=None) -> None:

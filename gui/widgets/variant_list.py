@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
+from core.pipeline.scores import pairs_figure, variant_score
 from core.report.reports import human_bytes, times
 from gui.variant_store import VariantStore
 
@@ -56,7 +57,8 @@ class VariantList(QWidget):
         original = self.store.original
         for v in self.store.variants:
             ratio = f" · {times(original.size_bytes / v.size_bytes)}" if original and not v.is_original else ""
-            accuracy = f" · {v.accuracy:.2%}" if v.accuracy is not None else ""
+            # the figure by name ("cosine 0.9987"): a fidelity is never read as an accuracy
+            accuracy = "".join(f" · {text}" for text in (_score_text(v), pairs_figure(v)) if text)
             mark = "" if v.is_original or v.id in self.store.saved else " ·  unsaved"
             parent = f"  ← #{v.parent}" if v.parent is not None else ""
             item = QListWidgetItem(f"{'original' if v.is_original else v.name}{parent}\n{human_bytes(v.size_bytes)}"
@@ -83,3 +85,11 @@ class VariantList(QWidget):
         if current is not None and not current.is_original:
             if not self.store.rename(current.id, self.name_edit.text()):
                 self.name_edit.setText(current.name)
+
+
+def _score_text(variant) -> str | None:
+    """"98.12%" for a test accuracy (the row's usual figure), else the fidelity's name and value."""
+    score = variant_score(variant)
+    if score is None:
+        return None
+    return score.figure() if score.name == "test accuracy" else score.text()

@@ -27,6 +27,18 @@ def window(qtbot, qapp, settings):
     return w
 
 
+@pytest.fixture
+def empty_window(qtbot, qapp, settings):
+    """The studio with no model opened."""
+    from gui.app import apply_style, create_window
+
+    apply_style(qapp)
+    w = create_window(None, settings=settings)
+    qtbot.addWidget(w, before_close_func=lambda _: stop_tasks(qtbot, w))
+    w.show()
+    return w
+
+
 def stop_tasks(qtbot, window) -> None:
     window.session.cancel()
     wait_idle(qtbot, window)

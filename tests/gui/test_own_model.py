@@ -11,7 +11,7 @@ from core.methods.coding import Encode
 from core.methods.structured import PruneStructured
 from core.recipe import Recipe
 from tests.factories import write_own_cnn
-from tests.gui.conftest import stop_tasks, wait_idle
+from tests.gui.conftest import wait_idle
 
 
 @pytest.fixture
@@ -19,17 +19,6 @@ def own_model(tmp_path):
     """A folder of one's own (not on the import path): ``mycnn_<id>.py`` and ``net.pt``, a bare state_dict."""
     name = f"mycnn_{tmp_path.name.replace('-', '_')}"  # a module name no other test has imported
     return write_own_cnn(tmp_path / "mine", name)
-
-
-@pytest.fixture
-def empty_window(qtbot, qapp, settings):
-    from gui.app import apply_style, create_window
-
-    apply_style(qapp)
-    w = create_window(None, settings=settings)
-    qtbot.addWidget(w, before_close_func=lambda _: stop_tasks(qtbot, w))
-    w.show()
-    return w
 
 
 def test_a_state_dict_with_a_factory_from_a_py_file_opens_in_the_studio(qtbot, empty_window, own_model):

@@ -9,11 +9,10 @@ from safetensors.torch import save_file
 
 from core.analysis.streaming import STREAMED_TYPE
 from tests.gui.conftest import wait_idle
-from tests.gui.test_own_model import empty_window  # noqa: F401  (a fixture)
 from tests.test_streaming import tensors
 
 
-def test_a_safetensors_file_opens_with_its_layers_and_activations_not_run(qtbot, empty_window, tmp_path,  # noqa: F811
+def test_a_safetensors_file_opens_with_its_layers_and_activations_not_run(qtbot, empty_window, tmp_path,
                                                                           untouched):
     window = empty_window
     path = tmp_path / "weights.safetensors"
