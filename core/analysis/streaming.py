@@ -26,7 +26,7 @@ from core.progress import Progress, Task
 
 STREAMED_TYPE = "weights"
 """The type a streamed layer shows: the file names no module class."""
-CHUNK_ELEMENTS = 1 << 22  # values per slice read: 8 MB of float16, 16 MB of float32 (or of a widening)
+CHUNK_ELEMENTS = 1 << 24  # values per slice read: 32 MB of float16, 64 MB of float32 (or of a widening)
 SIXTEEN_BIT = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
