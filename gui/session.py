@@ -65,6 +65,8 @@ class Session(QObject):
         self.runner.sig_partial.connect(self._on_partial)
         self.runner.sig_idle.connect(self._next_analysis)
         self.sig_model_changed.connect(self._forget_analyses)
+        self.sig_model_changed.connect(self._fit_draft_to_model)
+        self._trainable, self._epochs_before = True, 0  # whether the draft may train; its epochs before it could not
         self.runner.sig_failed.connect(self._on_failed)
         self.runner.sig_cancelled.connect(self._on_cancelled)
         self.variants.sig_current_changed.connect(self._on_current_variant)
@@ -342,6 +344,22 @@ class Session(QObject):
     def _drop_analysis(self, title: str) -> None:
         if self._analysing is not None and self._analysing[1] == title:
             self._analyses.pop(self._analysing[0], None)
+
+    def _fit_draft_to_model(self) -> None:
+        """Without a labelled data set, or on a compiled program, a step that trains is refused: the draft then
+        does not train (its fine-tuning epochs go to 0), and trains as before once it may again."""
+        from core.io.program import CompiledProgram
+
+        trainable = self.data is not None and not isinstance(getattr(self.loaded, "module", None), CompiledProgram)
+        if trainable == self._trainable:
+            return
+        self._trainable = trainable
+        if not trainable and self.draft.finetune_epochs:
+            self._epochs_before = self.draft.finetune_epochs
+            self.draft.set(finetune_epochs=0)
+        elif trainable and self._epochs_before:
+            self.draft.set(finetune_epochs=self._epochs_before)
+            self._epochs_before = 0
 
     def _forget_analyses(self) -> None:
         self.generation += 1
