@@ -12,6 +12,12 @@ LABELS = {"none": "No pruning", "magnitude": "Magnitude (weights)", "iterative":
           "structured": "Structured (neurons/filters)"}
 
 
+def short_layer_name(name: str, limit: int = 14) -> str:
+    """A layer's name short enough for a form's label column: its start and its end, the middle elided
+    (``encoder.layer.0.attention.self.query`` -> ``encode…f.query``), so the panel never widens."""
+    return name if len(name) <= limit else f"{name[:6]}…{name[-(limit - 7):]}"
+
+
 @register_section("prune_magnitude", "iterative_prune", "prune_structured")
 class PruningSection(Section):
     heading = "Pruning"
@@ -27,6 +33,9 @@ class PruningSection(Section):
         self.importance = QComboBox()
         for key in IMPORTANCE:
             self.importance.addItem(key, key)
+        for combo in (self.prune_method, self.scope, self.importance):  # the panel is as narrow as its dock
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(10)
         self.sparsity = slider(0.0, 0.99, 2)
         self.layer_sparsity = slider(0.0, 0.99, 2)
         self.layer_sparsity_label = QLabel("This layer")
@@ -60,7 +69,8 @@ class PruningSection(Section):
         self.importance.setCurrentIndex(self.importance.findData(d.importance))
         self.sparsity.setValue(d.sparsity)
         self.layer_sparsity.setValue(d.sparsity_of(self.layer) if self.layer_ok else d.sparsity)
-        self.layer_sparsity_label.setText(f"{self.layer}" if self.layer_ok else "This layer")
+        self.layer_sparsity_label.setText(short_layer_name(self.layer) if self.layer_ok else "This layer")
+        self.layer_sparsity_label.setToolTip(self.layer if self.layer_ok else "")
         # a control that does not apply to the method is hidden, not just greyed (the dark style barely
         # tells the two apart)
         self.form.setRowVisible(self.scope, d.prune_method in ("magnitude", "iterative"))

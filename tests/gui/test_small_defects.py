@@ -147,3 +147,19 @@ def test_the_status_bar_waits_for_the_trust_answer_instead_of_saying_failed(qtbo
     cancel = next(b for b in window.dialog.buttons() if b.text().replace("&", "") == "Cancel")
     cancel.click()
     assert window.task_bar.label.text().startswith("Not opened")
+
+
+def test_a_long_layer_name_does_not_widen_the_pruning_section(qtbot):
+    from gui.methods.pruning import PruningSection, short_layer_name
+    from gui.recipe_draft import RecipeDraft
+
+    name = "encoder.layer.0.attention.self.query"
+    assert short_layer_name(name) == "encode…f.query" and len(short_layer_name(name)) == 14
+    assert short_layer_name("fc1") == "fc1"
+    section = PruningSection(RecipeDraft())
+    qtbot.addWidget(section)
+    narrow = section.minimumSizeHint().width()
+    section.layer, section.stats = name, {name: object()}  # a selected layer the model has statistics for
+    section.show_draft()
+    assert section.minimumSizeHint().width() <= narrow + 40
+    assert section.layer_sparsity_label.toolTip() == name
