@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.eval.evaluate import call_model
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -60,9 +62,7 @@ def count_macs(model: nn.Module, example) -> Cost:
     model.eval()
     try:
         with counter, torch.no_grad():
-            sample = _one_sample(example)
-            model(**sample) if isinstance(sample, dict) else model(*sample) if isinstance(sample, (list, tuple)) \
-                else model(sample)
+            call_model(model, _one_sample(example))
     finally:
         model.train(was_training)
     counts = counter.get_flop_counts()
@@ -106,8 +106,7 @@ def _program_layers(model: nn.Module, sample, total: int) -> dict[str, int]:
     handles = [m.register_forward_hook(make(name)) for name, m in layers.items()]
     try:
         with torch.no_grad():
-            model(**sample) if isinstance(sample, dict) else model(*sample) if isinstance(sample, (list, tuple)) \
-                else model(sample)
+            call_model(model, sample)
     finally:
         for handle in handles:
             handle.remove()
