@@ -18,7 +18,7 @@ model is never changed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -127,11 +127,11 @@ class _Replay(nn.Module):
         return self.outputs[self.calls - 1]
 
 
-def _batches(loaded: LoadedModel, data: Dataset | None, limit: int | None, batch_size: int):
-    """(model inputs per batch, labels per batch or None)."""
+def _batches(loaded: LoadedModel, data: Dataset | None, limit: int | None, batch_size: int, split: str = "test"):
+    """(model inputs per batch, labels per batch or None): of ``data``'s ``split``, or the probe inputs."""
     if data is not None:
         flat = loaded.input_shape is not None and len(loaded.input_shape) == 2
-        pairs = list(data.test.batches(batch_size, limit=limit))
+        pairs = list(getattr(data, split).batches(batch_size, limit=limit))
         return [x.reshape(len(x), -1) if flat else x for x, _ in pairs], [y for _, y in pairs]
     if not loaded.probe_inputs:
         raise SensitivityError("no inputs to measure on: pass --data or --inputs")
@@ -191,6 +191,66 @@ def _plan(model: nn.Module, names: list[str], batches: list, mode: str, cache_by
     return suffixes, outputs, paths
 
 
+@dataclass(frozen=True)
+class Measurements:
+    """What :func:`measure_settings` measured: per layer, per level, the setting's bytes and figures (the
+    keys of :class:`Point` past ``bytes``; ``{"skipped": why}`` for a skipped level)."""
+
+    figures: dict[str, list[tuple[int | None, dict]]]
+    baseline: dict[str, float | None]
+    metric_name: str
+    original_bytes: dict[str, int]
+    paths: dict[str, str]
+    count: int
+    labelled: bool
+
+
+Perturbation = Callable[[str, nn.Module, torch.Tensor, object], perturb.Setting]
+"""(layer name, layer, its weight as float, level) -> the layer's weight at that level and its bytes."""
+
+
+def measure_settings(loaded: LoadedModel, data: Dataset | None, names: list[str], levels: Sequence,
+                     setting_of: Perturbation, limit: int | None = None, mode: str = FAST, batch_size: int = 500,
+                     cache_bytes: int = CACHE_BYTES, split: str = "test") -> Task[Measurements]:
+    """The model measured with each layer of ``names`` alone at each of ``levels`` (any values
+    ``setting_of`` understands), on ``data``'s ``split`` (its first ``limit`` examples) or the probe inputs.
+    The loaded model is never changed."""
+    yield Progress("sensitivity", 0, 1, "preparing")
+    model = _working_copy(loaded.module)
+    inputs, labels = _batches(loaded, data, limit, batch_size, split)
+    figures: dict[str, list[tuple[int | None, dict]]] = {}
+    with evaluating(model), torch.no_grad():
+        suffixes, reference, paths = _plan(model, names, inputs, mode, cache_bytes)
+        metric = _Metric(labels, reference, inputs, loaded.meta.get("task"), loaded.meta.get("pooling"))
+        baseline = metric(reference)
+        total = len(names) * len(levels)
+        modules = dict(model.named_modules())
+        for i, name in enumerate(names):
+            module, row = modules[name], figures.setdefault(name, [])
+            original = module.weight.detach().clone()
+            for j, level in enumerate(levels):
+                yield Progress("sensitivity", i * len(levels) + j, total, f"{name} at {_label(level)}")
+                s = setting_of(name, module, original.float(), level)
+                if s.skipped is not None:
+                    row.append((None, {"skipped": s.skipped}))
+                    continue
+                try:
+                    module.weight.copy_(s.weight)
+                    outputs = list(suffixes[name].run()) if name in suffixes else suffix.full_outputs(model, inputs)
+                finally:
+                    module.weight.copy_(original)
+                row.append((s.bytes, metric(outputs)))
+        yield Progress("sensitivity", total, total, "done")
+    count = sum(len(y) for y in labels) if labels is not None else sum(batch_size_of(b) for b in inputs)
+    return Measurements(figures, baseline, metric.name,
+                        {n: perturb.original_bytes(n, modules[n].weight) for n in names}, paths, count,
+                        labels is not None)
+
+
+def _label(level) -> str:
+    return f"{level:g}" if isinstance(level, (int, float)) else str(level)
+
+
 def sensitivity(loaded: LoadedModel, data: Dataset | None, method: str, levels: Sequence[float] | None = None,
                 layers: Sequence[str] | None = None, limit: int | None = None, quantizer: str = "kmeans",
                 mode: str = FAST, batch_size: int = 500, cache_bytes: int = CACHE_BYTES) -> Task[Sensitivity]:
@@ -202,35 +262,15 @@ def sensitivity(loaded: LoadedModel, data: Dataset | None, method: str, levels: 
     levels = tuple(float(v) for v in (levels if levels is not None else perturb.DEFAULT_LEVELS[method]
                                       if method in perturb.DEFAULT_LEVELS else ()))
     names = _check(loaded.module, method, levels, layers, quantizer)
-    yield Progress("sensitivity", 0, 1, "preparing")
-    model = _working_copy(loaded.module)
-    inputs, labels = _batches(loaded, data, limit, batch_size)
-    with evaluating(model), torch.no_grad():
-        suffixes, reference, paths = _plan(model, names, inputs, mode, cache_bytes)
-        metric = _Metric(labels, reference, inputs, loaded.meta.get("task"), loaded.meta.get("pooling"))
-        baseline = metric(reference)
-        points, total = [], len(names) * len(levels)
-        modules = dict(model.named_modules())
-        for i, name in enumerate(names):
-            module = modules[name]
-            original = module.weight.detach().clone()
-            for j, level in enumerate(levels):
-                yield Progress("sensitivity", i * len(levels) + j, total, f"{name} at {level:g}")
-                s = perturb.setting(name, module, original.float(), method, level, quantizer)
-                if s.skipped is not None:
-                    points.append(Point(name, level, None, None, skipped=s.skipped))
-                    continue
-                try:
-                    module.weight.copy_(s.weight)
-                    outputs = list(suffixes[name].run()) if name in suffixes else suffix.full_outputs(model, inputs)
-                finally:
-                    module.weight.copy_(original)
-                points.append(Point(name, level, s.bytes, **metric(outputs)))
-        yield Progress("sensitivity", total, total, "done")
-    count = sum(len(y) for y in labels) if labels is not None else sum(batch_size_of(b) for b in inputs)
-    return Sensitivity(method, perturb.LEVEL_NAMES[method], metric.name, levels, tuple(points), baseline,
-                       {n: perturb.original_bytes(n, modules[n].weight) for n in names}, paths, count,
-                       quantizer if method == "quantize" else None, labels is not None)
+
+    def setting_of(name, module, weight, level):
+        return perturb.setting(name, module, weight, method, level, quantizer)
+
+    m = yield from measure_settings(loaded, data, names, levels, setting_of, limit, mode, batch_size, cache_bytes)
+    points = tuple(Point(name, level, cost, **{"metric": None, **figures}) for name in names
+                   for level, (cost, figures) in zip(levels, m.figures[name]))
+    return Sensitivity(method, perturb.LEVEL_NAMES[method], m.metric_name, levels, points, m.baseline,
+                       m.original_bytes, m.paths, m.count, quantizer if method == "quantize" else None, m.labelled)
 
 
 def parse_levels(text: str) -> list[float]:
