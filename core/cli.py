@@ -127,8 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     compress = sub.add_parser("compress", help="compress a model with a recipe; writes the compressed file and "
                                                "report.json")
     compress.add_argument("model", help="zoo:NAME or a model file (see inspect)")
-    compress.add_argument("--recipe", required=True, metavar="FILE",
-                          help="recipe (YAML or JSON); see resources/recipes/")
+    compress.add_argument("--recipe", metavar="FILE",
+                          help="recipe (YAML or JSON); see resources/recipes/. With a target and no recipe: "
+                               "prune + k-means + Huffman (resources/recipes/prune-quantize-no-training.yaml)")
+    target = compress.add_mutually_exclusive_group()
+    target.add_argument("--target-bytes", type=int, metavar="N",
+                        help="choose each layer's sparsity and bits (of the recipe's steps) for a file of N bytes, "
+                             "from each layer's measured sensitivity (an allocate step first)")
+    target.add_argument("--target-ratio", type=float, metavar="R", help="as --target-bytes, R times smaller")
+    target.add_argument("--max-drop", type=float, metavar="D",
+                        help="as --target-bytes, the smallest file losing at most D of the metric (0.01: a point)")
     compress.add_argument("--out", required=True, metavar="DIR", help="folder for the compressed file and report")
     compress.add_argument("--data", help=DATA_HELP)
     compress.add_argument("--export", default="", metavar="FORMATS",
@@ -236,7 +244,7 @@ def cmd_compress(args) -> int:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise UsageError(one_line(f"--export {unknown[0]}: not one of {', '.join(FORMATS)}"))
-    recipe = Recipe.from_file(args.recipe)
+    recipe = _compress_recipe(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(one_line(f"--out {out} exists and is not a folder"))
@@ -250,7 +258,8 @@ def cmd_compress(args) -> int:
     data = load_dataset(data_name) if data_name else None
     name = f"{loaded.name}.psz"
     target, report = out / name, out / "report.json"
-    outputs = [target, report, *(out / f"{loaded.name}.decompressed{SUFFIX[f]}" for f in formats)]
+    outputs = [target, report, *(out / f"{loaded.name}.decompressed{SUFFIX[f]}" for f in formats),
+               *([out / "allocated.yaml"] if recipe.steps and recipe.steps[0].kind == "allocate" else [])]
     for path in outputs:
         check_output_file(path, "--out", error=UsageError)
     protect_inputs(outputs, args)
@@ -258,6 +267,8 @@ def cmd_compress(args) -> int:
     if len(result.file_bytes) != result.compressed_bytes:  # the report must say what is on disk
         raise RuntimeError(f"{target}: {len(result.file_bytes)} bytes, expected {result.compressed_bytes}")
     files = {target: result.file_bytes}
+    if "allocation" in result.sections:  # the chosen settings as an ordinary recipe, to rerun or edit
+        files[out / "allocated.yaml"] = Recipe.from_dict(result.sections["allocation"]["recipe"]).to_yaml().encode()
     exports = {}
     for fmt in formats:
         path = out / f"{loaded.name}.decompressed{SUFFIX[fmt]}"
@@ -270,6 +281,26 @@ def cmd_compress(args) -> int:
     print(compression_summary(result))
     print(f"wrote {target} ({result.compressed_bytes:,} bytes) and {report}")
     return 0
+
+
+def _compress_recipe(args):
+    """The recipe to run: ``--recipe``, with an allocate step first for a target (``--target-bytes`` ...)."""
+    from core.methods.allocation import Allocate
+    from core.recipe import Recipe, RecipeError
+    from core.resources import RESOURCES
+
+    targets = {"target_bytes": args.target_bytes, "ratio": args.target_ratio, "max_drop": args.max_drop}
+    targets = {k: v for k, v in targets.items() if v is not None}
+    if not args.recipe and not targets:
+        raise UsageError("compress needs --recipe FILE, or a target (--target-bytes, --target-ratio, --max-drop)")
+    recipe = Recipe.from_file(args.recipe or RESOURCES / "recipes" / "prune-quantize-no-training.yaml")
+    if not targets:
+        return recipe
+    if recipe.steps and recipe.steps[0].kind == "allocate":
+        raise RecipeError("the recipe already starts with an allocate step: give its target there, or drop "
+                          "--target-bytes/--target-ratio/--max-drop")
+    step = Allocate(**targets)
+    return replace(recipe, steps=(step, *recipe.steps), name=recipe.name)
 
 
 def cmd_sensitivity(args) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.methods.allocation import Allocate
 from core.methods.coding import Encode
 from core.methods.distill import Distill, DistillSpec
 from core.methods.finetune import FineTune
@@ -34,6 +35,7 @@ EXAMPLES = [
              select=Selection(overrides=(("conv1", 8),))),
     QuantizeActivations(mode="static", calibration_batches=4),
     Encode(huffman=False, index_bits=5, small_tensors="float32"),
+    Allocate(target_bytes=30_000, sparsities=(0.0, 0.9), bits=(8, 4), limit=500, solver="greedy"),
     Distill(teacher="zoo:lenet5", temperature=2.5, alpha=0.7, epochs=3, lr=0.02, augment=True, batch_size=64,
             student="mlp800"),
     FineTune(epochs=2, distill=DistillSpec("original", 8.0, 0.5)),

@@ -20,3 +20,4 @@ from core.methods import finetune  # noqa: F401
 from core.methods import quantize  # noqa: F401
 from core.methods import int8  # noqa: F401
 from core.methods import coding  # noqa: F401
+from core.methods import allocation  # noqa: F401

@@ -66,6 +66,7 @@ class CompressionResult:
     notes: list[str] = field(default_factory=list)  # what the steps said (a layer skipped, and why)
     cost_before: Cost | None = None  # MACs of the original and of the decoded model, one sample
     cost_after: Cost | None = None
+    sections: dict[str, dict] = field(default_factory=dict)  # what steps add to the report (allocation)
 
     @property
     def compressed_bytes(self) -> int:
@@ -112,7 +113,7 @@ def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = Non
     A chain (a recipe with a ``base``) runs link by link, each on the model the previous link's file
     decodes to, exactly as the studio made it variant by variant; the result reports against ``loaded``."""
     links = recipe.chain()
-    start, notes = loaded, []
+    start, notes, sections = loaded, [], {}
     for number, link in enumerate(links):
         last = number == len(links) - 1
         result = yield from _run(link, start, data, measure_before and number == 0, loaded, device)
@@ -121,7 +122,8 @@ def apply_recipe(recipe: Recipe, loaded: LoadedModel, data: Dataset | None = Non
         notes.extend(result.notes)
         if not last:
             start = compressed_model(result, start, link.name or f"link {number + 1}")
-    result.recipe, result.before, result.notes = recipe, before, notes
+        sections.update(result.sections)
+    result.recipe, result.before, result.notes, result.sections = recipe, before, notes, sections
     return result
 
 
@@ -158,6 +160,7 @@ def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_befo
             ctx.teacher(teacher)
     total = len(recipe.steps)
     for i, step in enumerate(recipe.steps):
+        step = ctx.chosen.get(i, step)  # a step an earlier one chose the settings of (allocate)
         yield Progress("compress", i, total, f"step {i + 1}/{total}: {step.kind}")
         ctx.index = i
         yield from run_step(step, ctx)
@@ -167,11 +170,14 @@ def _run(recipe: Recipe, loaded: LoadedModel, data: Dataset | None, measure_befo
     decoded = decode_into(ctx.model, encoded.data)
     yield Progress("compress", total, total, "measuring the decoded model")
     after = yield from measure(decoded, origin, data, original, device)
+    for hook in ctx.after_decode:
+        yield from hook(decoded)
     with placed(original), placed(decoded):  # on the CPU: a float16 model takes the example cast to float16
         costs = count_macs(original, example), count_macs(decoded, example)
     result = CompressionResult(recipe, encoded.data, encoded.account, decoded, encoded.model_info,
                                original_bytes(origin), before, after, encoded.stages, codebooks=encoded.codebooks,
-                               notes=list(ctx.notes), cost_before=costs[0], cost_after=costs[1])
+                               notes=list(ctx.notes), cost_before=costs[0], cost_after=costs[1],
+                               sections=ctx.sections)
     for conversion in ctx.conversions:
         if conversion.name == "int8":
             result.int8_model = yield from conversion.convert(decoded)

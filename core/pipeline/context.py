@@ -73,6 +73,9 @@ class RunContext:
     base_module: nn.Module | None = None  # what the structure ops replay on, then (the fresh student, on meta)
     teachers: dict[str, nn.Module] = field(default_factory=dict)  # teacher spec -> model, loaded once per run
     device: torch.device | None = None  # where training runs (:mod:`core.devices`); None: the CPU
+    chosen: dict[int, Step] = field(default_factory=dict)  # step index -> the step to run in its place (allocate)
+    sections: dict[str, dict] = field(default_factory=dict)  # plain-data report sections steps add (allocation)
+    after_decode: list[Callable[[nn.Module], Task[None]]] = field(default_factory=list)  # measure the decoded model
 
     def note(self, message: str) -> None:
         """Record a note for the report, prefixed with the step's place (``steps[0]: ...``)."""

@@ -340,9 +340,25 @@ def compression_to_dict(result, file_name: str, exports: dict[str, str] | None =
                        "program_bytes": account.program_bytes, "total": account.total},
         "stages": stages, "recipe": result.recipe.to_dict(), "exports": exports or {},
         "notes": list(result.notes),
+        **{name: _section(name, section, result) for name, section in getattr(result, "sections", {}).items()},
         "macs": {"before": _cost_dict(getattr(result, "cost_before", None)),
                  "after": _cost_dict(getattr(result, "cost_after", None))},
     }
+
+
+def _section(name: str, section: dict, result) -> dict:
+    """A report section a step added; the allocation's measured bytes are the file's own."""
+    return {**section, "measured_bytes": result.compressed_bytes} if name == "allocation" else dict(section)
+
+
+def allocation_lines(section: dict) -> list[str]:
+    """The allocation's prediction beside what was measured, for the terminal."""
+    measured = section.get("measured_metric")
+    metric = section["metric"]
+    return [f"allocation for {section['target']} ({section['solver']}): predicted {section['predicted_bytes']:,} "
+            f"bytes, {metric} {section['predicted_metric']:.2%}; measured {section['measured_bytes']:,} bytes"
+            + (f", {metric} {measured:.2%}" if measured is not None else "")
+            + f" (on {section['examples']:,} {section['split']} examples; alone, each layer's own measurement)"]
 
 
 def compression_summary(result) -> str:
@@ -365,6 +381,8 @@ def compression_summary(result) -> str:
     if before is not None and after is not None:
         lines.append(f"multiply-accumulates per sample: {before.total:,} -> {after.total:,} (counting only "
                      f"non-zero weights: {before.effective_total:,} -> {after.effective_total:,})")
+    if "allocation" in getattr(result, "sections", {}):
+        lines.extend(allocation_lines(_section("allocation", result.sections["allocation"], result)))
     stage_text = ", ".join(f"{k} {v:,}" for k, v in result.stages.items())
     lines.append(f"stages (bytes of real encodings): {stage_text}")
     for label, m in (("before", result.before), ("after", result.after), ("int8", result.int8)):
