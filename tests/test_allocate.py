@@ -3,6 +3,7 @@ them, the allocate step and ``compress --target-bytes`` meet their target and ch
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -184,3 +185,24 @@ def test_fidelity_allocation_without_labels():
     table = run(alloc.measure_options(loaded, None, BASE, (0.0, 0.9), (8, 2), limit=None))
     assert table.split == "inputs" and table.baseline == pytest.approx(1.0) and table.baseline_loss is None
     assert min(o.metric for v in table.options.values() for o in v) < 1.0
+
+
+def test_html_report_shows_the_allocation_and_the_sensitivity_heat_map(lenet300_table):
+    from core.analysis.sensitivity import sensitivity
+    from core.pipeline.variants import compress_variant, original_variant
+    from core.report.html_report import build_html
+
+    loaded, data, _ = lenet300_table
+    small = dataclasses.replace(data, test=data.test.subset(500))
+    step = Allocate(ratio=25, sparsities=(0.0, 0.9), bits=(8, 2), limit=300)
+    variant, result = run(compress_variant(1, "allocated", Recipe(steps=(step, *BASE.steps)), loaded, small))
+    assert variant.allocation["measured_bytes"] == result.compressed_bytes
+    sens = run(sensitivity(loaded, small, "prune", (0.5, 0.99), limit=200))
+    page = build_html("lenet300", run(original_variant(loaded, small)), variant, {}, sensitivity=sens)
+    assert "<h2>Allocation</h2>" in page and f"measured {result.compressed_bytes:,} bytes" in page
+    assert f"Predicted {variant.allocation['predicted_bytes']:,} bytes" in page
+    for name, choice in variant.allocation["layers"].items():
+        assert f"<td>{name}</td><td>{choice['sparsity']:.0%}</td><td>{choice['bits']:g}</td>" in page
+    assert "<h2>Sensitivity</h2>" in page
+    fc1_at_99 = sens.curve("fc1")[1]
+    assert f"{100 * fc1_at_99.metric:.2f}</td>" in page and "#c62828" in page  # 99% pruned: a red cell

@@ -58,6 +58,7 @@ class Variant:
     cost: Cost | None = field(default=None, compare=False)  # MACs for one sample (None: not run on inputs)
     fidelity: Fidelity | None = field(default=None, compare=False)  # to the original, without a labelled set
     pairs: PairsScore | None = field(default=None, compare=False)  # the STS metric on the person's pairs
+    allocation: dict | None = field(default=None, compare=False)  # the allocate step's choice, predicted and measured
 
     @property
     def is_original(self) -> bool:
@@ -234,7 +235,10 @@ def compress_variant(variant_id: int, name: str, recipe: Recipe, loaded, data, p
     variant = yield from describe_variant(variant_id, name, chain, result.model, loaded, data,
                                           result.compressed_bytes, layers_from_account(result.account, result.model),
                                           measured=result.after)
-    return dataclasses.replace(variant, codebooks=result.codebooks,
+    allocation = result.sections.get("allocation")
+    if allocation is not None:
+        allocation = {**allocation, "measured_bytes": result.compressed_bytes}
+    return dataclasses.replace(variant, codebooks=result.codebooks, allocation=allocation,
                                parent=parent.id if parent is not None and not parent.is_original else None), result
 
 

@@ -65,10 +65,38 @@ def _measured_on(variant: Variant) -> str:
             + (f" ({variant.fidelity.count:,})" if variant.fidelity is not None else ""))
 
 
-def build_html(model_name: str, original: Variant, variant: Variant, images: dict[str, bytes],
-               changed: int | None = None) -> str:
-    """The report as one HTML string; ``images`` maps captions to PNG bytes."""
+def allocation_html(section: dict) -> str:
+    """The allocation a variant was made with: its target, predicted against measured, each layer's choice."""
     e = html.escape
+    measured = section.get("measured_metric")
+    rows = "".join(f"<tr><td>{e(n)}</td><td>{_setting(c, 'sparsity')}</td><td>{_setting(c, 'bits')}</td>"
+                   f"<td>{c['bytes']:,}</td><td>{100 * c['metric_alone']:.2f}</td></tr>"
+                   for n, c in section["layers"].items())
+    metric = e(section["metric"])
+    return (f"<p>Chosen by allocation ({e(section['solver'])}) for {e(section['target'])}. Predicted "
+            f"{section['predicted_bytes']:,} bytes and {metric} {100 * section['predicted_metric']:.2f}%; measured "
+            f"{section['measured_bytes']:,} bytes" + (f" and {metric} {100 * measured:.2f}%" if measured is not None
+                                                       else "")
+            + f", on the same {section['examples']:,} {e(section['split'])} examples.</p>"
+            "<p class='muted'>The prediction adds each layer's drop measured alone; the measurement is the whole "
+            "compressed model.</p><table><tr><th>layer</th><th>sparsity</th><th>bits</th><th>bytes</th>"
+            f"<th>{metric} alone (%)</th></tr>{rows}</table>")
+
+
+def _setting(choice: dict, key: str) -> str:
+    value = choice.get(key)
+    return "-" if value is None else f"{value:.0%}" if key == "sparsity" else f"{value:g}"
+
+
+def build_html(model_name: str, original: Variant, variant: Variant, images: dict[str, bytes],
+               changed: int | None = None, sensitivity=None) -> str:
+    """The report as one HTML string; ``images`` maps captions to PNG bytes; ``sensitivity``: the latest
+    :class:`core.analysis.sensitivity.Sensitivity` of the model, shown as a heat map."""
+    from core.report.sensitivity import heatmap_html
+
+    e = html.escape
+    extra = (f"<h2>Allocation</h2>{allocation_html(variant.allocation)}" if variant.allocation else "") + (
+        f"<h2>Sensitivity</h2>{heatmap_html(sensitivity)}" if sensitivity is not None else "")
     rows = "".join(
         f"<tr><td>{e(r.name)}</td><td>{r.params[1]:,}</td><td>{r.kept[1]:.1%}</td><td>{r.weight_bits[1]}</td>"
         f"<td>{human_bytes(r.bytes[0])}</td><td>{human_bytes(r.bytes[1])}</td><td>{layer_macs(variant, r.name)}</td></tr>"
@@ -101,5 +129,5 @@ def build_html(model_name: str, original: Variant, variant: Variant, images: dic
 <p class="muted">Sizes are bytes of files on disk; {e(_measured_on(variant))}, on the model decoded back from
 the compressed file.</p></div>{changed_text}{latency_text}{macs_text}
 <h2>Layers</h2><table><tr><th>tensor</th><th>parameters</th><th>kept</th><th>bits</th><th>original</th>
-<th>compressed</th><th>MACs</th></tr>{rows}</table>{figures}
+<th>compressed</th><th>MACs</th></tr>{rows}</table>{extra}{figures}
 <h2>Recipe</h2>{recipe_note}<pre>{recipe}</pre></body></html>"""

@@ -113,3 +113,38 @@ def summary_table(result: Sensitivity) -> str:
         cells = "".join("    skip" if p.metric is None else f"{scale * p.metric:8.2f}" for p in result.curve(layer))
         lines.append(f"{layer:{width}s}{cells}  {result.paths[layer]}")
     return "\n".join(lines)
+
+
+def drop_colour(drop: float | None, worst: float = 0.05) -> str:
+    """A cell's background for a metric drop (a fraction): green at none, through amber, to red at
+    ``worst`` or more; grey for a level not measured."""
+    if drop is None:
+        return "#3a3f47"
+    t = min(1.0, max(0.0, drop / worst))
+    low, mid, high = (46, 125, 50), (249, 168, 37), (198, 40, 40)
+    a, b, u = (low, mid, t * 2) if t < 0.5 else (mid, high, t * 2 - 1)
+    return "#" + "".join(f"{round(x + (y - x) * u):02x}" for x, y in zip(a, b))
+
+
+def heatmap_html(result: Sensitivity) -> str:
+    """The curves as an HTML table, layers x levels, each cell the metric coloured by its drop from the
+    baseline (a skipped level grey, with the reason on hover)."""
+    import html
+
+    e = html.escape
+    base = result.baseline["metric"]
+    head = "".join(f"<th>{level:g}</th>" for level in result.levels)
+    rows = []
+    for layer in dict.fromkeys(p.layer for p in result.points):
+        cells = []
+        for p in result.curve(layer):
+            if p.skipped is not None or p.metric is None:
+                cells.append(f"<td style='background:{drop_colour(None)}' title='{e(p.skipped or '')}'>skipped</td>")
+            else:
+                drop = max(0.0, base - p.metric) if base is not None else None
+                cells.append(f"<td style='background:{drop_colour(drop)};color:#fff'>{100 * p.metric:.2f}</td>")
+        rows.append(f"<tr><td>{e(layer)}</td>{''.join(cells)}</tr>")
+    baseline = f"{100 * base:.2f}" if base is not None else "-"
+    return (f"<p class='muted'>Each layer alone at each {e(result.level_name)} of {e(result.method)}, the rest "
+            f"untouched: {e(result.metric_name)} (%) on {result.count:,} examples; unperturbed {baseline}. "
+            f"Green: no drop; red: 5 points or more.</p><table><tr><th>layer</th>{head}</tr>{''.join(rows)}</table>")
