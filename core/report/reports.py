@@ -358,7 +358,8 @@ def allocation_lines(section: dict) -> list[str]:
     return [f"allocation for {section['target']} ({section['solver']}): predicted {section['predicted_bytes']:,} "
             f"bytes, {metric} {section['predicted_metric']:.2%}; measured {section['measured_bytes']:,} bytes"
             + (f", {metric} {measured:.2%}" if measured is not None else "")
-            + f" (on {section['examples']:,} {section['split']} examples; alone, each layer's own measurement)"]
+            + f" (both on the same {section['examples']:,} {section['split']} examples: the prediction adds each "
+              "layer's drop measured alone, the measurement is the whole compressed model)"]
 
 
 def compression_summary(result) -> str:
