@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -111,15 +111,25 @@ class OptionTable:
 
 @dataclass(frozen=True)
 class Allocation:
-    """The chosen option per layer, what it predicts, and the recipe that applies it."""
+    """The chosen option per layer, what it predicts (``predicted_bytes``: the encoder's price of the whole
+    choice), the recipe that applies it (ordinary steps), and the options it was chosen from."""
 
     choice: dict[str, Option]
     predicted_bytes: int
     predicted_metric: float
-    baseline: float
     target: str
     recipe: Recipe
-    notes: list[str] = field(default_factory=list)
+    table: OptionTable
+
+    def section(self, solver: str) -> dict:
+        """As the report holds it (plain data)."""
+        t = self.table
+        return {"target": self.target, "solver": solver, "split": t.split, "examples": t.count,
+                "metric": t.metric_name, "baseline": t.baseline, "predicted_bytes": self.predicted_bytes,
+                "predicted_metric": self.predicted_metric,
+                "layers": {n: {**dict(o.values), "bytes": o.bytes, "metric_alone": o.metric}
+                           for n, o in self.choice.items()},
+                "recipe": self.recipe.to_dict()}
 
 
 def allocatable_axes(recipe: Recipe, model: nn.Module, sparsities: Sequence[float] = SPARSITIES,
@@ -385,3 +395,22 @@ def recipe_for(recipe: Recipe, table: OptionTable, choice: dict[str, Option], na
         steps[axis.step] = replace(step, **{axis.name: cast(common)}, select=select)
     return replace(recipe, steps=tuple(steps), name=name or f"{recipe.name or 'recipe'} (allocated)",
                    description=description if description is not None else recipe.description)
+
+
+def allocate(loaded: LoadedModel, data: Dataset | None, recipe: Recipe, budget_bytes: int | None = None,
+             max_drop: float | None = None, sparsities=SPARSITIES, bits=BITS, limit: int | None = 2000,
+             solver: str = "knapsack", model_info: dict | None = None) -> Task[Allocation]:
+    """Measure ``recipe``'s options on ``loaded`` (:func:`measure_options`), choose one per layer for the
+    target (:func:`fit`), and return the choice with ``recipe`` set to it. Bad arguments raise
+    :class:`AllocationError` before any measuring."""
+    if solver not in SOLVERS:
+        raise AllocationError(f"unknown solver {solver!r}; one of {', '.join(SOLVERS)}")
+    if (budget_bytes is None) == (max_drop is None):
+        raise AllocationError("give one target: a file size (or ratio), or a maximum drop")
+    allocatable_axes(recipe, loaded.module, sparsities, bits)
+    table = yield from measure_options(loaded, data, recipe, sparsities, bits, limit, model_info=model_info)
+    choice, exact = fit(table, budget_bytes, max_drop, solver,
+                        lambda c: exact_bytes(loaded.module, recipe, table, c, model_info))
+    goal = f"{budget_bytes:,} bytes" if budget_bytes is not None else f"at most {max_drop:g} lost"
+    chosen = recipe_for(recipe, table, choice, recipe.name, f"chosen by allocate for {goal}")
+    return Allocation(choice, exact, table.predicted_metric(choice), goal, chosen, table)

@@ -20,7 +20,7 @@ import torch
 from core.analysis import grids
 from core.eval.evaluate import accuracy
 from core.pipeline.context import CompressionError, RunContext
-from core.progress import Progress, Task
+from core.progress import Task
 from core.recipe import Recipe, Step, register_step
 from core.recipe.validate import check_choice, check_fraction, check_int, check_positive, fail
 
@@ -78,43 +78,26 @@ def _budget(step: Allocate, ctx: RunContext) -> int | None:
     return None
 
 
-def _goal(step: Allocate, target: int | None) -> str:
-    return f"{target:,} bytes" if target is not None else f"at most {step.max_drop:g} lost"
-
-
 def run_allocate(step: Allocate, ctx: RunContext) -> Task[None]:
     from core.analysis import allocate as alloc  # it imports the methods' shared parts, which import this
     from core.pipeline.encoding import describe
 
     later = Recipe(steps=ctx.recipe.steps[ctx.index + 1:], name=ctx.recipe.name)
-    try:
-        alloc.allocatable_axes(later, ctx.model, step.sparsities, step.bits)
-    except alloc.AllocationError as exc:
-        raise CompressionError(f"{ctx.where}: {exc}") from None
     info = describe(ctx.loaded, ctx.structure, ctx.example, ctx.arch)
-    working = replace(ctx.loaded, module=ctx.model)
-    table = yield from alloc.measure_options(working, ctx.data, later, step.sparsities, step.bits, step.limit,
-                                             model_info=info)
-    yield Progress("allocate", 0, 1, "choosing each layer's setting")
     target = _budget(step, ctx)
     try:
-        choice, exact = alloc.fit(table, target, None if target else step.max_drop, step.solver,
-                                  lambda c: alloc.exact_bytes(ctx.model, later, table, c, info))
+        chosen = yield from alloc.allocate(replace(ctx.loaded, module=ctx.model), ctx.data, later, target,
+                                           None if target else step.max_drop, step.sparsities, step.bits,
+                                           step.limit, step.solver, info)
     except alloc.AllocationError as exc:
         raise CompressionError(f"{ctx.where}: {exc}") from None
-    chosen = alloc.recipe_for(later, table, choice, later.name, f"chosen by allocate for {_goal(step, target)}")
-    for k, s in enumerate(chosen.steps):
+    for k, s in enumerate(chosen.recipe.steps):
         ctx.chosen[ctx.index + 1 + k] = s
-    goal = _goal(step, target)
-    ctx.sections["allocation"] = {
-        "target": goal, "solver": step.solver, "split": table.split, "examples": table.count,
-        "metric": table.metric_name, "baseline": table.baseline,
-        "predicted_bytes": exact, "predicted_metric": table.predicted_metric(choice),
-        "layers": {n: {**dict(o.values), "bytes": o.bytes, "metric_alone": o.metric} for n, o in choice.items()},
-        "recipe": chosen.to_dict()}
-    ctx.after_decode.append(lambda model: _measure_combined(model, ctx, step, table))
-    ctx.note(f"chose each layer's setting for {goal}: predicted {exact:,} bytes, {table.metric_name} "
-             f"{table.predicted_metric(choice):.4g} on {table.count:,} {table.split} examples")
+    ctx.sections["allocation"] = chosen.section(step.solver)
+    ctx.after_decode.append(lambda model: _measure_combined(model, ctx, step, chosen.table))
+    ctx.note(f"chose each layer's setting for {chosen.target}: predicted {chosen.predicted_bytes:,} bytes, "
+             f"{chosen.table.metric_name} {chosen.predicted_metric:.4g} on {chosen.table.count:,} "
+             f"{chosen.table.split} examples")
 
 
 def _measure_combined(model: torch.nn.Module, ctx: RunContext, step: Allocate, table) -> Task[None]:
