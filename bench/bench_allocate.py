@@ -34,7 +34,7 @@ from core.progress import run
 from core.recipe import Recipe
 
 GRIDS = {"lenet5": (alloc.SPARSITIES, alloc.BITS),
-         "resnet8-fashion": ((0.0, 0.5, 0.7, 0.8, 0.9, 0.95), (8, 5, 4, 3, 2))}
+         "resnet8-fashion": ((0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98), (8, 5, 4, 3, 2, 1))}
 DATA = {"lenet5": "mnist", "resnet8-fashion": "fashion-mnist", "lenet300": "mnist"}
 
 
@@ -104,6 +104,9 @@ def main() -> None:
                 if s is not None:
                     recipe = uniform_recipe(base, s, b)
                     candidates.append((*measured(recipe, loaded, data), s, b))
+            if not candidates:
+                print(f"| {ratio:g}x ({budget:,} B) | no uniform setting fits | | | | | | |", flush=True)
+                continue
             u_bytes, u_acc, u_s, u_b = max(candidates, key=lambda c: c[1])
             choice, _ = alloc.fit(table, u_bytes, None, "knapsack",
                                   lambda c: alloc.exact_bytes(loaded.module, base, table, c))

@@ -68,13 +68,13 @@ def test_max_drop_gives_the_smallest_file_within_the_drop():
     table = _table(3)
     combos = [dict(zip(table.options, c)) for c in itertools.product(*table.options.values())]
     for max_drop in (0.02, 0.1, 0.2, 0.4):
-        fitting = [c for c in combos if table.baseline - table.predicted_metric(c) <= max_drop]
+        fitting = [c for c in combos if table.lost(c) <= max_drop]
         if not fitting:
             with pytest.raises(alloc.AllocationError, match="loses at most"):
                 alloc.solve(table, max_drop=max_drop)
             continue
         choice = alloc.solve(table, max_drop=max_drop)
-        assert table.baseline - table.predicted_metric(choice) <= max_drop
+        assert table.lost(choice) <= max_drop
         assert table.predicted_bytes(choice) <= min(table.predicted_bytes(c) for c in fitting) * 1.001 + 1
 
 
@@ -206,3 +206,16 @@ def test_html_report_shows_the_allocation_and_the_sensitivity_heat_map(lenet300_
     assert "<h2>Sensitivity</h2>" in page
     fc1_at_99 = sens.curve("fc1")[1]
     assert f"{100 * fc1_at_99.metric:.2f}</td>" in page and "#c62828" in page  # 99% pruned: a red cell
+
+
+def test_lower_is_better_metrics_count_a_rise_as_the_loss():
+    options = {"a": (alloc.Option((("bits", 8.0),), 100, 10.0), alloc.Option((("bits", 2.0),), 10, 20.0)),
+               "b": (alloc.Option((("bits", 8.0),), 100, 10.0), alloc.Option((("bits", 2.0),), 10, 11.0))}
+    table = alloc.OptionTable((), options, 10.0, 0, "perplexity", 8, "inputs")
+    choice = alloc.solve(table, 120)  # room for one small layer: the one whose perplexity rises least
+    assert choice["b"].bytes == 10 and choice["a"].bytes == 100
+    assert table.predicted_metric(choice) == pytest.approx(11.0) and table.lost(choice) == pytest.approx(1.0)
+    both = {"a": options["a"][1], "b": options["b"][1]}
+    assert table.predicted_metric(both) == pytest.approx(10.0 * 2.0 * 1.1)  # the kept fractions multiply
+    errors = alloc.OptionTable((), options, 0.0, 0, "relative error", 8, "inputs")
+    assert errors.predicted_metric(both) == pytest.approx(31.0)  # from a baseline of 0 the rises add

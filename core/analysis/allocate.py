@@ -10,9 +10,11 @@ set is then priced whole by the encoder (:func:`exact_bytes`, :func:`fit`).
 
 :func:`solve` picks one option per layer: the multiple-choice knapsack solved exactly by dynamic programming
 over bytes (``knapsack``), or greedily by the smallest predicted drop per byte saved (``greedy``). The
-predicted metric is the baseline minus the sum of the layers' drops (each measured alone, so the combined
-model is measured again after the run and reported beside the prediction). A drop below zero (noise, or a
-layer that gains) counts as zero, so the solver never pays bytes to chase it.
+predicted metric treats each layer's loss as independent of the others': the baseline times the product of
+each layer's kept fraction (each measured alone, so the combined model is measured again after the run and
+reported beside the prediction). A layer that gains (noise) counts as losing nothing, so the solver never
+pays bytes to chase it. Whether higher or lower is better follows the metric's name (perplexity and
+relative error: lower).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from core.format.container import WeightCode, price
 from core.io.base import LoadedModel
 from core.methods.codebooks import METHODS as QUANTIZERS
 from core.methods.masks import magnitude_masks, prunable_layers
+from core.pipeline.scores import LOWER_IS_BETTER
 from core.progress import Task
 from core.recipe import Recipe, Selection, Step
 
@@ -84,20 +87,38 @@ class OptionTable:
     split: str
     baseline_loss: float | None = None
 
+    def _harm(self, metric: float) -> float:
+        """How much worse ``metric`` is than the baseline, in units that add up over layers: the log of the
+        ratio (a layer keeping 98% of the accuracy and another 99% keep 98% x 99% together), or the
+        difference for an error whose baseline is 0. Never below 0."""
+        lower = self.metric_name in LOWER_IS_BETTER
+        if self.baseline > 0:
+            ratio = (metric / self.baseline) if lower else (self.baseline / max(metric, 1e-9))
+            return max(0.0, math.log(max(ratio, 1e-300)))
+        return max(0.0, metric - self.baseline if lower else self.baseline - metric)
+
     def drop(self, option: Option) -> float:
-        """What the solver minimises: the metric's drop, and with labels ``LOSS_WEIGHT`` x the loss's rise (a
+        """What the solver minimises: the option's harm, and with labels ``LOSS_WEIGHT`` x the loss's rise (a
         tie-break finer than one example in ``count``: many light settings lose no example alone)."""
         rise = 0.0 if option.loss is None or self.baseline_loss is None else option.loss - self.baseline_loss
-        return max(0.0, self.baseline - option.metric) + LOSS_WEIGHT * max(0.0, rise)
-
-    def metric_drop(self, option: Option) -> float:
-        return max(0.0, self.baseline - option.metric)
+        return self._harm(option.metric) + LOSS_WEIGHT * max(0.0, rise)
 
     def predicted_bytes(self, choice: dict[str, Option]) -> int:
         return self.rest_bytes + sum(o.bytes for o in choice.values())
 
     def predicted_metric(self, choice: dict[str, Option]) -> float:
-        return self.baseline - sum(self.metric_drop(o) for o in choice.values())
+        """The metric of every layer's option together, as if each layer's harm were independent of the
+        others' (each is measured alone)."""
+        harm = sum(self._harm(o.metric) for o in choice.values())
+        lower = self.metric_name in LOWER_IS_BETTER
+        if self.baseline > 0:
+            return self.baseline * math.exp(harm if lower else -harm)
+        return self.baseline + harm if lower else self.baseline - harm
+
+    def lost(self, choice: dict[str, Option]) -> float:
+        """How much the prediction loses against the baseline (worse is positive, whichever way is better)."""
+        change = self.predicted_metric(choice) - self.baseline
+        return change if self.metric_name in LOWER_IS_BETTER else -change
 
     def uniform(self, values: dict[str, float]) -> dict[str, Option]:
         """The choice that gives every layer the same ``values`` (each layer's option nearest to them)."""
@@ -299,12 +320,12 @@ def _greedy(table: OptionTable, budget: int) -> dict[str, Option] | None:
 def _least_bytes(table: OptionTable, max_drop: float) -> dict[str, Option] | None:
     """The smallest file whose predicted drop is at most ``max_drop``: the knapsack at every budget."""
     low, high = table.rest_bytes, table.rest_bytes + sum(max(o.bytes for o in v) for v in table.options.values())
-    if _knapsack(table, high) is None or table.baseline - table.predicted_metric(_knapsack(table, high)) > max_drop:
+    if _knapsack(table, high) is None or table.lost(_knapsack(table, high)) > max_drop:
         return None
     while high - low > max(1, high // 2000):
         middle = (low + high) // 2
         choice = _knapsack(table, middle)
-        if choice is not None and table.baseline - table.predicted_metric(choice) <= max_drop:
+        if choice is not None and table.lost(choice) <= max_drop:
             high = middle
         else:
             low = middle
