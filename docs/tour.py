@@ -9,9 +9,12 @@ requested tab. With ``--save DIR`` it also writes a PNG of the window for every 
 ``--sizes 1366x768,1920x1080`` also one per view at each of those window sizes (``DIR/<view>-WxH.png``,
 and ``DIR/heatmap-WxH.png``: the Layers page with the unit heatmap). The views ``lowrank`` and
 ``softened`` are the Layers page with the inspector's Low rank (singular values) and Softened outputs
-tabs, of the original model; and a convolution's Low rank view, with its separable toggle:
+tabs, of the original model; and a convolution's Low rank view, with its separable toggle. The view
+``sensitivity`` runs the Sensitivity page's default analysis (every layer pruned alone at ten sparsities, on
+2,000 test examples) through its Run button:
 
     python docs/tour.py --recipes 0 --only lowrank,softened --save docs/ --sizes 1366x768,1920x1080
+    python docs/tour.py --recipes 0 --only sensitivity --save docs/ --sizes 1366x768,1920x1080
     python docs/tour.py --model zoo:lenet5 --layer conv2 --recipes 0 --only lowrank --prefix lenet5- --save docs/
 """
 
@@ -27,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PySide6.QtCore import QSettings, QSize, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-VIEWS = {"layers": (0, "Weights"), "tradeoff": (1, None), "compare": (2, None), "demo": (3, None),
-         "lowrank": (0, "Low rank"), "softened": (0, "Softened outputs")}
-"""view -> (the window's tab, the inspector's tab on the Layers page)"""
+VIEWS = {"layers": ("layers", "Weights"), "tradeoff": ("tradeoff", None), "compare": ("compare", None),
+         "demo": ("demo", None), "lowrank": ("layers", "Low rank"), "softened": ("layers", "Softened outputs"),
+         "sensitivity": ("sensitivity", None)}
+"""view -> (the window's page, the inspector's tab on the Layers page)"""
 SAVED = ("layers", "tradeoff", "compare", "demo")
 """The views ``--save`` writes without ``--only`` (the inspector's other tabs show the original best:
 ``--recipes 0 --only lowrank,softened``)."""
@@ -88,10 +92,12 @@ def main() -> int:
         QTimer.singleShot(300, finish)
 
     def show(view) -> None:
-        tab, inspector = view
-        window.tabs.setCurrentIndex(tab)
+        page, inspector = view
+        window.tabs.setCurrentWidget(getattr(window, page))
         if inspector:
             window.layers.show_inspector_tab(inspector)
+        if page == "sensitivity" and window.sensitivity.shown is None:
+            window.sensitivity.run()  # its defaults; settle() waits for the result
 
     def settle() -> None:
         """Layout and paint settle over a few event-loop passes; a spectrum or a teacher's outputs arrive

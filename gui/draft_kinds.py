@@ -79,12 +79,19 @@ class KindEdits:
     def set_layer_value(self, kind: str, layer: str, value, **fields) -> bool:
         """Give ``layer`` its own value in the first step of ``kind`` (None removes it), and make sure that
         step works on ``layer``; ``fields`` are set on the step too (the step is made when absent)."""
+        return self.set_layer_values(kind, {layer: value}, **fields)
+
+    def set_layer_values(self, kind: str, values: dict, **fields) -> bool:
+        """:meth:`set_layer_value` for many layers at once (``values``: layer -> value, None removes it):
+        one edit of the step, one ``sig_changed``."""
         step = self.step_of(kind)
-        select = step.select if step is not None else Selection(layers=(layer,))
-        overrides = tuple((p, v) for p, v in select.overrides if p != layer)
-        if value is not None:
-            overrides = ((layer, value),) + overrides  # the first matching override wins
-        return self.set_step(kind, select=self._including(select, layer, overrides), **fields)
+        select = step.select if step is not None else Selection(layers=tuple(values))
+        for layer, value in values.items():
+            overrides = tuple((p, v) for p, v in select.overrides if p != layer)
+            if value is not None:
+                overrides = ((layer, value),) + overrides  # the first matching override wins
+            select = self._including(select, layer, overrides)
+        return self.set_step(kind, select=select, **fields)
 
     def set_layer_selected(self, kind: str, layer: str, on: bool) -> bool:
         """Add ``layer`` to the layers the first step of ``kind`` works on (making the step), or take it

@@ -23,6 +23,7 @@ from gui.widgets.layers_page import LayersPage
 from gui.widgets.metrics_bar import MetricsBar
 from gui.opening import Opener
 from gui.widgets.recipe_panel import RecipePanel
+from gui.widgets.sensitivity_view import SensitivityView
 from gui.widgets.task_bar import TaskBar
 from gui.widgets.tradeoff_plot import TradeoffPlot
 from gui.widgets.variant_list import VariantList
@@ -48,10 +49,11 @@ class MainWindow(QMainWindow):
         self.tradeoff = TradeoffPlot()
         self.compare = CompareView()
         self.demo = DemoView()
+        self.sensitivity = SensitivityView(session)
         self._stale_pages: set[QWidget] = set()  # pages to redraw when next shown
         self.tabs = QTabWidget(objectName="pages")
-        for page, title in ((self.layers, "Layers"), (self.tradeoff, "Trade-off"), (self.compare, "Compare"),
-                            (self.demo, "Demo")):
+        for page, title in ((self.layers, "Layers"), (self.sensitivity, "Sensitivity"), (self.tradeoff, "Trade-off"),
+                            (self.compare, "Compare"), (self.demo, "Demo")):
             self.tabs.addTab(page, title)
         self.tabs.currentChanged.connect(lambda _index: self._refresh_page(self.tabs.currentWidget()))
         self.metrics = MetricsBar(session)
@@ -91,6 +93,7 @@ class MainWindow(QMainWindow):
         self.demo.tradeoff.sig_variant_clicked.connect(session.make_current)
         self.demo.sig_export.connect(self.export_report_dialog)
         self.activations.sig_remove_units.connect(session.remove_units)
+        self.sensitivity.sig_layer_chosen.connect(self.select_layer)  # a clicked cell's layer, in the Compress panel too
         session.variants.sig_changed.connect(self._variants_changed)
         session.variants.sig_current_changed.connect(self._variants_changed)
         session.sig_model_changed.connect(self._on_model_changed)

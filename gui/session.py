@@ -21,6 +21,7 @@ from core.recipe import Recipe
 from core.pipeline.variants import compress_variant, original_variant
 from gui.measurements import Measurements, Spectrum
 from gui.recipe_draft import DRAFT_NAME, RecipeDraft
+from gui.sensitivity_runs import SensitivityRuns
 from gui.variant_store import VariantStore
 from gui.workers import TaskRunner
 
@@ -51,6 +52,7 @@ class Session(QObject):
         self.inspect_options = InspectOptions()
         self.variants = VariantStore(self)
         self.draft = RecipeDraft(self)
+        self.sensitivity = SensitivityRuns(self)  # sensitivity analyses of the current model, kept per request
         self.apply_on = "current"  # what Apply builds on: "current" (the current variant) or "original"
         self._open_args: dict = {}
         self._opening_args: dict | None = None  # the open in progress, until it succeeds
@@ -340,6 +342,10 @@ class Session(QObject):
 
             self.runner.start(title, make_task, done)
             return
+
+    def forget_analysis(self, key) -> None:
+        """Drop the analysis waiting under ``key`` (one running now stops with :meth:`cancel`)."""
+        self._analyses.pop(key, None)
 
     def _drop_analysis(self, title: str) -> None:
         if self._analysing is not None and self._analysing[1] == title:

@@ -65,6 +65,12 @@ def original_bytes(name: str, weight: torch.Tensor) -> int:
     return _tensor_bytes(f"{name}.weight", weight, None)
 
 
+def rank_at(module: nn.Module, fraction: float) -> int:
+    """The rank a rank fraction stands for on ``module``'s matrix: ``max(1, round(fraction * min(m, n)))``."""
+    m, n = matrix_shape(module)
+    return max(1, round(fraction * min(m, n)))
+
+
 def setting(name: str, module: nn.Module, weight: torch.Tensor, method: str, level: float,
             quantizer: str = "kmeans") -> Setting:
     """Layer ``name``'s weight (``weight``: its current value, float) at ``level`` of ``method``."""
@@ -85,8 +91,7 @@ def setting(name: str, module: nn.Module, weight: torch.Tensor, method: str, lev
     elif method == "low_rank":
         if "" not in low_rank_targets(module):  # the module itself is a target
             return Setting(None, None, "low rank applies to Linear and ungrouped Conv2d layers only")
-        m, n = matrix_shape(module)
-        rank = max(1, round(level * min(m, n)))
+        rank = rank_at(module, level)
         if rank >= break_even(module):
             return Setting(None, None, f"rank {rank} is at or above break-even {break_even(module):.1f}")
         u, s, vh = torch.linalg.svd(weight_matrix(module), full_matrices=False)

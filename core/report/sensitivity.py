@@ -100,9 +100,14 @@ def png_bytes(result: Sensitivity, width: int = 900, height: int = 560) -> bytes
     return out.getvalue()
 
 
+def scale_of(result: Sensitivity) -> tuple[float, str]:
+    """How the metric is written: (factor, unit): top-1, top-1 agreement and cosine in percent, else as it is."""
+    return (100.0, "%") if result.labelled or result.metric_name in ("top-1 agreement", "cosine") else (1.0, "")
+
+
 def summary_table(result: Sensitivity) -> str:
     """Layers by levels, the metric in each cell ("skip" where the level was skipped), as text."""
-    scale, unit = (100.0, "%") if result.labelled or result.metric_name in ("top-1 agreement", "cosine") else (1.0, "")
+    scale, unit = scale_of(result)
     head = f"{result.metric_name}{' (%)' if unit else ''} by {result.level_name} ({result.method}"
     head += f", {result.quantizer})" if result.quantizer else ")"
     base = result.baseline["metric"]

@@ -13,8 +13,9 @@ from gui.measurements import Measurements
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 COLUMNS = ("Layer", "Type", "Shape", "Params", "Bytes", "Sparsity", "Near 0", "Fires", "Dead", "Bits", "Status",
-           "MACs", "Override")
+           "MACs", "Sensitivity", "Override")
 OVERRIDE = COLUMNS.index("Override")
+SENSITIVITY = COLUMNS.index("Sensitivity")
 MACS = COLUMNS.index("MACs")
 MARK = "● "
 """Before a layer's name: the recipe has a per-layer value for it (shown in the Override column)."""
@@ -36,6 +37,7 @@ class LayerTableModel(QStandardItemModel):
         self._overrides_of = lambda name: []  # the recipe's per-layer values for a layer, as text
         self._stored: dict[str, int] = {}
         self._finished = False
+        self._sensitivity: dict | None = None  # layer -> DropLevel, from the latest prune sensitivity (None: none)
         self.setHorizontalHeaderLabels(list(COLUMNS))
         tips = {"Bytes": "the layer's bytes: dense in the original, as stored in a compressed variant's file",
                 "Sparsity": "fraction of the layer's parameters that are exactly zero",
@@ -46,6 +48,8 @@ class LayerTableModel(QStandardItemModel):
                 "Status": "pruned (has zeros), shared (quantized to a codebook), dead units",
                 "MACs": "multiply-accumulates of the layer for one input (torch's FLOP counter); a pruned layer "
                         "still runs its dense kernel, so the tooltip gives the count for its non-zero weights",
+                "Sensitivity": "the sparsity at which the metric drops 1 point, from the latest prune analysis on "
+                               "the Sensitivity page (interpolated between measured levels; > the last level: never)",
                 "Override": "the recipe's per-layer values for this layer (● before its name); "
                             "Compress > Clear all overrides removes them"}
         for section, column in enumerate(COLUMNS):
@@ -80,6 +84,9 @@ class LayerTableModel(QStandardItemModel):
                 item.setData(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
                              Qt.ItemDataRole.TextAlignmentRole)
             self.setItem(row, col, item)
+        if col == SENSITIVITY:
+            self._set_sensitivity_cell(item, value)
+            return
         text = ("—" if value is None and ((col in (7, 8) and (self._m.activations or self._finished)) or col == 9
                                           or (col == MACS and (self._m.cost is not None or self._finished)))
                 else self._text(col, value))
@@ -101,6 +108,28 @@ class LayerTableModel(QStandardItemModel):
                            (Qt.ItemDataRole.ToolTipRole, tip)):
             if item.data(role) != data:
                 item.setData(data, role)
+
+    def _set_sensitivity_cell(self, item: QStandardItem, value) -> None:
+        """``value``: the layer's :class:`core.analysis.curves.DropLevel`, or None (not measured)."""
+        if value is None:
+            text, sort, tip = "—", float("-inf"), ("no prune sensitivity of this model yet (the Sensitivity page)"
+                                                   if self._sensitivity is None else "not in the analysis")
+        else:
+            text, sort = value.label, value.sort_key
+            tip = {"between": f"drops 1 point at sparsity {value.label} (between the measured {value.lower:g} "
+                              f"and {value.upper:g})",
+                   "never": f"loses less than 1 point up to sparsity {value.lower:g}, the last level measured",
+                   "first": f"already 1 point down at the first level, {value.upper:g}",
+                   "unmeasured": f"not measured: {value.why}"}[value.where]
+        for role, data in ((Qt.ItemDataRole.DisplayRole, text), (SORT_ROLE, sort), (Qt.ItemDataRole.ToolTipRole, tip)):
+            if item.data(role) != data:
+                item.setData(data, role)
+
+    def set_sensitivity(self, levels: dict | None) -> None:
+        """Show each layer's sparsity at which the metric drops 1 point (layer -> DropLevel; None: no analysis)."""
+        self._sensitivity = levels
+        for row in range(len(self._names)):
+            self._set_cell(row, SENSITIVITY, self._values(row)[SENSITIVITY])
 
     def set_overrides(self, overrides_of) -> None:
         """``overrides_of(layer)``: the recipe's per-layer values for it, as text (empty: none)."""
@@ -138,7 +167,7 @@ class LayerTableModel(QStandardItemModel):
                 self._stored.get(info.name, info.bytes), info.sparsity,
                 ws.near_zero if ws else None, float(act.nonzero_fraction.mean()) if act else None,
                 (len(act.dead), act.units) if act else None, bits, " · ".join(status) or "—", macs,
-                " · ".join(overrides) or "—")
+                (self._sensitivity or {}).get(info.name), " · ".join(overrides) or "—")
 
     def _macs_tip(self, row: int) -> str | None:
         cost = self._m.cost

@@ -25,7 +25,8 @@ from gui.widgets.spectrum_view import SpectrumView
 
 
 DEFAULT_COLUMNS = ("Layer", "Shape", "Params", "Bytes", "Sparsity", "Fires", "Bits", "MACs")
-"""The Override column is not among them: it shows by itself while the recipe has a per-layer value."""
+"""The Override and Sensitivity columns are not among them: each shows by itself while it has something to say
+(the recipe has a per-layer value; a prune sensitivity of the model was measured)."""
 """The columns shown until the user picks others (right-click the header): the rest fit in the pane's
 width only on a wide screen, and each is one click away."""
 
@@ -49,7 +50,7 @@ class LayersPage(QWidget):
         self._landing = False  # a new inventory is being drawn: see _on_measured
         self._plan_stats: dict = {}  # the prunable layers' statistics the threshold is read from
         self._kept_selection: str | None = None  # the layer selected when the model changed, kept if it is there
-        self._override_shown_by_itself = False  # the Override column is on screen because overrides exist
+        self._shown_by_itself: set[str] = set()  # columns on screen because they have something to say (Override...)
         self.table_model = LayerTableModel(self)
         self.proxy = LayerSortProxy(self)
         self.proxy.setSourceModel(self.table_model)
@@ -133,6 +134,8 @@ class LayersPage(QWidget):
         session.sig_measured.connect(self._on_measured)
         session.variants.sig_current_changed.connect(self._on_current_variant)
         session.runner.sig_idle.connect(self._on_idle)
+        session.sensitivity.sig_result.connect(self._show_sensitivity)
+        session.sensitivity.sig_forgotten.connect(self._show_sensitivity)
 
     def _codebooks(self) -> dict:
         current = self.session.variants.current
@@ -156,12 +159,12 @@ class LayersPage(QWidget):
     def visible_columns(self) -> list[str]:
         """The columns the user chose (not the Override column while it shows by itself)."""
         return [name for section, name in enumerate(COLUMNS) if not self.table.isColumnHidden(section)
-                and not (name == "Override" and self._override_shown_by_itself)]
+                and name not in self._shown_by_itself]
 
     def set_visible_columns(self, names) -> None:
         """Show the columns named in ``names`` (unknown names are ignored; the Layer column always shows)."""
         wanted = set(names) | {COLUMNS[0]}
-        self._override_shown_by_itself = False
+        self._shown_by_itself = set()
         for section, name in enumerate(COLUMNS):
             self.table.setColumnHidden(section, name not in wanted)
 
@@ -178,8 +181,7 @@ class LayersPage(QWidget):
         return menu
 
     def _choose_column(self, section: int, shown: bool) -> None:
-        if COLUMNS[section] == "Override":
-            self._override_shown_by_itself = False
+        self._shown_by_itself.discard(COLUMNS[section])
         self.table.setColumnHidden(section, not shown)
 
     def _column_menu(self, pos: QPoint) -> None:
@@ -216,14 +218,24 @@ class LayersPage(QWidget):
     def _show_overrides(self) -> None:
         """Mark the layers the recipe gives values of their own; while there are any, their column shows."""
         self.table_model.set_overrides(self.session.draft.overrides_of)
-        section = COLUMNS.index("Override")
-        any_override = any(step.select.overrides for step in self.session.draft.steps)
-        if any_override and self.table.isColumnHidden(section):
+        self._show_by_itself("Override", any(step.select.overrides for step in self.session.draft.steps))
+
+    def _show_sensitivity(self, *_args) -> None:
+        """Each layer's sparsity at which the metric drops 1 point, from the latest prune sensitivity; the
+        column shows by itself once there is one."""
+        levels = self.session.sensitivity.prune_drop_levels()
+        self.table_model.set_sensitivity(levels)
+        self._show_by_itself("Sensitivity", levels is not None)
+
+    def _show_by_itself(self, name: str, wanted: bool) -> None:
+        """Show column ``name`` while ``wanted`` (unless the user chose it anyway), hide it again after."""
+        section = COLUMNS.index(name)
+        if wanted and self.table.isColumnHidden(section):
             self.table.setColumnHidden(section, False)
-            self._override_shown_by_itself = True
-        elif not any_override and self._override_shown_by_itself:
+            self._shown_by_itself.add(name)
+        elif not wanted and name in self._shown_by_itself:
             self.table.setColumnHidden(section, True)
-            self._override_shown_by_itself = False
+            self._shown_by_itself.discard(name)
 
     def _on_model_changed(self) -> None:
         self._kept_selection = self.current_layer() or self._kept_selection

@@ -50,7 +50,7 @@ def test_every_page_fits_the_window_and_apply_is_in_view(qtbot, window, size):
     variant = variant_with_changes(window)  # Compare with its 24 changed images, the tallest page
     window.compare.set_variants([store.original, variant], variant.id, data.test.images, data.classes)
     window.demo.show_result([store.original, variant], variant)
-    for page in (window.layers, window.tradeoff, window.compare, window.demo):
+    for page in (window.layers, window.sensitivity, window.tradeoff, window.compare, window.demo):
         window.tabs.setCurrentWidget(page)
         settle()
         assert (window.width(), window.height()) == size, page
