@@ -18,6 +18,7 @@ from core.analysis import perturb
 from core.analysis.curves import DropLevel, levels_at_drop
 from core.analysis.sensitivity import Sensitivity, SensitivityError, parse_levels, sensitivity
 from core.progress import Progress
+from gui.allocation_runs import AllocationRuns
 from gui.methods import arch_api as arch
 
 QUANTIZERS = perturb.QUANTIZERS
@@ -76,6 +77,7 @@ class SensitivityRuns(QObject):
         runner.sig_progress.connect(lambda p: self._running and self.sig_progress.emit(p))
         runner.sig_cancelled.connect(lambda title: self._stopped(title, "Cancelled: the page shows what it showed"))
         runner.sig_failed.connect(lambda title, error: self._stopped(title, f"Failed: {error}"))
+        self.allocation = AllocationRuns(session, self)  # a target filled in by automatic allocation
 
     @property
     def running(self) -> bool:

@@ -418,17 +418,29 @@ def recipe_for(recipe: Recipe, table: OptionTable, choice: dict[str, Option], na
                    description=description if description is not None else recipe.description)
 
 
+def recorded_info(loaded: LoadedModel, data: Dataset | None) -> dict:
+    """What a compressed file of ``loaded`` records of the model (its header's ``model``), as the pipeline
+    writes it for a first run on it."""
+    from core.analysis.inspection import model_inputs
+    from core.pipeline.encoding import describe
+
+    return describe(loaded, [], next(model_inputs(loaded, data, 2, batch_size=2)))
+
+
 def allocate(loaded: LoadedModel, data: Dataset | None, recipe: Recipe, budget_bytes: int | None = None,
              max_drop: float | None = None, sparsities=SPARSITIES, bits=BITS, limit: int | None = 2000,
              solver: str = "knapsack", model_info: dict | None = None) -> Task[Allocation]:
     """Measure ``recipe``'s options on ``loaded`` (:func:`measure_options`), choose one per layer for the
-    target (:func:`fit`), and return the choice with ``recipe`` set to it. Bad arguments raise
+    target (:func:`fit`), and return the choice with ``recipe`` set to it. ``model_info``: what the file
+    records of the model (None: :func:`recorded_info`). Bad arguments raise
     :class:`AllocationError` before any measuring."""
     if solver not in SOLVERS:
         raise AllocationError(f"unknown solver {solver!r}; one of {', '.join(SOLVERS)}")
     if (budget_bytes is None) == (max_drop is None):
         raise AllocationError("give one target: a file size (or ratio), or a maximum drop")
     allocatable_axes(recipe, loaded.module, sparsities, bits)
+    if model_info is None:
+        model_info = recorded_info(loaded, data)
     table = yield from measure_options(loaded, data, recipe, sparsities, bits, limit, model_info=model_info)
     choice, exact = fit(table, budget_bytes, max_drop, solver,
                         lambda c: exact_bytes(loaded.module, recipe, table, c, model_info))

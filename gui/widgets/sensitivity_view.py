@@ -6,9 +6,9 @@ already has for this model shows at once; otherwise it is measured with progress
 or failed run leaves the page as it was. Clicking a measured cell writes that level into the recipe for that
 layer (its sparsity, bits or rank) and selects the layer, so the Compress panel shows it.
 
-Between the controls and the heat map sits ``target_area``, an empty, hidden row kept for a target control
-(bytes, ratio or a maximum drop, filled by automatic allocation): put its widgets in
-``target_area.layout()`` and show it; it writes the recipe with ``session.sensitivity.set_levels``.
+Between the controls and the heat map sits ``target_area``, the target row
+(:class:`gui.widgets.allocation_target.AllocationTarget`): a file size, ratio or maximum drop that automatic
+allocation fills the recipe for.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from core.analysis.sensitivity import Sensitivity
 from core.report.sensitivity import scale_of
 from gui import theme
 from gui.sensitivity_runs import QUANTIZERS, Request, make_request
+from gui.widgets.allocation_target import AllocationTarget
 from gui.widgets.sensitivity_curves import SensitivityCurves
 from gui.widgets.sensitivity_heatmap import SensitivityHeatmap, metric_text
 
@@ -84,7 +85,8 @@ class SensitivityView(QWidget):
         self.target_area = QWidget(objectName="sensitivityTarget")  # see the module's docstring
         target_layout = QHBoxLayout(self.target_area)
         target_layout.setContentsMargins(0, 0, 0, 0)
-        self.target_area.hide()
+        self.target = AllocationTarget(session.sensitivity.allocation, session, lambda: self.limit.value() or None)
+        target_layout.addWidget(self.target)
 
         self.heatmap = SensitivityHeatmap()
         self.curves = SensitivityCurves()

@@ -153,3 +153,49 @@ def test_quantize_and_low_rank_cells_set_bits_and_ranks_and_a_skipped_cell_chang
     assert rank == 1 and draft.layer_value("low_rank", "fc3") == rank and draft.selects("low_rank", "fc3")
     assert not draft.selects("low_rank", "fc1")  # only the clicked layer is factorised
     assert page.status.text() == "fc3: rank 1 in the recipe (was not factorised)"
+
+
+def test_a_target_fills_the_recipe_by_allocation_and_apply_measures_the_real_file(qtbot, window):
+    from core.analysis.allocate import allocate
+    from gui.allocation_runs import base_recipe
+    from tests.gui.test_compress_studio import apply_and_wait, quick_draft
+
+    s = window.session
+    quick_draft(window)  # magnitude pruning and k-means, no fine-tuning: the prediction is the file
+    before = s.draft.to_recipe()
+    page = open_page(window)
+    page.limit.setValue(LIMIT)
+    target = page.target
+    target.kind.setCurrentIndex(target.kind.findData("ratio"))
+    target.value.setValue(30)
+    qtbot.mouseClick(target.allocate_button, Qt.MouseButton.LeftButton)
+    assert target.cancel_button.isVisibleTo(page) and not target.allocate_button.isEnabled()
+    qtbot.waitUntil(lambda: not s.sensitivity.allocation.running, timeout=180_000)
+    wait_idle(qtbot, window)
+    allocation = s.sensitivity.allocation.latest
+    assert allocation is not None, target.estimate.text()
+    original = s.variants.original.size_bytes
+    expected = run(allocate(s.loaded, s.data, base_recipe(before, s.loaded.module),
+                            budget_bytes=int(original / 30), limit=LIMIT))
+    assert allocation.choice == expected.choice and allocation.predicted_bytes == expected.predicted_bytes
+    for layer, option in allocation.choice.items():  # the draft holds the chosen settings
+        assert s.draft.sparsity_of(layer) == pytest.approx(option.value("sparsity"))
+        assert s.draft.bits_of(layer) == option.value("bits")
+    assert f"estimated {allocation.predicted_bytes:,} bytes" in target.estimate.text()
+    assert allocation.predicted_bytes <= original / 30
+    variant = apply_and_wait(qtbot, window)
+    assert variant.size_bytes == allocation.predicted_bytes  # no training: the estimate was the file's price
+
+
+def test_a_cancelled_allocation_leaves_the_recipe_as_it_was(qtbot, window):
+    s = window.session
+    before = s.draft.to_recipe()
+    page = open_page(window)
+    page.limit.setValue(LIMIT)
+    qtbot.mouseClick(page.target.allocate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: s.runner.busy, timeout=30_000)
+    qtbot.mouseClick(page.target.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not s.sensitivity.allocation.running, timeout=60_000)
+    wait_idle(qtbot, window)
+    assert s.draft.to_recipe() == before and s.sensitivity.allocation.latest is None
+    assert "Cancelled" in page.target.estimate.text() and page.target.allocate_button.isEnabled()
