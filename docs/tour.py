@@ -98,6 +98,7 @@ def main() -> int:
             window.layers.show_inspector_tab(inspector)
         if page == "sensitivity" and window.sensitivity.shown is None:
             window.sensitivity.run()  # its defaults; settle() waits for the result
+            window.sensitivity.target.allocate()  # and the target row's default: 40x smaller
 
     def settle() -> None:
         """Layout and paint settle over a few event-loop passes; a spectrum or a teacher's outputs arrive
@@ -105,7 +106,7 @@ def main() -> int:
         for _ in range(20):
             app.processEvents()
             time.sleep(0.02)
-        while session.runner.busy:
+        while session.runner.busy or session.sensitivity.allocation.running:
             app.processEvents()
             time.sleep(0.02)
         for _ in range(10):
