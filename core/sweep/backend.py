@@ -123,7 +123,7 @@ def sweep(jobs: Sequence[SweepJob], loaded: LoadedModel, data: Dataset | None, b
                     message = f"{event.result.name} done"
                     yield Partial(RESULT_KEY, event.result)
                 elif event.index not in results:
-                    running[event.index] = event.progress.fraction
+                    running[event.index] = max(running.get(event.index, 0.0), event.progress.fraction)
                     message = f"{jobs[event.index].name}: {event.progress.message or event.progress.stage}"
             yield report()  # also with no news: the studio sees a cancel between yields
         return [results[i] for i in range(total)]

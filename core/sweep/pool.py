@@ -1,8 +1,9 @@
 """The default backend: a pool of local worker processes.
 
 Each worker is a fresh interpreter (the ``spawn`` start method: a fork of a process running torch's or Qt's
-threads can deadlock), started with the packed model and data through the pool's initializer, so they are
-sent once per worker, not once per job. A job drains :func:`core.sweep.jobs.run_job` and puts its progress
+threads can deadlock). The packed model and data are written once to a private temporary file, which the
+pool's initializer reads in each worker: they reach a worker once, not once per job, and starting a worker
+does not wait for it to read them (so a Ctrl+C meanwhile is not held up). A job drains :func:`core.sweep.jobs.run_job` and puts its progress
 on a queue the sweep reads. Closing sets a stop event every worker checks between the generator's yields
 (it then closes the generator, as any cancel does), drops the jobs not started, and waits for the workers
 to exit. Workers ignore Ctrl+C: the process that started them decides, and closes them.
@@ -10,10 +11,12 @@ to exit. Workers ignore Ctrl+C: the process that started them decides, and close
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue as queues
 import signal
+import tempfile
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -26,12 +29,13 @@ from core.sweep.jobs import SweepResult, fewer_reports, run_job
 _worker: dict = {}  # in a worker process: the model, data, progress queue and stop event
 
 
-def _init_worker(payload: bytes, progress, stop, threads: int) -> None:
+def _init_worker(payload: str, progress, stop, threads: int) -> None:
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    loaded, data = unpack(payload)
+    with open(payload, "rb") as f:
+        loaded, data = unpack(f.read())
     _worker.update(loaded=loaded, data=data, progress=progress, stop=stop)
 
 
@@ -45,6 +49,22 @@ def _run(job: SweepJob) -> SweepResult | None:
                    should_cancel=_worker["stop"].is_set)
     except Cancelled:
         return None
+
+
+@contextlib.contextmanager
+def _children_ignore_ctrl_c():
+    """Workers started meanwhile ignore Ctrl+C from their first instruction (an ignored signal stays ignored
+    in a new interpreter), so that a Ctrl+C while they start does not kill them halfway through an import:
+    the process that started them closes them. Only the main thread may change it; elsewhere (the studio's
+    task threads) there is no Ctrl+C to ignore."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def default_workers() -> int:
@@ -67,16 +87,20 @@ class LocalPool(Backend):
         self.description = f"{self.workers} local worker process{'es' if self.workers > 1 else ''}"
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[Future, int] = {}
-        self._queue = self._stop = None
+        self._queue = self._stop = self._payload = None
         self.stopped = 0  # jobs the last close stopped or dropped before they finished
 
     def start(self, payload: bytes, jobs: Sequence[SweepJob]) -> None:
         context = multiprocessing.get_context("spawn")
         self._queue, self._stop = context.Queue(), context.Event()
+        fd, self._payload = tempfile.mkstemp(prefix="prunescope-sweep-", suffix=".payload")  # this user's only
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
         self._pool = ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=context,
                                          initializer=_init_worker,
-                                         initargs=(payload, self._queue, self._stop, self.threads))
-        self._futures = {self._pool.submit(_run, job): job.index for job in jobs}
+                                         initargs=(self._payload, self._queue, self._stop, self.threads))
+        with _children_ignore_ctrl_c():  # the pool starts its workers as jobs are submitted
+            self._futures = {self._pool.submit(_run, job): job.index for job in jobs}
 
     def _reports(self, timeout: float) -> list[JobEvent]:
         out = []
@@ -113,3 +137,5 @@ class LocalPool(Backend):
         self._futures = {}
         self._queue.close()
         self._queue.join_thread()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._payload)
