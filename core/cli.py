@@ -9,11 +9,8 @@ before any work, and a command's files appear together or not at all.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -322,21 +319,8 @@ def cmd_sensitivity(args) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _interruptible():
-    """Ctrl+C as KeyboardInterrupt meanwhile (``main.py``'s handler exits at once), so that a sweep closes
-    its workers before the command exits."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def cmd_sweep(args) -> int:
+    import signal
     import time
 
     from core.eval.data import load_dataset
@@ -346,6 +330,7 @@ def cmd_sweep(args) -> int:
     from core.recipe import Recipe
     from core.report import sweep as report
     from core.sweep import backend_for, expand_grid, parse_axis, sweep
+    from core.sweep.pool import handling_ctrl_c
 
     axes = [parse_axis(text) for text in args.grid]
     if args.limit is not None and args.limit < 1:
@@ -364,7 +349,7 @@ def cmd_sweep(args) -> int:
         data_name = args.data or (None if args.inputs else loaded.dataset)
         data = load_dataset(data_name) if data_name else None
         start = time.perf_counter()
-        with _interruptible():
+        with handling_ctrl_c(signal.default_int_handler):  # not main.py's exit at once: the workers are closed first
             results = run(sweep(jobs, loaded, data, backend, args.limit), on_progress=_progress_printer(not args.quiet))
         seconds = time.perf_counter() - start
     finally:

@@ -52,15 +52,13 @@ def _run(job: SweepJob) -> SweepResult | None:
 
 
 @contextlib.contextmanager
-def _children_ignore_ctrl_c():
-    """Workers started meanwhile ignore Ctrl+C from their first instruction (an ignored signal stays ignored
-    in a new interpreter), so that a Ctrl+C while they start does not kill them halfway through an import:
-    the process that started them closes them. Only the main thread may change it; elsewhere (the studio's
-    task threads) there is no Ctrl+C to ignore."""
+def handling_ctrl_c(handler):
+    """Ctrl+C (SIGINT) handled by ``handler`` meanwhile, then as before. Only the main thread may change it;
+    elsewhere (the studio's task threads, which see no Ctrl+C) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
@@ -99,7 +97,10 @@ class LocalPool(Backend):
         self._pool = ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=context,
                                          initializer=_init_worker,
                                          initargs=(self._payload, self._queue, self._stop, self.threads))
-        with _children_ignore_ctrl_c():  # the pool starts its workers as jobs are submitted
+        # the pool starts its workers as jobs are submitted: they ignore Ctrl+C from their first instruction (an
+        # ignored signal stays ignored in a new interpreter), never dying halfway through an import; this
+        # process decides, and closes them
+        with handling_ctrl_c(signal.SIG_IGN):
             self._futures = {self._pool.submit(_run, job): job.index for job in jobs}
 
     def _reports(self, timeout: float) -> list[JobEvent]:
