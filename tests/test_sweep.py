@@ -208,7 +208,17 @@ def test_an_address_where_no_cluster_answers_is_refused_at_once(tmp_path, capsys
 
     assert main(["sweep", "zoo:lenet300", "--recipe", str(BASE), "--grid", "quantize.bits=4",
                  "--ray", "127.0.0.1:1", "--csv", str(tmp_path / "s.csv")]) == 2
-    assert "--ray 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err
+    assert "--ray 127.0.0.1:1: does not answer" in capsys.readouterr().err
+
+
+@needs_ray
+def test_auto_where_the_cluster_it_finds_is_gone_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    from core.cli import main
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # as a cluster killed, not stopped, leaves it
+    assert main(["sweep", "zoo:lenet300", "--recipe", str(BASE), "--grid", "quantize.bits=4",
+                 "--ray", "auto", "--csv", str(tmp_path / "s.csv")]) == 2
+    assert "--ray auto: the cluster it finds, 127.0.0.1:1, does not answer" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- Ray
@@ -217,7 +227,7 @@ def ray_cluster():
     """A real local Ray cluster of two CPUs, for this module's Ray tests."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)  # a new one
     yield ray
     ray.shutdown()
 

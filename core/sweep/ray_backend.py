@@ -9,7 +9,7 @@ and waits for them to end; a cluster this backend started (``local``) is shut do
 to another is closed, and a connection the process already had is left as it was.
 
 Addresses: ``auto`` (the cluster ``ray start --head`` started on this machine, or ``RAY_ADDRESS``),
-``local`` (a cluster of this machine's cores, for this sweep only), ``HOST:PORT`` or ``ray://HOST:PORT``.
+``local`` (a new cluster of this machine's cores, for this sweep only), ``HOST:PORT`` or ``ray://HOST:PORT``.
 Workers must be able to import Prunescope (the same version); on this machine they are.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import socket
 from collections import deque
 from collections.abc import Sequence
@@ -71,14 +72,34 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _check_reachable(address: str) -> None:
+def _check_reachable(address: str, asked: str | None = None) -> None:
     host, port = _host_port(address)
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as exc:
-        raise SweepError(one_line(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc}); "
-                                  "start one with `ray start --head`, or use --ray local")) from None
+        where = f"{asked}: the cluster it finds, {address}," if asked else f"{address}:"
+        raise SweepError(one_line(f"--ray {where} does not answer ({exc.strerror or exc}); start one with "
+                                  "`ray start --head`, or use --ray local")) from None
+
+
+LATEST_CLUSTER = "/tmp/ray/ray_current_cluster"
+"""Where Ray records the cluster ``ray start`` started last (``ray.init``'s documentation): what ``auto`` connects
+to when ``RAY_ADDRESS`` is not set."""
+
+
+def auto_address() -> str | None:
+    """The address ``ray.init(address="auto")`` would connect to, as its documentation resolves it:
+    ``RAY_ADDRESS``, else the latest cluster started; None when there is none. Checked before connecting,
+    because Ray waits minutes for a cluster that was killed rather than stopped."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if address:
+        return address
+    try:
+        with open(LATEST_CLUSTER, encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 class RayBackend(Backend):
@@ -111,10 +132,12 @@ class RayBackend(Backend):
         else:
             if self.address not in ("auto", "local"):
                 _check_reachable(self.address)
-            options = ({"num_cpus": self.workers, "include_dashboard": False} if self.address == "local"
-                       else {"address": self.address})
+            elif self.address == "auto" and (found := auto_address()) and not found.startswith("ray://"):
+                _check_reachable(found, "auto")
+            # local: a new cluster, even where another was started (address None would join that one)
+            options = {"num_cpus": self.workers, "include_dashboard": False} if self.address == "local" else {}
             try:
-                ray.init(logging_level=logging.WARNING, **options)
+                ray.init(address=self.address, logging_level=logging.WARNING, **options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise SweepError(one_line(f"--ray {self.address}: cannot connect ({str(exc).splitlines()[0]}); "
                                           "start a cluster with `ray start --head`, or use --ray local")) from None
