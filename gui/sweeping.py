@@ -67,6 +67,8 @@ class Sweeper(QObject):
         """Run ``request`` on the original model in the background; False (and a message) when it cannot."""
         session = self.session
         if session.loaded is None or session.opening or not session.variants.variants:
+            session.sig_error.emit("Nothing to sweep yet", "Open a model and wait until it is measured: a sweep "
+                                   "compresses the original, and its points sit beside it.")
             return False
         original = session.variants.original
         loaded, data = session.variants.models.get(original.id, session.loaded), session.data

@@ -61,7 +61,10 @@ def _remote_job(refs, job: SweepJob):
 
 def ray_available() -> bool:
     """Whether the ``[ray]`` extra is installed (found, not imported: importing Ray takes a second)."""
-    return importlib.util.find_spec("ray") is not None
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # hidden (sys.modules["ray"] = None), or half installed
+        return False
 
 
 def _host_port(address: str) -> tuple[str, int]:

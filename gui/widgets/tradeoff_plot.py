@@ -219,6 +219,10 @@ class TradeoffPlot(QWidget):
         self.variants = [v for v in measured if self._value(v) is not None]
         self.swept = [r for r in swept if self._result_value(r) is not None]
         left_out = len(measured) - len(self.variants)
+        unplaced = len(swept) - len(self.swept)  # sweep points without this axis's measure (latency)
+        self._sweep_note = (f" {unplaced} sweep point{'s' if unplaced > 1 else ''} without "
+                            f"{AXES[self.x_key].lacking} {'are' if unplaced > 1 else 'is'} left out of this axis."
+                            if unplaced else "")
         self._other_note = (f" {len(other)} variant{'s' if len(other) > 1 else ''} measured by "
                             f"{', '.join(sorted({self._scores[v.id].name for v in other}))}, not {metric}, "
                             f"{'are' if len(other) > 1 else 'is'} left out: one axis holds one metric."
@@ -233,7 +237,7 @@ class TradeoffPlot(QWidget):
             self.sweep_points.setData([])
             self.front.setData([], [])
             self.caption.setText((self._left_out_note(left_out) if left_out else
-                                  "Apply a recipe to see its variant here.") + self._other_note)
+                                  "Apply a recipe to see its variant here.") + self._other_note + self._sweep_note)
             return
         count = len(self.variants)
         xs = [self._value(v) for v in self.variants] + [self._result_value(r) for r in self.swept]
@@ -289,7 +293,8 @@ class TradeoffPlot(QWidget):
                     f"{name}, {axis.formatter(xs[best])}{change}, {score.text()}.")
         else:
             text = "The original is the star. Apply a recipe to add a variant."
-        self.caption.setText(text + (" " + self._left_out_note(left_out) if left_out else "") + self._other_note)
+        self.caption.setText(text + (" " + self._left_out_note(left_out) if left_out else "") + self._other_note
+                             + self._sweep_note)
 
     def _left_out_note(self, count: int) -> str:
         return (f"{count} variant{'s' if count > 1 else ''} without {AXES[self.x_key].lacking} "

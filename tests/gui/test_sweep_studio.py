@@ -53,6 +53,11 @@ def test_a_sweep_from_the_dialog_streams_its_points_into_the_tradeoff_plot(qtbot
     assert len(xs) == len(plot.front_ids) + 2  # the line joins them (and the original, if no point beats it)
     assert "1 variant and 2 sweep points; Pareto front in dashes" in plot.caption.text()
     assert "sweep" in plot.families_shown()
+    plot.set_x_axis("latency")  # a sweep measures no latency: its points leave that axis, and it says so
+    assert plot.swept == [] and "2 sweep points without a latency measurement are left out" in plot.caption.text()
+    plot.set_x_axis("params")
+    assert len(plot.swept) == 2
+    plot.set_x_axis("bytes")
     assert multiprocessing.active_children() == []
     result = next(r for r in plot.swept if r.index == 1)
     job = dialog.request().jobs[1]
