@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-HEADLESS = {"inspect", "compress", "sensitivity", "train-zoo", "zoo"}
+HEADLESS = {"inspect", "compress", "sensitivity", "sweep", "train-zoo", "zoo"}
 
 
 def main(argv: list[str] | None = None) -> int:

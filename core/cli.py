@@ -162,6 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_load_arguments(sens)
 
+    sweep = sub.add_parser("sweep", help="a grid of recipes (a base recipe and axes) on local worker processes or "
+                                         "a Ray cluster; writes CSV (and JSON) and prints a table")
+    sweep.add_argument("model", help="zoo:NAME or a model file (see inspect)")
+    sweep.add_argument("--recipe", required=True, metavar="FILE", help="the base recipe (YAML or JSON)")
+    sweep.add_argument("--grid", required=True, action="append", metavar="KIND.FIELD=V1,V2",
+                       help="an axis: a setting of the recipe's first step of that kind and its values, e.g. "
+                            "prune_magnitude.sparsity=0.5,0.7,0.9 or quantize.bits=4,5,6; repeat for more axes (the "
+                            "grid is every combination)")
+    sweep.add_argument("--data", help=DATA_HELP)
+    sweep.add_argument("--limit", type=int, metavar="N", help="measure on the first N test examples only")
+    sweep.add_argument("--workers", type=int, metavar="N",
+                       help="local worker processes (default: one per core); with --ray, at most N tasks at once")
+    sweep.add_argument("--ray", metavar="auto|local|ADDRESS",
+                       help="run on a Ray cluster (the [ray] extra): auto (the one `ray start --head` started, or "
+                            "RAY_ADDRESS), local (this machine's cores, for this sweep only) or HOST:PORT")
+    sweep.add_argument("--csv", required=True, metavar="FILE")
+    sweep.add_argument("--json", metavar="FILE")
+    sweep.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_load_arguments(sweep)
+
     train = sub.add_parser("train-zoo", help="retrain the shipped zoo checkpoints (deterministic, seeded)")
     train.add_argument("names", nargs="*", help="zoo models to train (default: all)")
     train.add_argument("--seed", type=int, default=0)
@@ -330,6 +350,50 @@ def cmd_sensitivity(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    import signal
+    import time
+
+    from core.eval.data import load_dataset
+    from core.fileio import check_output_file, write_together
+    from core.io import load_model
+    from core.progress import run
+    from core.recipe import Recipe
+    from core.report import sweep as report
+    from core.sweep import backend_for, expand_grid, parse_axis, sweep
+    from core.sweep.pool import handling_ctrl_c
+
+    axes = [parse_axis(text) for text in args.grid]
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1; got {args.limit}")
+    backend = backend_for(args.ray, args.workers)
+    outputs = {path: flag for path, flag in ((args.csv, "--csv"), (args.json, "--json")) if path}
+    for path, flag in outputs.items():
+        check_output_file(path, flag, error=UsageError)
+    protect_inputs(list(outputs), args)
+    base = Recipe.from_file(args.recipe)
+    jobs = expand_grid(base, axes)
+    try:
+        backend.connect()  # before loading anything: Ray missing, or no cluster there, is said now
+        loaded = load_model(args.model, load_options(args))
+        say_load_notes(loaded)
+        data_name = args.data or (None if args.inputs else loaded.dataset)
+        data = load_dataset(data_name) if data_name else None
+        start = time.perf_counter()
+        with handling_ctrl_c(signal.default_int_handler):  # not main.py's exit at once: the workers are closed first
+            results = run(sweep(jobs, loaded, data, backend, args.limit), on_progress=_progress_printer(not args.quiet))
+        seconds = time.perf_counter() - start
+    finally:
+        backend.close()
+    files = {args.csv: report.csv_bytes(results, axes)}
+    if args.json:
+        files[args.json] = report.report_json_bytes(results, axes, base, loaded.name, backend.description, args.limit)
+    write_together(files)
+    print(report.summary_table(results))
+    print(f"{len(results)} recipes on {backend.description} in {seconds:.1f} s; wrote {', '.join(map(str, outputs))}")
+    return 0
+
+
 def cmd_train_zoo(args) -> int:
     from core.eval import zoo
     from core.progress import run
@@ -362,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     commands = {"inspect": cmd_inspect, "compress": cmd_compress, "sensitivity": cmd_sensitivity,
-                "train-zoo": cmd_train_zoo, "zoo": cmd_zoo}
+                "sweep": cmd_sweep, "train-zoo": cmd_train_zoo, "zoo": cmd_zoo}
     try:
         return commands[args.command](args)
     except PrunescopeError as exc:

@@ -17,6 +17,7 @@ from gui import shortcuts
 from gui.exporting import export_plot_to, plot_name, plot_png, plots_on_screen
 from gui.data_menu import fill_data_menu
 from gui.session import Session
+from gui.sweeping import install_sweep
 from gui.widgets.compare_view import CompareView
 from gui.widgets.demo_view import DemoView
 from gui.widgets.layers_page import LayersPage
@@ -179,6 +180,7 @@ class MainWindow(QMainWindow):
                                               triggered=self.session.draft.clear_overrides)
         self.clear_overrides_action.setToolTip("Remove every layer's own sparsity or bits (● in the layer table)")
         compress_menu.addAction(self.clear_overrides_action)
+        self.sweeper = install_sweep(self, compress_menu)  # Compress > Sweep…
         compress_menu.addSeparator()
         compress_menu.addAction("Save recipe…", self.save_recipe_dialog)
         compress_menu.addAction("Load recipe…", self.load_recipe_dialog)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.eval.fidelity import Fidelity
 from core.pipeline.variants import Variant
 
 ACCURACY = "test accuracy"
@@ -79,11 +80,17 @@ class Score:
 def variant_score(variant: Variant) -> Score | None:
     """The variant's figure: test accuracy when it was measured on a labelled set, else its fidelity's
     metric; None when neither was measured."""
-    if variant.accuracy is not None:
-        return Score(ACCURACY, variant.accuracy)
-    if variant.fidelity is not None:
-        name, value = variant.fidelity.metric
-        return Score(name, float(value), variant.fidelity.kind)
+    return score_of(variant.accuracy, variant.fidelity)
+
+
+def score_of(accuracy: float | None, fidelity: Fidelity | None) -> Score | None:
+    """The one figure of a measurement: test ``accuracy`` (0-1) when there is one, else ``fidelity``'s
+    metric; None when neither was measured."""
+    if accuracy is not None:
+        return Score(ACCURACY, accuracy)
+    if fidelity is not None:
+        name, value = fidelity.metric
+        return Score(name, float(value), fidelity.kind)
     return None
 
 

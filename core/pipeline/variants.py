@@ -67,7 +67,12 @@ class Variant:
     @property
     def nonzero_params(self) -> int:
         """Parameters that are not exactly zero, over all its tensors (what pruning removes)."""
-        return sum(round(row.params * row.kept) for row in self.layers)
+        return nonzero_params(self.layers)
+
+
+def nonzero_params(layers: tuple[LayerSummary, ...]) -> int:
+    """Parameters that are not exactly zero over these tensors: each one's count times its kept share."""
+    return sum(round(row.params * row.kept) for row in layers)
 
 
 def layers_from_account(account: FileAccount, model: nn.Module) -> tuple[LayerSummary, ...]:

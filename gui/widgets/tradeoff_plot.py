@@ -9,6 +9,9 @@ The x axis is chosen in a combo box: bytes on disk, non-zero parameters, multipl
 of the non-zero weights only) or measured latency, each on a log scale. A variant lacking the measurement
 (no latency measured, no MAC count) is left out of that axis, and the caption says so. Each point's symbol
 is its family (:func:`core.pipeline.variants.marker_family`), named in the legend.
+
+A sweep's results (:mod:`core.sweep`) are drawn as hollow circles beside the variants, as they arrive, and
+the Pareto front is drawn over both: a sweep point is a recipe measured, not a variant (it holds no model).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from core.analysis.cost import human_macs
 from core.report.reports import human_bytes, size_change
 from core.pipeline.scores import Score, shared_metric, variant_score
 from core.pipeline.variants import Variant, marker_family, pareto_front, variant_families
+from core.sweep.jobs import SweepResult
 from gui import theme
 from gui.widgets.bytes_axis import BytesLogAxis
 
@@ -48,17 +52,20 @@ class XAxis:
     value: Callable[[Variant], float | None]
     formatter: Callable[[float], str]
     lacking: str
+    of_result: Callable[[SweepResult], float | None] = lambda r: None  # a sweep result's value
 
 
 AXES: dict[str, XAxis] = {
-    "bytes": XAxis("Size on disk", "size on disk (log scale)", lambda v: v.size_bytes, human_bytes, "a size"),
+    "bytes": XAxis("Size on disk", "size on disk (log scale)", lambda v: v.size_bytes, human_bytes, "a size",
+                   lambda r: r.compressed_bytes),
     "params": XAxis("Non-zero parameters", "non-zero parameters (log scale)", lambda v: v.nonzero_params,
-                    human_count, "parameters"),
+                    human_count, "parameters", lambda r: r.nonzero_params),
     "macs": XAxis("MACs", "multiply-accumulates per input, dense kernels (log scale)",
-                  lambda v: v.cost.total if v.cost is not None else None, human_count, "a MAC count"),
+                  lambda v: v.cost.total if v.cost is not None else None, human_count, "a MAC count",
+                  lambda r: r.macs),
     "effective_macs": XAxis("MACs of non-zero weights", "multiply-accumulates per input by non-zero weights (log scale)",
                             lambda v: v.cost.effective_total if v.cost is not None else None, human_count,
-                            "a MAC count"),
+                            "a MAC count", lambda r: r.effective_macs),
     "latency": XAxis("Latency", "latency per batch, measured (ms, log scale)",
                      lambda v: v.latency.median_ms if v.latency is not None else None, human_ms,
                      "a latency measurement"),
@@ -80,6 +87,8 @@ class TradeoffPlot(QWidget):
 
     sig_variant_clicked = Signal(int)
     """The user clicked the point of this variant id."""
+    sig_sweep_clicked = Signal(object)
+    """The user clicked the point of this sweep result (a :class:`core.sweep.SweepResult`)."""
 
     def __init__(self, parent: QWidget | None = None, title: bool = True) -> None:
         super().__init__(parent)
@@ -94,7 +103,11 @@ class TradeoffPlot(QWidget):
         self.points = pg.ScatterPlotItem(size=14, hoverable=True, hoverSize=18, tip=self._tip,
                                          pen=pg.mkPen(theme.BACKGROUND, width=1.5))
         self.points.sigClicked.connect(self._clicked)
+        self.sweep_points = pg.ScatterPlotItem(size=11, hoverable=True, hoverSize=15, tip=self._sweep_tip,
+                                               symbol="o", brush=pg.mkBrush(None))
+        self.sweep_points.sigClicked.connect(self._sweep_clicked)
         self.plot.addItem(self.front)
+        self.plot.addItem(self.sweep_points)
         self.plot.addItem(self.points)
         self.legend = pg.LegendItem(offset=(-10, -10), labelTextColor=theme.MUTED)
         self.legend.setParentItem(self.plot.getPlotItem().getViewBox())
@@ -123,6 +136,9 @@ class TradeoffPlot(QWidget):
         layout.addWidget(self.caption)
         self.variants: list[Variant] = []
         self.front_ids: list[int] = []
+        self.sweep: list[SweepResult] = []  # every sweep result shown (show_sweep)
+        self.swept: list[SweepResult] = []  # those on this axis and metric, drawn
+        self.sweep_front: list[int] = []  # indices (SweepResult.index) of the drawn ones on the Pareto front
         self._all: list[Variant] = []
         self.score: Score | None = None  # the metric on the y axis now (None: nothing measured)
         self._scores: dict[int, Score] = {}
@@ -180,6 +196,15 @@ class TradeoffPlot(QWidget):
     def _x(self, v: Variant) -> float:
         return float(np.log10(self._value(v)))
 
+    def _result_value(self, r: SweepResult) -> float | None:
+        value = AXES[self.x_key].of_result(r)
+        return float(value) if value is not None and value > 0 else None
+
+    def show_sweep(self, results: list[SweepResult]) -> None:
+        """Draw these sweep results beside the variants (all of them, each call), the front over both."""
+        self.sweep = list(results)
+        self.show_variants(self._all, self._current_id)
+
     # ------------------------------------------------------------------------------------------ drawing
     def show_variants(self, variants: list[Variant], current_id: int | None) -> None:
         self._all = list(variants)
@@ -188,9 +213,16 @@ class TradeoffPlot(QWidget):
         measured = [v for v in variants if v.id in self._scores and v.size_bytes > 0]
         other = [v for v in measured if self._scores[v.id].name != metric]
         measured = [v for v in measured if self._scores[v.id].name == metric]
-        self._apply_y(next((self._scores[v.id] for v in measured), None))
+        metric = metric or next((r.score.name for r in self.sweep if r.score is not None), None)
+        swept = [r for r in self.sweep if r.score is not None and r.score.name == metric]
+        self._apply_y(next((self._scores[v.id] for v in measured), next((r.score for r in swept), None)))
         self.variants = [v for v in measured if self._value(v) is not None]
+        self.swept = [r for r in swept if self._result_value(r) is not None]
         left_out = len(measured) - len(self.variants)
+        unplaced = len(swept) - len(self.swept)  # sweep points without this axis's measure (latency)
+        self._sweep_note = (f" {unplaced} sweep point{'s' if unplaced > 1 else ''} without "
+                            f"{AXES[self.x_key].lacking} {'are' if unplaced > 1 else 'is'} left out of this axis."
+                            if unplaced else "")
         self._other_note = (f" {len(other)} variant{'s' if len(other) > 1 else ''} measured by "
                             f"{', '.join(sorted({self._scores[v.id].name for v in other}))}, not {metric}, "
                             f"{'are' if len(other) > 1 else 'is'} left out: one axis holds one metric."
@@ -200,15 +232,19 @@ class TradeoffPlot(QWidget):
         self.labels = []
         self.legend.clear()
         self._current_id = current_id
-        if not self.variants:
+        if not self.variants and not self.swept:
             self.points.setData([])
+            self.sweep_points.setData([])
             self.front.setData([], [])
             self.caption.setText((self._left_out_note(left_out) if left_out else
-                                  "Apply a recipe to see its variant here.") + self._other_note)
+                                  "Apply a recipe to see its variant here.") + self._other_note + self._sweep_note)
             return
-        xs = [self._value(v) for v in self.variants]
-        front = pareto_front(xs, [self._scores[v.id].better for v in self.variants])
-        self.front_ids = [self.variants[i].id for i in front]
+        count = len(self.variants)
+        xs = [self._value(v) for v in self.variants] + [self._result_value(r) for r in self.swept]
+        front = pareto_front(xs, [self._scores[v.id].better for v in self.variants] +
+                             [r.score.better for r in self.swept])
+        self.front_ids = [self.variants[i].id for i in front if i < count]
+        self.sweep_front = [self.swept[i - count].index for i in front if i >= count]
         spots, families = [], []
         for v in self.variants:
             family = marker_family(v)
@@ -228,23 +264,37 @@ class TradeoffPlot(QWidget):
             sample = pg.ScatterPlotItem(symbol=symbol_of(family), size=10, brush=pg.mkBrush(theme.MUTED),
                                         pen=pg.mkPen(theme.BACKGROUND))
             self.legend.addItem(sample, family)
+        if self.swept:
+            self.legend.addItem(pg.ScatterPlotItem(symbol="o", size=10, brush=pg.mkBrush(None),
+                                                   pen=pg.mkPen(theme.MUTED, width=2)), "sweep")
         self.points.setData(spots)
-        self.front.setData([self._x(self.variants[i]) for i in front], [self._y(self.variants[i]) for i in front])
+        self.sweep_points.setData([{"pos": (float(np.log10(self._result_value(r))), r.score.plotted), "data": r.index,
+                                    "pen": pg.mkPen(theme.GOOD if r.index in self.sweep_front else theme.ACCENT,
+                                                    width=2)} for r in self.swept])
+        ends = [(float(np.log10(xs[i])), self._y(self.variants[i]) if i < count else self.swept[i - count].score.plotted)
+                for i in front]
+        self.front.setData([x for x, _ in ends], [y for _, y in ends])
         self._place_labels()
         original = next((v for v in self.variants if v.is_original), None)
-        best = min((self.variants[i] for i in front if not self.variants[i].is_original),
-                   key=self._value, default=None)
+        best = min((i for i in front if i >= count or not self.variants[i].is_original), key=lambda i: xs[i],
+                   default=None)
         axis = AXES[self.x_key]
-        if original and best:
-            change = (f" ({size_change(original.size_bytes, best.size_bytes)})" if self.x_key == "bytes" else
+        if original and best is not None:
+            name, size, score = ((self.variants[best].name, self.variants[best].size_bytes,
+                                  self._scores[self.variants[best].id]) if best < count else
+                                 (f"sweep {self.swept[best - count].name}", self.swept[best - count].compressed_bytes,
+                                  self.swept[best - count].score))
+            change = (f" ({size_change(original.size_bytes, size)})" if self.x_key == "bytes" else
                       f" (the original: {axis.formatter(self._value(original))})")
             lowest = "Smallest" if self.x_key in ("bytes", "params") else "Fastest" if self.x_key == "latency" \
                 else "Fewest MACs"
-            text = (f"{len(self.variants)} variants; Pareto front in dashes. {lowest} on the front: "
-                    f"{best.name}, {axis.formatter(self._value(best))}{change}, {self._scores[best.id].text()}.")
+            points = f" and {len(self.swept)} sweep point{'s' if len(self.swept) > 1 else ''}" if self.swept else ""
+            text = (f"{count} variant{'s' if count != 1 else ''}{points}; Pareto front in dashes. {lowest} on the front: "
+                    f"{name}, {axis.formatter(xs[best])}{change}, {score.text()}.")
         else:
             text = "The original is the star. Apply a recipe to add a variant."
-        self.caption.setText(text + (" " + self._left_out_note(left_out) if left_out else "") + self._other_note)
+        self.caption.setText(text + (" " + self._left_out_note(left_out) if left_out else "") + self._other_note
+                             + self._sweep_note)
 
     def _left_out_note(self, count: int) -> str:
         return (f"{count} variant{'s' if count > 1 else ''} without {AXES[self.x_key].lacking} "
@@ -305,3 +355,19 @@ class TradeoffPlot(QWidget):
     def _clicked(self, _item, points, _event=None) -> None:
         if len(points):
             self.sig_variant_clicked.emit(int(points[0].data()))
+
+    def _swept(self, index) -> SweepResult | None:
+        return next((r for r in self.swept if r.index == index), None)
+
+    def _sweep_tip(self, x, y, data):
+        r = self._swept(data)
+        if r is None:
+            return ""
+        on = f" on {r.count:,} test examples" if r.count else ""
+        return (f"sweep: {r.name}\n{human_bytes(r.compressed_bytes)} ({size_change(r.original_bytes, r.compressed_bytes)})"
+                f" · {r.score.text()}{on}\nclick to load its recipe")
+
+    def _sweep_clicked(self, _item, points, _event=None) -> None:
+        result = self._swept(points[0].data()) if len(points) else None
+        if result is not None:
+            self.sig_sweep_clicked.emit(result)
