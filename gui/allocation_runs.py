@@ -61,20 +61,24 @@ def allocation_task(loaded, data, recipe: Recipe, target: Target, limit: int | N
     return allocate(loaded, data, recipe, budget_bytes=budget, limit=limit)
 
 
-def preview_text(allocation: Allocation, original: int | None) -> str:
-    """"Estimated 43,035 bytes (40.1x smaller), predicted top-1 99.20% ..." for the page."""
+def preview_text(allocation: Allocation, original: int | None) -> tuple[str, str]:
+    """What the page says of an allocation: a short line, and the whole of it (for the tooltip)."""
     t = allocation.table
     smaller = f" ({original / allocation.predicted_bytes:.1f}x smaller)" if original else ""
     value = (f"{100 * allocation.predicted_metric:.2f}%" if t.metric_name in ("top-1", "top-1 agreement", "cosine")
              else f"{allocation.predicted_metric:.4g}")
-    return (f"Allocated for {allocation.target}: estimated {allocation.predicted_bytes:,} bytes{smaller}, "
-            f"predicted {t.metric_name} {value} on {t.count:,} {t.split} examples (each layer measured alone). "
-            "Apply writes the file and measures it.")
+    short = (f"In the recipe: {allocation.predicted_bytes:,} bytes{smaller}, {t.metric_name} {value} predicted. "
+             "Apply measures them.")
+    whole = (f"Allocated for {allocation.target}. The encoder prices the chosen settings at "
+             f"{allocation.predicted_bytes:,} bytes{smaller} (the Compress panel's estimate is a rougher one). "
+             f"Predicted {t.metric_name} {value} on {t.count:,} {t.split} examples, from each layer measured alone "
+             "at each option; Apply writes the file and measures the whole model.")
+    return short, whole
 
 
 class AllocationRuns(QObject):
-    sig_allocated = Signal(object, str)
-    """An allocation finished and is in the draft: (the :class:`Allocation`, what the page says)."""
+    sig_allocated = Signal(object, str, str)
+    """An allocation finished and is in the draft: (the :class:`Allocation`, a line to show, all of it)."""
     sig_stopped = Signal(str)
     """The allocation asked for ended without one (cancelled, failed, refused): what to say."""
 
@@ -114,7 +118,7 @@ class AllocationRuns(QObject):
                 values = {n: o.value(axis) for n, o in allocation.choice.items() if o.value(axis) is not None}
                 if values:
                     self.sensitivity.set_levels(method, values)
-            self.sig_allocated.emit(allocation, preview_text(allocation, original))
+            self.sig_allocated.emit(allocation, *preview_text(allocation, original))
 
         s.analyse(("allocation",), TITLE, lambda: allocation_task(loaded, data, recipe, target, limit), done)
         return None

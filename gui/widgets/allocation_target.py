@@ -69,10 +69,12 @@ class AllocationTarget(QWidget):
         self.allocate_button.setEnabled(not running)
         self.cancel_button.setVisible(running)
 
-    def _allocated(self, _allocation, text: str) -> None:
+    def _allocated(self, _allocation, text: str, whole: str) -> None:
         self._running(False)
         self.estimate.setText(text)
+        self.estimate.setToolTip(whole)
 
     def _stopped(self, message: str) -> None:
         self._running(False)
         self.estimate.setText(message)
+        self.estimate.setToolTip(message)

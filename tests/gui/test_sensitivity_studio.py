@@ -181,7 +181,8 @@ def test_a_target_fills_the_recipe_by_allocation_and_apply_measures_the_real_fil
     for layer, option in allocation.choice.items():  # the draft holds the chosen settings
         assert s.draft.sparsity_of(layer) == pytest.approx(option.value("sparsity"))
         assert s.draft.bits_of(layer) == option.value("bits")
-    assert f"estimated {allocation.predicted_bytes:,} bytes" in target.estimate.text()
+    assert f"In the recipe: {allocation.predicted_bytes:,} bytes" in target.estimate.text()
+    assert "measured alone" in target.estimate.toolTip()
     assert allocation.predicted_bytes <= original / 30
     variant = apply_and_wait(qtbot, window)
     assert variant.size_bytes == allocation.predicted_bytes  # no training: the estimate was the file's price
