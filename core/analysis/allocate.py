@@ -161,11 +161,12 @@ def allocatable_axes(recipe: Recipe, model: nn.Module, sparsities: Sequence[floa
     for i, step in enumerate(recipe.steps):
         if step.kind in PRUNE_KINDS and getattr(step, "scope", "layer") == "layer":
             axes.append(Axis("sparsity", i, tuple(float(s) for s in sparsities), tuple(step.select.select(names))))
-        elif step.kind == "quantize" and step.scope == "layer" and step.method in ("kmeans", "uniform"):
+        elif (step.kind == "quantize" and step.scope == "layer" and step.method in ("kmeans", "uniform")
+              and step.granularity == "tensor"):
             axes.append(Axis("bits", i, tuple(float(b) for b in bits), tuple(step.select.select(names))))
     if not axes:
         raise AllocationError("nothing to allocate: the recipe needs a prune_magnitude, iterative_prune or "
-                              "quantize (kmeans or uniform, a codebook per layer) step")
+                              "quantize (kmeans or uniform, one codebook per layer) step")
     if len({a.name for a in axes}) < len(axes):
         raise AllocationError("the recipe sets the same value twice (two pruning or two quantize steps): "
                               "allocation chooses one sparsity and one bits per layer")
