@@ -101,21 +101,29 @@ def choose_index_bits(positions: np.ndarray, use_huffman: bool, fixed: int = 0) 
     """The index width (1..16) that makes the index stream plus fillers' weight symbols smallest.
 
     Costs come from the gaps alone: a gap g takes (g - 1) >> bits fillers (each the symbol span - 1) and
-    one entry with symbol (g - 1) mod span, so no stream is built for the widths not chosen.
+    one entry with symbol (g - 1) mod span, so no stream is built for the widths not chosen. Every width
+    is priced from one histogram of the gaps (its length is the longest gap, not the number of entries),
+    and the widths past the first that every gap fits cost more (no fillers, the same symbol counts, a
+    larger table or wider symbols), so they are not priced.
     """
     if fixed:
         return fixed
     p = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64))
     gaps = torch.diff(p, prepend=torch.tensor([-1], dtype=torch.int64)) - 1
+    histogram = torch.bincount(gaps)  # histogram[g]: how many gaps have the value g (a gap of g + 1)
+    values = torch.arange(len(histogram), dtype=torch.int64)
     best, best_bits = None, 1
     for bits in range(1, MAX_INDEX_BITS + 1):
         span = 1 << bits
-        fillers = int((gaps >> bits).sum())
-        counts = torch.bincount(gaps & (span - 1), minlength=span).numpy()
+        fillers = int((histogram * (values >> bits)).sum())
+        padded = torch.nn.functional.pad(histogram, (0, -len(histogram) % span))
+        counts = padded.reshape(-1, span).sum(0).numpy()  # counts[s]: the gaps with symbol s = g mod span
         counts[span - 1] += fillers
         cost = _counts_cost(counts, span, use_huffman) + fillers  # fillers cost a weight symbol too
         if best is None or cost < best:
             best, best_bits = cost, bits
+        if len(histogram) <= span:  # every gap fits: no wider width is cheaper
+            break
     return best_bits
 
 
