@@ -165,3 +165,171 @@ def test_cli_bad_levels_or_layer_get_one_line_and_write_nothing(tmp_path, args, 
     result = prunescope("sensitivity", "zoo:lenet5", "--method", "prune", *args, "--csv", str(out), "--quiet")
     assert result.returncode == 2 and not out.exists()
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+
+
+class _Spy:
+    """Records, per layer, how many levels each pass got and whether they ran batched."""
+
+    def __init__(self, monkeypatch):
+        from core.analysis import suffix
+
+        self.passes: dict[str, list[tuple[int, str | None]]] = {}
+        run_levels = suffix.Suffix.run_levels
+
+        def spy(suffix_, module, original, weights):
+            outputs = run_levels(suffix_, module, original, weights)
+            self.passes.setdefault(suffix_.node.target, []).append((len(weights), suffix_.unbatched))
+            return outputs
+
+        monkeypatch.setattr(suffix.Suffix, "run_levels", spy)
+
+    def batched(self, layer: str) -> bool:
+        return all(k > 1 and why is None for k, why in self.passes[layer])
+
+
+BATCHED = {"batch_size": 128}  # below ~128 rows a kernel may round differently from a batch K times larger
+
+class _ConvBN(nn.Module):
+    """A convolution followed by BatchNorm (eval, with running statistics of its own), a grouped one, a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.grouped = nn.Conv2d(8, 8, 3, groups=4)
+        self.fc = nn.Linear(8 * 26 * 26, 10)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.2, 0.2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.grouped(torch.relu(self.bn(self.conv(x)))), 1))
+
+
+def _conv_bn() -> LoadedModel:
+    torch.manual_seed(0)
+    return LoadedModel(_ConvBN(), "convbn", "test", "module", input_shape=(1, 1, 28, 28))
+
+
+@pytest.mark.parametrize("name, method, levels", [
+    ("lenet5", "prune", (0.3, 0.6, 0.9)), ("resnet8-fashion", "prune", (0.5, 0.7, 0.95)),
+    ("resnet8-fashion", "quantize", (4, 2, 1)), ("lenet5", "low_rank", (0.05, 0.1, 0.2)), ("convbn", "prune", (0.3, 0.9))])
+def test_batched_levels_equal_naive_full_evaluation(name, method, levels, monkeypatch):
+    from core.analysis import sensitivity as module
+
+    loaded = _conv_bn() if name == "convbn" else load_model(f"zoo:{name}")
+    naive = run(sensitivity(loaded, _data(256), method, levels, **BATCHED, mode="naive"))
+    monkeypatch.setattr(module, "BATCH_BYTES", 1 << 30)
+    spy = _Spy(monkeypatch)
+    fast = run(sensitivity(loaded, _data(256), method, levels, **BATCHED))
+    assert set(fast.paths.values()) == {"fast"}
+    several = {layer for layer in fast.paths if sum(p.layer == layer and p.skipped is None for p in fast.points) > 1}
+    assert several and all(spy.batched(layer) for layer in several)  # every layer with 2+ levels: one pass
+    _assert_same(fast, naive)
+    if name == "convbn":  # the conv before BatchNorm, and the grouped conv (called once per level, rest batched)
+        assert spy.batched("conv") and spy.batched("grouped")
+
+
+def test_batched_levels_stay_within_the_budget_in_balanced_passes(monkeypatch):
+    from core.analysis import sensitivity as module
+    from core.analysis.suffix import Traced, capture
+
+    loaded = load_model("zoo:resnet8-fashion")
+    traced = Traced(loaded.module)
+    batches = [x for x, _ in _data(256).test.batches(128)]
+    node = traced.layer_node("layer1.conv1")
+    with torch.no_grad():
+        suffixes, _, _ = capture(traced, {"layer1.conv1": node}, batches, 1 << 30)
+    s = suffixes["layer1.conv1"]
+    weight = loaded.module.layer1.conv1.weight
+    per_level = s.level_bytes(weight.numel() * weight.element_size())
+    assert per_level > 2 * 128 * 16 * 28 * 28 * 4  # the conv's output twice, and the block's input for the shortcut
+    assert s.levels_per_pass(0, 0, 10) == 1 and s.levels_per_pass(1 << 40, 0, 1) == 1
+    assert s.levels_per_pass(6 * per_level, weight.numel() * 4, 10) == 5  # 10 levels, 6 a pass at most: 5 and 5
+    assert s.levels_per_pass(int(3.5 * per_level), weight.numel() * 4, 5) == 3
+    monkeypatch.setattr(module, "BATCH_BYTES", 3 * per_level)
+    spy = _Spy(monkeypatch)
+    levels = (0.1, 0.3, 0.5, 0.7, 0.9)
+    fast = run(sensitivity(loaded, _data(256), "prune", levels, layers=["layer1.conv1"], **BATCHED))
+    assert spy.passes["layer1.conv1"] == [(3, None), (2, None)]
+    _assert_same(fast, run(sensitivity(loaded, _data(256), "prune", levels, layers=["layer1.conv1"], **BATCHED,
+                                       mode="naive")))
+
+
+class _MixesTheBatch(nn.Module):
+    def __init__(self, head: str):
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(784, 64), nn.Linear(64, 10), head
+
+    def forward(self, x):
+        n = x.shape[0]  # live after fc1: an int, not a batch of tensors
+        x = torch.relu(self.fc1(torch.flatten(x, 1)))
+        if self.head == "centred":
+            x = x - x.mean(0)  # rows depend on the whole batch: batching the levels would change them
+        return self.fc2(x).reshape(n, 10) if self.head == "sized" else self.fc2(x)
+
+
+@pytest.mark.parametrize("head, why", [("plain", None), ("centred", "differ from one by one"),
+                                       ("sized", "not one batch of tensors")])
+def test_levels_run_one_by_one_where_batching_would_change_them(head, why, monkeypatch):
+    from core.analysis import sensitivity as module
+
+    torch.manual_seed(0)
+    loaded = LoadedModel(_MixesTheBatch(head), "mix", "test", "module", input_shape=(1, 1, 28, 28))
+    monkeypatch.setattr(module, "BATCH_BYTES", 1 << 30)
+    spy = _Spy(monkeypatch)
+    fast = run(sensitivity(loaded, _data(256), "prune", (0.5, 0.9), layers=["fc1"], **BATCHED))
+    (k, reason), = spy.passes["fc1"]
+    assert k == 2 and (reason is None if why is None else why in reason)
+    _assert_same(fast, run(sensitivity(loaded, _data(256), "prune", (0.5, 0.9), layers=["fc1"], **BATCHED,
+                                       mode="naive")))
+
+
+def _index_bits_every_width(positions, use_huffman: bool) -> int:
+    """choose_index_bits as first written: every width priced from the gaps themselves."""
+    import numpy as np
+
+    from core.format import container
+
+    gaps = torch.diff(torch.from_numpy(positions.astype(np.int64)), prepend=torch.tensor([-1])) - 1
+    best, best_bits = None, 1
+    for bits in range(1, container.MAX_INDEX_BITS + 1):
+        span = 1 << bits
+        fillers = int((gaps >> bits).sum())
+        counts = torch.bincount(gaps & (span - 1), minlength=span).numpy()
+        counts[span - 1] += fillers
+        cost = container._counts_cost(counts, span, use_huffman) + fillers
+        if best is None or cost < best:
+            best, best_bits = cost, bits
+    return best_bits
+
+
+def test_index_width_from_the_gaps_histogram_is_the_width_every_width_priced_gives():
+    import numpy as np
+
+    from core.format import container
+
+    rng = np.random.default_rng(5)
+    cases = [np.zeros(0, np.int64), np.array([0]), np.array([70_000]), np.arange(300), np.array([0, 1_000_000])]
+    cases += [np.sort(rng.choice(n, max(1, int(n * f)), replace=False)) for n in (40, 5_000, 300_000)
+              for f in (0.001, 0.1, 0.5, 0.95)]
+    for positions in cases:
+        for use_huffman in (True, False):
+            assert container.choose_index_bits(positions, use_huffman) == _index_bits_every_width(positions, use_huffman)
+
+
+def test_prune_price_is_the_bytes_encode_writes():
+    from core.analysis import perturb
+    from core.format import container
+
+    loaded = load_model("zoo:lenet5")
+    for name, module in (("conv1", loaded.module.conv1), ("fc1", loaded.module.fc1)):
+        weight = module.weight.detach().float()
+        for level in (0.1, 0.7, 0.95):
+            s = perturb.setting(name, module, weight, "prune", level)
+            mask = s.weight != 0
+            code = {f"{name}.weight": container.WeightCode(mask, None, None, s.weight)}
+            data, account = container.encode({f"{name}.weight": weight}, code, {})
+            assert s.bytes == account.tensors[0].bytes and account.total == len(data)

@@ -11,9 +11,10 @@ value in a working copy of the model, the rest left as it is, and the model is m
 
 The fast way (``mode="fast"``) runs only the part of the model from the layer on, on values captured once
 (:mod:`core.analysis.suffix`); it gives the same numbers as re-evaluating the whole model per point
-(``mode="naive"``). Where it cannot (the model cannot be traced, the layer is called twice, the cache
-would be too big), the layer is re-evaluated whole and :attr:`Sensitivity.paths` says why. The loaded
-model is never changed.
+(``mode="naive"``). With :data:`BATCH_BYTES` set it measures several levels of a layer in one pass where
+that gives the same values (:meth:`core.analysis.suffix.Suffix.run_levels`). Where it cannot run from
+the layer (the model cannot be traced, the layer is called twice, the cache would be too big), the layer
+is re-evaluated whole and :attr:`Sensitivity.paths` says why. The loaded model is never changed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from core.modelcopy import clone_module
 from core.progress import Progress, Task, run
 
 CACHE_BYTES = 1 << 30  # the most the captured live values may take before a layer is re-evaluated whole
+BATCH_BYTES = 0  # the most one pass of several levels of a layer (n x K rows) may take; 0: a level a pass
+# (on CPU the batched pass measured slower than level by level: BENCHMARKS.md, "Sensitivity analysis")
 FAST = "fast"
 
 
@@ -226,25 +229,44 @@ def measure_settings(loaded: LoadedModel, data: Dataset | None, names: list[str]
         total = len(names) * len(levels)
         modules = dict(model.named_modules())
         for i, name in enumerate(names):
-            module, row = modules[name], figures.setdefault(name, [])
+            module, row = modules[name], [None] * len(levels)
             original = module.weight.detach().clone()
+            fast = suffixes.get(name)
+            per_pass = 1 if fast is None else fast.levels_per_pass(BATCH_BYTES, _tensor_bytes(original), len(levels))
+            pending: list[tuple[int, perturb.Setting]] = []  # measured together, up to per_pass of them
             for j, level in enumerate(levels):
                 yield Progress("sensitivity", i * len(levels) + j, total, f"{name} at {_label(level)}")
                 s = setting_of(name, module, original.float(), level)
                 if s.skipped is not None:
-                    row.append((None, {"skipped": s.skipped}))
-                    continue
-                try:
-                    module.weight.copy_(s.weight)
-                    outputs = list(suffixes[name].run()) if name in suffixes else suffix.full_outputs(model, inputs)
-                finally:
-                    module.weight.copy_(original)
-                row.append((s.bytes, metric(outputs)))
+                    row[j] = (None, {"skipped": s.skipped})
+                else:
+                    pending.append((j, s))
+                if pending and (len(pending) == per_pass or j == len(levels) - 1):
+                    weights = [p.weight for _, p in pending]
+                    outputs = (fast.run_levels(module, original, weights) if fast is not None else
+                               [_whole(model, module, original, w, inputs) for w in weights])
+                    for (k, p), out in zip(pending, outputs):
+                        row[k] = (p.bytes, metric(out))
+                    pending = []
+            figures[name] = row
         yield Progress("sensitivity", total, total, "done")
     count = sum(len(y) for y in labels) if labels is not None else sum(batch_size_of(b) for b in inputs)
     return Measurements(figures, baseline, metric.name,
                         {n: perturb.original_bytes(n, modules[n].weight) for n in names}, paths, count,
                         labels is not None)
+
+
+def _whole(model: nn.Module, module: nn.Module, original: torch.Tensor, weight: torch.Tensor, inputs: list) -> list:
+    """The whole model's outputs with ``module``'s weight at ``weight`` (then ``original`` again)."""
+    try:
+        module.weight.copy_(weight)
+        return suffix.full_outputs(model, inputs)
+    finally:
+        module.weight.copy_(original)
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 def _label(level) -> str:

@@ -73,11 +73,16 @@ def _size(section: bytes | int) -> int:
 
 def _counts_cost(counts: np.ndarray, alphabet: int, use_huffman: bool) -> int:
     """Bytes :func:`_stream` would produce for symbols with these ``counts`` (without producing them)."""
+    return sum(_section_sizes(counts, alphabet, use_huffman))
+
+
+def _section_sizes(counts: np.ndarray, alphabet: int, use_huffman: bool) -> tuple[int, int]:
+    """(table, stream) bytes :func:`_stream` would produce for symbols with these ``counts``."""
     if use_huffman:
         lengths = huffman.code_lengths(counts)
-        return (alphabet * 4 + 7) // 8 + (int((counts * lengths).sum()) + 7) // 8
+        return (alphabet * 4 + 7) // 8, (int((counts * lengths).sum()) + 7) // 8
     width = max(1, int(np.ceil(np.log2(max(alphabet, 2)))))
-    return (int(counts.sum()) * width + 7) // 8
+    return 0, (int(counts.sum()) * width + 7) // 8
 
 
 def relative_indices(positions: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,22 +106,36 @@ def choose_index_bits(positions: np.ndarray, use_huffman: bool, fixed: int = 0) 
     """The index width (1..16) that makes the index stream plus fillers' weight symbols smallest.
 
     Costs come from the gaps alone: a gap g takes (g - 1) >> bits fillers (each the symbol span - 1) and
-    one entry with symbol (g - 1) mod span, so no stream is built for the widths not chosen.
+    one entry with symbol (g - 1) mod span, so no stream is built for the widths not chosen (see
+    :func:`_index_width`).
     """
-    if fixed:
-        return fixed
+    return fixed or _index_width(positions, use_huffman)[0]
+
+
+def _index_width(positions: np.ndarray, use_huffman: bool, fixed: int = 0) -> tuple[int, np.ndarray, int]:
+    """(index width, the index stream's symbol counts at it, fillers): ``fixed``, or the cheapest width.
+
+    Every width is priced from one histogram of the gaps (its length is the longest gap, not the number
+    of entries); the widths past the first that every gap fits cost more (no fillers, the same symbol
+    counts, a larger table or wider symbols), so they are not priced.
+    """
     p = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64))
     gaps = torch.diff(p, prepend=torch.tensor([-1], dtype=torch.int64)) - 1
-    best, best_bits = None, 1
-    for bits in range(1, MAX_INDEX_BITS + 1):
+    histogram = torch.bincount(gaps)  # histogram[g]: how many gaps have the value g (a gap of g + 1)
+    values = torch.arange(len(histogram), dtype=torch.int64)
+    best = None
+    for bits in [fixed] if fixed else range(1, MAX_INDEX_BITS + 1):
         span = 1 << bits
-        fillers = int((gaps >> bits).sum())
-        counts = torch.bincount(gaps & (span - 1), minlength=span).numpy()
+        fillers = int((histogram * (values >> bits)).sum())
+        padded = torch.nn.functional.pad(histogram, (0, -len(histogram) % span))
+        counts = padded.reshape(-1, span).sum(0).numpy()  # counts[s]: the gaps with symbol s = g mod span
         counts[span - 1] += fillers
         cost = _counts_cost(counts, span, use_huffman) + fillers  # fillers cost a weight symbol too
-        if best is None or cost < best:
-            best, best_bits = cost, bits
-    return best_bits
+        if best is None or cost < best[0]:
+            best = (cost, bits, counts, fillers)
+        if len(histogram) <= span:  # every gap fits: no wider width is cheaper
+            break
+    return best[1:]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -213,21 +232,23 @@ def encode_tensor(name: str, tensor: torch.Tensor, code: WeightCode | None, use_
             account.index_bytes = _size(i_stream)
     else:  # pruned, not quantized: float values, zeros for fillers
         positions = np.flatnonzero(code.mask.reshape(-1).cpu().numpy())
-        bits = choose_index_bits(positions, use_huffman, index_bits)
-        gap_symbols, is_filler = relative_indices(positions, bits)
-        i_table, i_stream, _ = _stream(gap_symbols, 1 << bits, use_huffman, build=build)
         raw_dtype = np.float16 if small_float == "float16" else np.float32
         width = 16 if raw_dtype == np.float16 else 32
         if build:
+            bits = choose_index_bits(positions, use_huffman, index_bits)
+            gap_symbols, is_filler = relative_indices(positions, bits)
+            i_table, i_stream, _ = _stream(gap_symbols, 1 << bits, use_huffman)
             values = np.zeros(len(is_filler), np.float32)
             values[~is_filler] = code.values.detach().reshape(-1).cpu().float().numpy()[positions]
-            value_bytes = values.astype(raw_dtype).tobytes()
-        else:
-            value_bytes = len(is_filler) * width // 8
-        entry.update(e="sparse_raw", dt="f16" if raw_dtype == np.float16 else "f32", n=len(is_filler), b=bits,
-                     w=width)
+            value_bytes, fillers = values.astype(raw_dtype).tobytes(), int(is_filler.sum())
+        else:  # priced from the gaps' symbol counts: no stream, no filler flags
+            bits, gap_counts, fillers = _index_width(positions, use_huffman, index_bits)
+            i_table, i_stream = _section_sizes(gap_counts, 1 << bits, use_huffman)
+            value_bytes = (len(positions) + fillers) * width // 8
+        entry.update(e="sparse_raw", dt="f16" if raw_dtype == np.float16 else "f32", n=len(positions) + fillers,
+                     b=bits, w=width)
         sections = [codebook, b"", value_bytes, i_table, i_stream]
-        account.encoding, account.kept, account.fillers = "sparse_raw", len(positions), int(is_filler.sum())
+        account.encoding, account.kept, account.fillers = "sparse_raw", len(positions), fillers
         account.index_bits, account.weight_bits = bits, width
         account.table_bytes, account.weight_bytes = _size(i_table), _size(value_bytes)
         account.index_bytes = _size(i_stream)
