@@ -10,6 +10,7 @@ import pytest
 from core.methods.allocation import Allocate
 from core.methods.coding import Encode
 from core.methods.distill import Distill, DistillSpec
+from core.methods.early_exit import EarlyExit
 from core.methods.finetune import FineTune
 from core.methods.int8 import QuantizeActivations
 from core.methods.low_rank import LowRank
@@ -41,6 +42,8 @@ EXAMPLES = [
     FineTune(epochs=2, distill=DistillSpec("original", 8.0, 0.5)),
     IterativePrune(steps=2, distill=DistillSpec(teacher="zoo:lenet300", temperature=3)),
     Quantize(finetune_epochs=1, distill=DistillSpec(alpha=1.0)),
+    EarlyExit(after=("conv1", "conv2"), head="fc", train="heads", epochs=1, weights=(0.5, 0.3, 1.0),
+              criterion="confidence", thresholds=(0.9, 0.8)),
 ]
 
 

@@ -15,6 +15,7 @@ from core.methods import structured  # noqa: F401
 from core.methods import low_rank  # noqa: F401
 from core.methods import separable  # noqa: F401
 from core.methods import sharing  # noqa: F401
+from core.methods import early_exit  # noqa: F401
 from core.methods import distill  # noqa: F401
 from core.methods import finetune  # noqa: F401
 from core.methods import quantize  # noqa: F401
