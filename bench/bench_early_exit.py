@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,33 +30,13 @@ import torch  # noqa: E402
 
 from core.analysis.cost import count_macs  # noqa: E402
 from core.eval.data import load_dataset, to_float  # noqa: E402
-from core.eval.exits import exit_macs, exit_outputs, exit_stats  # noqa: E402
+from core.eval.exits import compare_ms, exit_macs, exit_outputs, exit_stats  # noqa: E402
 from core.io import load_model  # noqa: E402
 from core.pipeline.apply import apply_recipe  # noqa: E402
 from core.progress import run  # noqa: E402
 from core.recipe import Recipe  # noqa: E402
 
 RECIPE = ROOT / "resources" / "recipes" / "branchynet-lenet5.yaml"
-
-
-def per_call_ms(model, inputs: list[torch.Tensor]) -> float:
-    """Wall time of calling ``model`` on each of ``inputs`` in turn, in ms per call."""
-    with torch.inference_mode():
-        start = time.perf_counter()
-        for x in inputs:
-            model(x)
-        return (time.perf_counter() - start) * 1000.0 / len(inputs)
-
-
-def compare(models: dict, inputs: list[torch.Tensor], repeats: int) -> dict[str, float]:
-    """Median ms per call of each model, the models alternating in each repeat (after one warm-up pass)."""
-    for model in models.values():
-        per_call_ms(model, inputs[:50])
-    times = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            times[name].append(per_call_ms(model, inputs))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def scripted(model):
@@ -107,7 +86,7 @@ def main() -> None:
     for label, models, inputs in [("eager, batch 1", eager, images), ("TorchScript, batch 1", script, images),
                                   ("eager, batch 256", eager, batches),
                                   ("TorchScript, batch 256", script, batches)]:
-        t = compare(models, inputs, args.repeats)
+        t = compare_ms(models, inputs, args.repeats)
         print(f"{label:<24} {t['full']:>8.3f} {t['exits']:>8.3f} {t['full'] / t['exits']:>8.2f}x")
 
     again = exit_stats(exit_outputs(load_model(str(path)).module, data.test), model.thresholds, model.criterion, macs)

@@ -19,6 +19,8 @@ from core.io.export import export_bytes
 from core.pipeline.apply import apply_recipe
 from core.progress import run
 from core.recipe import Recipe, RecipeError
+from core.report.exits import exit_headline
+from core.report.reports import compression_summary
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +175,33 @@ steps:
     path = tmp_path / "pq.psz"
     path.write_bytes(result.file_bytes)
     x = next(small_mnist.test.batches(50))[0]
+    reloaded = load_model(path).module
     with torch.no_grad():
-        assert torch.equal(load_model(path).module(x), result.model(x))
+        assert torch.equal(reloaded(x), result.model(x))
+    # the report's exits section is of the pruned, quantized file's model, on the test split
+    section = result.sections["exits"]
+    macs = exit_macs(reloaded, x[:1])
+    stats = exit_stats(exit_outputs(reloaded, small_mnist.test), [0.3], "entropy", macs)
+    assert section["fractions"] == list(stats.fractions) and section["overall"] == stats.overall
+    assert section["overall"] == pytest.approx(result.after.test.accuracy)  # routing = the cached exits
+    assert section["macs"] == macs and section["mean_macs"] == pytest.approx(stats.mean_macs)
+    assert section["examples"] == len(small_mnist.test) and section["after"] == ["conv1"]
+    assert section["batch1_ms_full"] > 0 and section["batch1_ms_exits"] > 0
+    assert section["speedup_batch1"] == pytest.approx(section["batch1_ms_full"] / section["batch1_ms_exits"])
+    summary = compression_summary(result)
+    assert f"leave {'after conv1':<16s} {stats.fractions[0]:>7.1%}" in summary
+    assert "batch 1 (300 test images one at a time" in summary
+    line = exit_headline(section, 0.991)
+    assert line.startswith(f"{stats.fractions[0]:.0%} of images leave after conv1: ")
+    assert f"{section['speedup_batch1']:.1f}x faster at batch 1" in line
+    assert line.endswith(f"accuracy 99.1% → {stats.overall:.1%}")
+
+
+def test_exit_headline_names_every_exit_and_omits_what_was_not_measured():
+    section = {"after": ["layer1", "layer2"], "fractions": [0.6, 0.25, 0.15], "overall": 0.9123,
+               "speedup_batch1": None}
+    assert exit_headline(section, None) == ("60% of images leave after layer1, 25% leave after layer2: "
+                                            "accuracy 91.2%")
 
 
 def test_bad_settings_are_refused_in_one_line():

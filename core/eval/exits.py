@@ -15,6 +15,8 @@ what given thresholds give from that cache (fractions, accuracy per exit and ove
 from __future__ import annotations
 
 import math
+import statistics
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -333,3 +335,54 @@ def exit_macs(model: ExitModel, example: torch.Tensor) -> list[int]:
             costs.append(spent)
         costs.append(spent + count_macs(last, h).total)
     return costs
+
+
+def per_call_ms(model: nn.Module, inputs: list[torch.Tensor]) -> float:
+    """Wall time of calling ``model`` on each of ``inputs`` in turn, in ms per call."""
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for x in inputs:
+            model(x)
+        return (time.perf_counter() - start) * 1000.0 / len(inputs)
+
+
+def compare_ms(models: dict[str, nn.Module], inputs: list[torch.Tensor], repeats: int) -> dict[str, float]:
+    """Median ms per call of each model on ``inputs``, the models alternating in each repeat (after one
+    warm-up pass each), so that both see the same machine load."""
+    for model in models.values():
+        per_call_ms(model, inputs[:50])
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            times[name].append(per_call_ms(model, inputs))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def exit_section(model: ExitModel, full: nn.Module, split, example: torch.Tensor, samples: int = 300,
+                 repeats: int = 3, split_name: str = "test") -> dict:
+    """The report's ``exits`` section of a decoded exit model on ``split`` (the test split): per exit (the
+    final output last) the layer it follows, the fraction leaving there, their accuracy, the MACs of leaving
+    there; overall accuracy, mean MACs per sample against ``full``'s (the original model); and the batch-1
+    latency of both on the first ``samples`` images one at a time (each routed as it really is), medians of
+    ``repeats`` alternating passes."""
+    from core.analysis.cost import count_macs
+
+    arrays = exit_outputs(model, split)
+    macs = exit_macs(model, example)
+    stats = exit_stats(arrays, model.thresholds, model.criterion, macs)
+    full_macs = count_macs(full, example[:1]).total
+    images = [x[i:i + 1] for x, _ in split.batches(samples, limit=samples) for i in range(len(x))]
+    was = model.training, full.training
+    model.eval(), full.eval()
+    try:
+        ms = compare_ms({"full": full, "exits": model}, images, repeats)
+    finally:
+        model.train(was[0]), full.train(was[1])
+    nan_free = [None if math.isnan(a) else a for a in stats.accuracy]
+    return {"criterion": model.criterion, "thresholds": list(model.thresholds),
+            "after": [s.after for s in model.specs], "split": split_name,
+            "examples": int(len(arrays.labels)), "fractions": list(stats.fractions), "accuracy": nan_free,
+            "overall": stats.overall, "macs": list(macs), "mean_macs": stats.mean_macs, "full_macs": full_macs,
+            "batch1_examples": len(images), "batch1_ms_full": ms["full"], "batch1_ms_exits": ms["exits"],
+            "speedup_batch1": ms["full"] / ms["exits"] if ms["exits"] > 0 else None,
+            "threads": torch.get_num_threads()}

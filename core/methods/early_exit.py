@@ -21,7 +21,8 @@ from torch import nn
 
 from core.eval.data import to_float
 from core.eval.evaluate import accuracy
-from core.eval.exits import CRITERIA, ExitError, ExitModel, HeadSpec, choose_thresholds, exit_outputs, exit_stats
+from core.eval.exits import (CRITERIA, ExitError, ExitModel, HeadSpec, choose_thresholds, exit_outputs, exit_section,
+                             exit_stats)
 from core.format.structure import StructureError, register_op
 from core.pipeline.context import RunContext
 from core.progress import Progress, Task
@@ -169,7 +170,17 @@ def run_early_exit(step: EarlyExit, ctx: RunContext) -> Task[None]:
                  f"{stats.overall:.2%} (the full model's {reference:.2%})")
     ctx.model = model
     ctx.structure.append(exit_op(model))
+    ctx.after_decode.append(lambda decoded: _measure_exits(decoded, ctx, example))
     yield Progress("early exit", 3, 3, "done")
+
+
+def _measure_exits(decoded: nn.Module, ctx: RunContext, example: torch.Tensor) -> Task[None]:
+    """The report's ``exits`` section, of the decoded file's model (after every later step) on the test split."""
+    if not isinstance(decoded, ExitModel) or ctx.data is None:
+        return
+    yield Progress("early exit", 0, 1, "measuring the exits on the test split")
+    ctx.sections["exits"] = exit_section(decoded, (ctx.origin or ctx.loaded).module, ctx.data.test, example[:1])
+    yield Progress("early exit", 1, 1, "measured")
 
 
 def exit_op(model: ExitModel) -> dict:

@@ -59,6 +59,7 @@ class Variant:
     fidelity: Fidelity | None = field(default=None, compare=False)  # to the original, without a labelled set
     pairs: PairsScore | None = field(default=None, compare=False)  # the STS metric on the person's pairs
     allocation: dict | None = field(default=None, compare=False)  # the allocate step's choice, predicted and measured
+    exits: dict | None = field(default=None, compare=False)  # early exits measured on the test split (report's "exits")
 
     @property
     def is_original(self) -> bool:
@@ -244,6 +245,7 @@ def compress_variant(variant_id: int, name: str, recipe: Recipe, loaded, data, p
     if allocation is not None:
         allocation = {**allocation, "measured_bytes": result.compressed_bytes}
     return dataclasses.replace(variant, codebooks=result.codebooks, allocation=allocation,
+                               exits=result.sections.get("exits"),
                                parent=parent.id if parent is not None and not parent.is_original else None), result
 
 

@@ -384,6 +384,10 @@ def compression_summary(result) -> str:
                      f"non-zero weights: {before.effective_total:,} -> {after.effective_total:,})")
     if "allocation" in getattr(result, "sections", {}):
         lines.extend(allocation_lines(_section("allocation", result.sections["allocation"], result)))
+    if "exits" in getattr(result, "sections", {}):
+        from core.report.exits import exit_lines
+
+        lines.extend(exit_lines(result.sections["exits"]))
     stage_text = ", ".join(f"{k} {v:,}" for k, v in result.stages.items())
     lines.append(f"stages (bytes of real encodings): {stage_text}")
     for label, m in (("before", result.before), ("after", result.after), ("int8", result.int8)):
