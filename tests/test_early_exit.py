@@ -14,6 +14,7 @@ from torch import nn
 
 from core.eval.exits import (ExitArrays, ExitError, ExitModel, HeadSpec, choose_thresholds, exit_macs,
                              exit_outputs, exit_stats)
+from core.analysis.inspection import InspectOptions, inspect_model
 from core.io import load_model
 from core.io.export import export_bytes
 from core.pipeline.apply import apply_recipe
@@ -188,6 +189,8 @@ steps:
     assert section["examples"] == len(small_mnist.test) and section["after"] == ["conv1"]
     assert section["batch1_ms_full"] > 0 and section["batch1_ms_exits"] > 0
     assert section["speedup_batch1"] == pytest.approx(section["batch1_ms_full"] / section["batch1_ms_exits"])
+    inspected = run(inspect_model(load_model(path), small_mnist, InspectOptions(activations=False))).exits
+    assert {k: inspected[k] for k in inspected} == {k: section[k] for k in inspected}  # inspect: the same figures
     summary = compression_summary(result)
     assert f"leave {'after conv1':<16s} {stats.fractions[0]:>7.1%}" in summary
     assert "batch 1 (300 test images one at a time" in summary

@@ -79,6 +79,7 @@ class Inspection:
     saved_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
     cost: Cost | None = None  # multiply-accumulates for one sample (None: the model was not run)
+    exits: dict | None = None  # an early-exit model's exits on the test split (core.eval.exits.exit_section)
 
 
 def model_inputs(loaded: LoadedModel, data: Dataset | None, limit: int, batch_size: int = 500) -> Iterator:
@@ -174,6 +175,7 @@ def _run_model(result: Inspection, loaded: LoadedModel, data: Dataset | None, op
             flat = (lambda x: x.reshape(x.shape[0], -1)) if _flat_input(loaded, data) else None
             result.test = yield from accuracy(model, data.test, limit=options.eval_limit, prepare=flat)
             yield Partial("test", result.test)
+            result.exits = _exits(model, data, options.eval_limit)
         if reference is not None:
             probes = list(model_inputs(loaded, data, 1000)) if data is not None else loaded.probe_inputs
             result.fidelity = yield from fidelity(model, reference.module, probes, loaded.meta.get("task"),
@@ -187,6 +189,16 @@ def _run_model(result: Inspection, loaded: LoadedModel, data: Dataset | None, op
             result.latency = yield from latency(model, example)
         if result.latency is not None:
             yield Partial("latency", result.latency)
+
+
+def _exits(model, data: Dataset, limit: int | None) -> dict | None:
+    """An early-exit model's exit figures on the test split (the examples accuracy was measured on)."""
+    from core.eval.exits import ExitModel, exit_section
+
+    if not isinstance(model, ExitModel):
+        return None
+    test = data.test if limit is None else data.test.subset(min(limit, len(data.test)))
+    return exit_section(model, None, test, next(test.batches(1))[0].to(next(model.parameters()).device))
 
 
 def inspect_streamed(loaded: LoadedModel) -> Task[Inspection]:

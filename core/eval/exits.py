@@ -358,19 +358,24 @@ def compare_ms(models: dict[str, nn.Module], inputs: list[torch.Tensor], repeats
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def exit_section(model: ExitModel, full: nn.Module, split, example: torch.Tensor, samples: int = 300,
+def exit_section(model: ExitModel, full: nn.Module | None, split, example: torch.Tensor, samples: int = 300,
                  repeats: int = 3, split_name: str = "test") -> dict:
     """The report's ``exits`` section of a decoded exit model on ``split`` (the test split): per exit (the
     final output last) the layer it follows, the fraction leaving there, their accuracy, the MACs of leaving
-    there; overall accuracy, mean MACs per sample against ``full``'s (the original model); and the batch-1
-    latency of both on the first ``samples`` images one at a time (each routed as it really is), medians of
-    ``repeats`` alternating passes."""
+    there; overall accuracy and mean MACs per sample. With ``full`` (the original model) also its MACs and
+    the batch-1 latency of both on the first ``samples`` images one at a time (each routed as it really is),
+    medians of ``repeats`` alternating passes."""
     from core.analysis.cost import count_macs
 
     arrays = exit_outputs(model, split)
     macs = exit_macs(model, example)
     stats = exit_stats(arrays, model.thresholds, model.criterion, macs)
-    full_macs = count_macs(full, example[:1]).total
+    section = {"criterion": model.criterion, "thresholds": list(model.thresholds),
+               "after": [s.after for s in model.specs], "split": split_name, "examples": int(len(arrays.labels)),
+               "fractions": list(stats.fractions), "accuracy": [None if math.isnan(a) else a for a in stats.accuracy],
+               "overall": stats.overall, "macs": list(macs), "mean_macs": stats.mean_macs}
+    if full is None:
+        return section
     images = [x[i:i + 1] for x, _ in split.batches(samples, limit=samples) for i in range(len(x))]
     was = model.training, full.training
     model.eval(), full.eval()
@@ -378,11 +383,7 @@ def exit_section(model: ExitModel, full: nn.Module, split, example: torch.Tensor
         ms = compare_ms({"full": full, "exits": model}, images, repeats)
     finally:
         model.train(was[0]), full.train(was[1])
-    nan_free = [None if math.isnan(a) else a for a in stats.accuracy]
-    return {"criterion": model.criterion, "thresholds": list(model.thresholds),
-            "after": [s.after for s in model.specs], "split": split_name,
-            "examples": int(len(arrays.labels)), "fractions": list(stats.fractions), "accuracy": nan_free,
-            "overall": stats.overall, "macs": list(macs), "mean_macs": stats.mean_macs, "full_macs": full_macs,
-            "batch1_examples": len(images), "batch1_ms_full": ms["full"], "batch1_ms_exits": ms["exits"],
+    return {**section, "full_macs": count_macs(full, example[:1]).total, "batch1_examples": len(images),
+            "batch1_ms_full": ms["full"], "batch1_ms_exits": ms["exits"],
             "speedup_batch1": ms["full"] / ms["exits"] if ms["exits"] > 0 else None,
             "threads": torch.get_num_threads()}

@@ -32,9 +32,9 @@ def exit_lines(section: dict) -> list[str]:
     for i, (f, a, m) in enumerate(zip(section["fractions"], section["accuracy"], section["macs"])):
         acc = "-" if a is None else f"{a:.2%}"
         lines.append(f"  leave {_exit_name(section, i):<16s} {f:>7.1%}  accuracy {acc:>7s}  MACs {m:>12,}")
-    mean, full = section["mean_macs"], section["full_macs"]
-    lines.append(f"  overall accuracy {section['overall']:.2%}; mean MACs per sample {mean:,.0f} vs the original's "
-                 f"{full:,} ({full / mean:.2f}x fewer)" if mean else f"  overall accuracy {section['overall']:.2%}")
+    mean, full = section["mean_macs"], section.get("full_macs")
+    against = f" vs the original's {full:,} ({full / mean:.2f}x fewer)" if full and mean else ""
+    lines.append(f"  overall accuracy {section['overall']:.2%}; mean MACs per sample {mean:,.0f}{against}")
     if section.get("speedup_batch1"):
         lines.append(f"  batch 1 ({section['batch1_examples']} test images one at a time, {section['threads']} "
                      f"threads): {section['batch1_ms_full']:.3f} ms -> {section['batch1_ms_exits']:.3f} ms per image "

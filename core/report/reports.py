@@ -60,6 +60,8 @@ def inspection_to_dict(result: Inspection) -> dict:
                     "dead": [int(i) for i in h.dead]} for name, h in result.heads.items()}
     if result.latency is not None:
         metrics["latency"] = asdict(result.latency)
+    if result.exits is not None:
+        metrics["exits"] = result.exits
     return {
         "format": REPORT_FORMAT, "prunescope": __version__,
         "model": {"name": result.loaded.name, "source": result.loaded.source, "format": result.loaded.format,
@@ -276,6 +278,10 @@ def layer_table(result: Inspection) -> str:
         lines.append(f"perplexity on the text: {perplexity_text(result.perplexity)}")
     if result.latency is not None:
         lines.append(f"latency: {latency_figure(result.latency)} ({latency_spread(result.latency)})")
+    if result.exits is not None:
+        from core.report.exits import exit_lines
+
+        lines.extend(exit_lines(result.exits))
     if result.activations:
         lines.append(f"fires: {firing_text(result.activations)}")
     for name, head in result.heads.items():
