@@ -189,6 +189,9 @@ steps:
     assert section["examples"] == len(small_mnist.test) and section["after"] == ["conv1"]
     assert section["batch1_ms_full"] > 0 and section["batch1_ms_exits"] > 0
     assert section["speedup_batch1"] == pytest.approx(section["batch1_ms_full"] / section["batch1_ms_exits"])
+    assert section["batch"] == 256 and section["batches"] == len(small_mnist.test) // 256 > 0
+    assert section["batch_ms_exits"] > 0
+    assert section["speedup_batch"] == pytest.approx(section["batch_ms_full"] / section["batch_ms_exits"])
     inspected = run(inspect_model(load_model(path), small_mnist, InspectOptions(activations=False))).exits
     assert {k: inspected[k] for k in inspected} == {k: section[k] for k in inspected}  # inspect: the same figures
     summary = compression_summary(result)
@@ -196,7 +199,9 @@ steps:
     assert "batch 1 (300 test images one at a time" in summary
     line = exit_headline(section, 0.991)
     assert line.startswith(f"{stats.fractions[0]:.0%} of images leave after conv1: ")
-    assert f"{section['speedup_batch1']:.1f}x faster at batch 1" in line
+    speedup = section["speedup_batch1"]
+    assert (f"{speedup:.1f}x faster at batch 1" if speedup >= 1 else f"{1 / speedup:.1f}x slower at batch 1") in line
+    assert f"batch 256 ({section['batches']} batches of test images)" in summary
     assert line.endswith(f"accuracy 99.1% → {stats.overall:.1%}")
 
 
@@ -205,6 +210,9 @@ def test_exit_headline_names_every_exit_and_omits_what_was_not_measured():
                "speedup_batch1": None}
     assert exit_headline(section, None) == ("60% of images leave after layer1, 25% leave after layer2: "
                                             "accuracy 91.2%")
+    measured = {**section, "speedup_batch1": 0.8}  # heads that cost more than the layers skipped: said so
+    assert exit_headline(measured, 0.93) == ("60% of images leave after layer1, 25% leave after layer2: "
+                                             "1.2x slower at batch 1, accuracy 93.0% → 91.2%")
 
 
 def test_bad_settings_are_refused_in_one_line():

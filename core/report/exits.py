@@ -17,8 +17,8 @@ def exit_headline(section: dict, accuracy_before: float | None) -> str:
                       for i in range(exits))
     parts = [leave]
     speedup = section.get("speedup_batch1")
-    if speedup:
-        parts.append(f"{speedup:.1f}x faster at batch 1")
+    if speedup:  # measured: an exit model can be slower (its heads cost more than the layers it skips)
+        parts.append(f"{speedup:.1f}x faster at batch 1" if speedup >= 1 else f"{1 / speedup:.1f}x slower at batch 1")
     accuracy = f"accuracy {accuracy_before:.1%} → {section['overall']:.1%}" if accuracy_before is not None \
         else f"accuracy {section['overall']:.1%}"
     return f"{parts[0]}: " + ", ".join(parts[1:] + [accuracy])
@@ -38,5 +38,13 @@ def exit_lines(section: dict) -> list[str]:
     if section.get("speedup_batch1"):
         lines.append(f"  batch 1 ({section['batch1_examples']} test images one at a time, {section['threads']} "
                      f"threads): {section['batch1_ms_full']:.3f} ms -> {section['batch1_ms_exits']:.3f} ms per image "
-                     f"({section['speedup_batch1']:.2f}x faster)")
+                     f"({_times(section['speedup_batch1'])})")
+    if section.get("speedup_batch"):
+        lines.append(f"  batch {section['batch']} ({section['batches']} batches of test images): "
+                     f"{section['batch_ms_full']:.2f} ms -> {section['batch_ms_exits']:.2f} ms per batch "
+                     f"({_times(section['speedup_batch'])})")
     return lines
+
+
+def _times(speedup: float) -> str:
+    return f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
